@@ -1,0 +1,280 @@
+//! `GroupLog`: one Raft group's log as Raft sees it, implementing `raft::Storage` over the
+//! shard WAL. Owned by the shard that owns the group.
+//!
+//! Every entry keeps its WAL location and the first bytes of its data (its "head"); the data
+//! itself stays in memory only until applied and while the group's cache budget allows.
+//! Entries whose data was evicted are read back from the WAL by the fetch path; Raft itself
+//! only reads unapplied entries (and, once followers exist, recent ones), which are cached.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::wal::recovery::{RecoveredGroup, ENTRY_HEAD_BYTES};
+use crate::wal::WalLocation;
+
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub term: u64,
+    pub entry_type: EntryType,
+    pub location: WalLocation,
+    pub data: Option<Bytes>,
+    pub data_len: u32,
+    pub head: Bytes,
+}
+
+pub struct GroupLog {
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot_index: u64,
+    snapshot_term: u64,
+    snapshot_state: Bytes,
+    /// Entries `snapshot_index + 1 ..= last_index`, in order.
+    entries: VecDeque<LogEntry>,
+    applied: u64,
+    /// Applied entries whose data is still cached, oldest first, from `cache_from`.
+    cache_from: u64,
+    cached_bytes: usize,
+    cache_bytes_max: usize,
+}
+
+fn entry_type_from_byte(b: u8) -> EntryType {
+    match b {
+        1 => EntryType::EntryConfChange,
+        2 => EntryType::EntryConfChangeV2,
+        _ => EntryType::EntryNormal,
+    }
+}
+
+pub fn entry_type_byte(t: EntryType) -> u8 {
+    match t {
+        EntryType::EntryNormal => 0,
+        EntryType::EntryConfChange => 1,
+        EntryType::EntryConfChangeV2 => 2,
+    }
+}
+
+impl GroupLog {
+    /// A log restored from what the WAL recovered (or empty for a new group), with `voters`
+    /// as its configuration.
+    pub fn recovered(recovered: RecoveredGroup, voters: Vec<u64>, cache_bytes_max: usize) -> Self {
+        let mut hard_state = HardState::default();
+        hard_state.term = recovered.hard_state.term;
+        hard_state.vote = recovered.hard_state.vote;
+        hard_state.commit = recovered.hard_state.commit;
+        let mut conf_state = ConfState::default();
+        conf_state.voters = voters;
+        let entries: VecDeque<LogEntry> = recovered
+            .entries
+            .into_iter()
+            .map(|e| LogEntry {
+                term: e.term,
+                entry_type: entry_type_from_byte(e.entry_type),
+                location: e.location,
+                data: e.data,
+                data_len: e.data_len,
+                head: e.head,
+            })
+            .collect();
+        let snapshot_index = recovered.snapshot.index;
+        let last_index = snapshot_index + entries.len() as u64;
+        // The commit index can trail what is persisted, never lead it by more than the log.
+        hard_state.commit = hard_state.commit.clamp(snapshot_index, last_index);
+        let applied = hard_state.commit;
+        let mut log = Self {
+            hard_state,
+            conf_state,
+            snapshot_index,
+            snapshot_term: recovered.snapshot.term,
+            snapshot_state: recovered.snapshot.state,
+            entries,
+            applied,
+            cache_from: applied + 1,
+            cached_bytes: 0,
+            cache_bytes_max,
+        };
+        log.cached_bytes = log.entries.iter().filter_map(|e| e.data.as_ref()).map(Bytes::len).sum();
+        log
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.snapshot_index + 1
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.snapshot_index + self.entries.len() as u64
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
+    pub fn snapshot_state(&self) -> &Bytes {
+        &self.snapshot_state
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn entry(&self, index: u64) -> Option<&LogEntry> {
+        if index <= self.snapshot_index {
+            return None;
+        }
+        self.entries.get((index - self.snapshot_index - 1) as usize)
+    }
+
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        if index == self.snapshot_index {
+            return Some(self.snapshot_term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    /// Entries from `from` on, in order (the indexes of the state machine's rebuild).
+    pub fn entries_from(&self, from: u64) -> impl Iterator<Item = (u64, &LogEntry)> {
+        let skip = from.saturating_sub(self.snapshot_index + 1) as usize;
+        let base = self.snapshot_index + 1;
+        self.entries.iter().enumerate().skip(skip).map(move |(i, e)| (base + i as u64, e))
+    }
+
+    /// Adds persisted entries, replacing any conflicting suffix (Raft log truncation).
+    /// Returns the index from which entries were replaced, if any were.
+    pub fn append(&mut self, entries: &[Entry], locations: &[WalLocation]) -> Option<u64> {
+        assert_eq!(entries.len(), locations.len());
+        let Some(first) = entries.first() else { return None };
+        assert!(first.index > self.snapshot_index, "append below the snapshot");
+        assert!(first.index <= self.last_index() + 1, "append leaves a gap");
+        let truncated = (first.index <= self.last_index()).then_some(first.index);
+        if truncated.is_some() {
+            let keep = (first.index - self.snapshot_index - 1) as usize;
+            for removed in self.entries.drain(keep..) {
+                self.cached_bytes -= removed.data.as_ref().map_or(0, Bytes::len);
+            }
+        }
+        for (entry, location) in entries.iter().zip(locations) {
+            assert_eq!(entry.index, self.last_index() + 1, "entries are contiguous");
+            let data = entry.data.clone();
+            self.cached_bytes += data.len();
+            self.entries.push_back(LogEntry {
+                term: entry.term,
+                entry_type: entry.get_entry_type(),
+                location: *location,
+                data_len: data.len() as u32,
+                head: data.slice(..data.len().min(ENTRY_HEAD_BYTES)),
+                data: Some(data),
+            });
+        }
+        truncated
+    }
+
+    pub fn set_hard_state(&mut self, hard_state: HardState) {
+        assert!(hard_state.term >= self.hard_state.term, "term never goes back");
+        self.hard_state = hard_state;
+    }
+
+    pub fn set_commit(&mut self, commit: u64) {
+        assert!(commit <= self.last_index());
+        self.hard_state.commit = self.hard_state.commit.max(commit);
+    }
+
+    /// Marks entries up to `index` applied; their data may now be evicted from memory.
+    pub fn set_applied(&mut self, index: u64) {
+        assert!(index <= self.last_index(), "applied past the log");
+        self.applied = self.applied.max(index);
+        self.evict_cache();
+    }
+
+    fn evict_cache(&mut self) {
+        self.cache_from = self.cache_from.max(self.first_index());
+        while self.cached_bytes > self.cache_bytes_max && self.cache_from <= self.applied {
+            let position = (self.cache_from - self.snapshot_index - 1) as usize;
+            if let Some(entry) = self.entries.get_mut(position) {
+                self.cached_bytes -= entry.data.take().map_or(0, |d| d.len());
+            }
+            self.cache_from += 1;
+        }
+    }
+
+    /// Drops entries up to `index` (retention or snapshot), remembering the state at that point.
+    pub fn compact(&mut self, index: u64, state: Bytes) {
+        assert!(index <= self.applied, "only applied entries are compacted");
+        if index <= self.snapshot_index {
+            return;
+        }
+        let term = self.term_of(index).expect("compaction point is in the log");
+        let count = (index - self.snapshot_index) as usize;
+        for removed in self.entries.drain(..count) {
+            self.cached_bytes -= removed.data.as_ref().map_or(0, Bytes::len);
+        }
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        self.snapshot_state = state;
+        assert_eq!(self.first_index(), index + 1);
+    }
+
+    pub fn snapshot_term(&self) -> u64 {
+        self.snapshot_term
+    }
+
+    fn build_entry(&self, index: u64) -> raft::Result<Entry> {
+        let stored = self.entry(index).ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        let data = stored.data.clone().ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        let mut entry = Entry::default();
+        entry.set_entry_type(stored.entry_type);
+        entry.term = stored.term;
+        entry.index = index;
+        entry.data = data;
+        Ok(entry)
+    }
+}
+
+impl raft::Storage for GroupLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.snapshot_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut entries = (low..high).map(|i| self.build_entry(i)).collect::<raft::Result<Vec<_>>>()?;
+        raft::util::limit_size(&mut entries, max_size.into());
+        Ok(entries)
+    }
+
+    fn term(&self, index: u64) -> raft::Result<u64> {
+        if index < self.snapshot_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.term_of(index).ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(GroupLog::first_index(self))
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(GroupLog::last_index(self))
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Snapshots for lagging followers arrive with replication; a single node never asks.
+        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}

@@ -1,0 +1,253 @@
+//! A Raft group as the shard drives it: the raft-rs `RawNode` over a `GroupLog`, its state
+//! machine (a Kafka partition's offsets, or a state machine supplied by the broker such as the
+//! cluster metadata), and the requests waiting on it. Owned by one shard.
+
+pub mod config;
+pub mod log;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use raft::eraftpb::{Entry, EntryType};
+use raft::{RawNode, StateRole};
+
+use crate::error::ShardError;
+use crate::partition::offsets::{PartitionOffsets, RetentionLimits};
+use log::GroupLog;
+
+/// A replicated state machine other than a Kafka partition (the controller's metadata).
+pub trait StateMachine {
+    /// Applies one committed entry's data.
+    fn apply(&mut self, index: u64, data: &[u8]);
+    /// The whole state, for checkpoints; `restore` takes it back.
+    fn snapshot(&self) -> Vec<u8>;
+    fn restore(&mut self, state: &[u8]);
+}
+
+pub enum Machine {
+    Partition { offsets: PartitionOffsets, retention: RetentionLimits },
+    Custom(Box<dyn StateMachine>),
+}
+
+/// Reply to a proposal: the Raft index it committed at, or why it did not.
+pub type ProposalReply = oneshot::Sender<Result<u64, ShardError>>;
+
+struct Waiter {
+    term: u64,
+    reply: ProposalReply,
+}
+
+pub struct RaftGroup {
+    pub id: u64,
+    pub node: RawNode<GroupLog>,
+    pub machine: Machine,
+    waiters: BTreeMap<u64, Waiter>,
+    waiters_max: usize,
+    fetch_waiters: Vec<oneshot::Sender<()>>,
+    fetch_waiters_max: usize,
+    /// Base offset for the next proposed batch: the log end plus batches proposed but not yet
+    /// persisted. Reset whenever leadership changes.
+    next_offset_proposed: i64,
+    proposed_term: u64,
+}
+
+impl RaftGroup {
+    pub fn new(id: u64, node: RawNode<GroupLog>, machine: Machine, waiters_max: usize, fetch_waiters_max: usize) -> Self {
+        let mut group = Self {
+            id,
+            node,
+            machine,
+            waiters: BTreeMap::new(),
+            waiters_max,
+            fetch_waiters: Vec::new(),
+            fetch_waiters_max,
+            next_offset_proposed: 0,
+            proposed_term: 0,
+        };
+        group.rebuild_machine();
+        group
+    }
+
+    /// Replays the recovered log into the state machine: offsets are a fold over the log.
+    fn rebuild_machine(&mut self) {
+        let log = self.node.store();
+        let commit = log.hard_state().commit;
+        match &mut self.machine {
+            Machine::Partition { offsets, .. } => {
+                *offsets = PartitionOffsets::starting_at(decode_start_offset(log.snapshot_state()));
+                for (index, entry) in log.entries_from(log.first_index()) {
+                    offsets.on_append(index, &entry.head, entry.data_len);
+                }
+                offsets.on_commit(commit);
+            }
+            Machine::Custom(machine) => {
+                if !log.snapshot_state().is_empty() {
+                    machine.restore(log.snapshot_state());
+                }
+                for (index, entry) in log.entries_from(log.first_index()) {
+                    if index > commit {
+                        break;
+                    }
+                    let data = entry.data.as_ref().expect("metadata entries stay cached until a checkpoint");
+                    if entry.entry_type == EntryType::EntryNormal && !data.is_empty() {
+                        machine.apply(index, data);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> Option<u64> {
+        let leader = self.node.raft.leader_id;
+        (leader != raft::INVALID_ID).then_some(leader)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    pub fn offsets(&self) -> Option<&PartitionOffsets> {
+        match &self.machine {
+            Machine::Partition { offsets, .. } => Some(offsets),
+            Machine::Custom(_) => None,
+        }
+    }
+
+    fn not_leader(&self) -> ShardError {
+        ShardError::NotLeader { group_id: self.id, leader: self.leader_id() }
+    }
+
+    /// Proposes `data`; the reply comes when it commits. Returns the index it will occupy.
+    pub fn propose(&mut self, data: Vec<u8>, reply: Option<ProposalReply>) -> Result<u64, ShardError> {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        if reply.is_some() && self.waiters.len() >= self.waiters_max {
+            return Err(ShardError::Overloaded(self.id));
+        }
+        let before = self.node.raft.raft_log.last_index();
+        self.node.propose(Vec::new(), data).map_err(|_| ShardError::ProposalDropped)?;
+        let index = self.node.raft.raft_log.last_index();
+        if index != before + 1 {
+            return Err(ShardError::ProposalDropped);
+        }
+        if let Some(reply) = reply {
+            self.waiters.insert(index, Waiter { term: self.term(), reply });
+        }
+        Ok(index)
+    }
+
+    /// The base offset the next batch proposed now will get.
+    pub fn next_batch_offset(&mut self) -> i64 {
+        let term = self.term();
+        if term != self.proposed_term {
+            // Leadership changed: everything this leader has is in its persisted log, plus
+            // what it proposed itself this term (tracked from here on).
+            self.proposed_term = term;
+            self.next_offset_proposed = self.offsets().map_or(0, |o| o.log_end_offset());
+        }
+        self.next_offset_proposed
+    }
+
+    pub fn note_batch_proposed(&mut self, offset_count: i64) {
+        self.next_offset_proposed += offset_count;
+    }
+
+    /// Indexes entries that were just persisted.
+    pub fn on_persisted(&mut self, entries: &[Entry], truncated_from: Option<u64>) {
+        if let Machine::Partition { offsets, .. } = &mut self.machine {
+            if let Some(from) = truncated_from {
+                offsets.on_truncate(from);
+                self.proposed_term = 0;
+            }
+            for entry in entries {
+                offsets.on_append(entry.index, &entry.data, entry.data.len() as u32);
+            }
+        }
+    }
+
+    /// Applies committed entries and answers the proposals waiting on them.
+    pub fn apply_committed(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else { return };
+        for entry in &entries {
+            if let Machine::Custom(machine) = &mut self.machine {
+                if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                    machine.apply(entry.index, &entry.data);
+                }
+            }
+            if let Some(waiter) = self.waiters.remove(&entry.index) {
+                let outcome = if waiter.term == entry.term {
+                    Ok(entry.index)
+                } else {
+                    Err(ShardError::OutcomeUnknown("another leader's entry took its place"))
+                };
+                let _ = waiter.reply.send(outcome);
+            }
+        }
+        // Waiters below the applied index belong to entries that were replaced.
+        let stale: Vec<u64> = self.waiters.range(..=last).map(|(&i, _)| i).collect();
+        for index in stale {
+            if let Some(waiter) = self.waiters.remove(&index) {
+                let _ = waiter.reply.send(Err(ShardError::OutcomeUnknown("entry was replaced")));
+            }
+        }
+        self.node.mut_store().set_applied(last);
+        if let Machine::Partition { offsets, .. } = &mut self.machine {
+            let before = offsets.high_watermark();
+            offsets.on_commit(last);
+            if offsets.high_watermark() > before {
+                self.wake_fetchers();
+            }
+        }
+    }
+
+    /// Registers a long-poll fetch to be woken when the high watermark moves.
+    pub fn add_fetch_waiter(&mut self) -> Result<oneshot::Receiver<()>, ShardError> {
+        self.fetch_waiters.retain(|w| !w.is_canceled());
+        if self.fetch_waiters.len() >= self.fetch_waiters_max {
+            return Err(ShardError::Overloaded(self.id));
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.fetch_waiters.push(sender);
+        Ok(receiver)
+    }
+
+    fn wake_fetchers(&mut self) {
+        for waiter in self.fetch_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Fails everything waiting on the group; it is being removed.
+    pub fn close(&mut self) {
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter.reply.send(Err(ShardError::GroupRemoved));
+        }
+        self.wake_fetchers();
+    }
+
+    /// The state to store with a compaction point at the group's current snapshot index.
+    pub fn snapshot_state(&self) -> Bytes {
+        match &self.machine {
+            Machine::Partition { offsets, .. } => encode_start_offset(offsets.log_start_offset()),
+            Machine::Custom(machine) => Bytes::from(machine.snapshot()),
+        }
+    }
+}
+
+pub fn encode_start_offset(offset: i64) -> Bytes {
+    Bytes::copy_from_slice(&offset.to_le_bytes())
+}
+
+fn decode_start_offset(state: &Bytes) -> i64 {
+    let mut raw = [0u8; 8];
+    if state.len() == 8 {
+        raw.copy_from_slice(state);
+    }
+    i64::from_le_bytes(raw).max(0)
+}

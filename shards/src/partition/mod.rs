@@ -1,0 +1,4 @@
+//! Kafka partition state on top of a Raft group: record batch headers and the offset index.
+
+pub mod batch;
+pub mod offsets;

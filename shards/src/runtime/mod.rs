@@ -1,0 +1,3 @@
+//! The per-core runtime: the shard (WAL + Raft groups + pump).
+
+pub mod shard;

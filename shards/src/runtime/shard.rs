@@ -1,0 +1,491 @@
+//! The shard: one per core, owning a WAL and the Raft groups placed on it. Everything here
+//! runs on that core's glommio executor; state is `Rc<RefCell<Shard>>` and no borrow is ever
+//! held across an `.await`.
+//!
+//! The pump (`run_pump`) is the only writer to the WAL:
+//! ```text
+//!   wait (doorbell | tick) -> tick groups -> Ready of every dirty group -> WAL append
+//!   -> one group commit (write + fdatasync) -> advance every group -> apply -> answer waiters
+//! ```
+//! While a group commit is in flight, proposals keep arriving and queue in Raft; the next
+//! pass carries all of them.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::timer::Timer;
+use raft::eraftpb::Entry;
+use raft::{RawNode, Ready};
+
+use crate::error::ShardError;
+use crate::group::log::{entry_type_byte, GroupLog};
+use crate::group::{config::raft_config, Machine, RaftGroup, StateMachine};
+use crate::partition::batch::{self, BatchHeader};
+use crate::partition::offsets::{BatchMeta, PartitionOffsets, RetentionLimits};
+use crate::wal::record::RecordKind;
+use crate::wal::recovery::{EntryHeader, RecoveredGroup, SnapshotRecord, ENTRY_HEADER_BYTES};
+use crate::wal::{RecordReader, Wal, WalConfig, WalLocation};
+
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub shard_id: usize,
+    /// This node's id in every Raft group.
+    pub replica_id: u64,
+    pub wal: WalConfig,
+    pub tick_interval_ms: u64,
+    pub entry_cache_bytes_max: usize,
+    pub proposal_waiters_max: usize,
+    pub fetch_waiters_max: usize,
+    pub uncommitted_bytes_max: u64,
+}
+
+pub enum GroupSpec {
+    Partition { group_id: u64, retention: RetentionLimits },
+    Custom { group_id: u64, machine: Box<dyn StateMachine> },
+}
+
+impl GroupSpec {
+    pub fn group_id(&self) -> u64 {
+        match self {
+            GroupSpec::Partition { group_id, .. } | GroupSpec::Custom { group_id, .. } => *group_id,
+        }
+    }
+}
+
+pub type ShardRef = Rc<RefCell<Shard>>;
+
+struct PendingReady {
+    group_id: u64,
+    ready: Ready,
+    locations: Vec<WalLocation>,
+}
+
+pub struct Shard {
+    config: ShardConfig,
+    wal: Wal,
+    groups: BTreeMap<u64, RaftGroup>,
+    /// Recovered state of groups the metadata has not claimed yet.
+    recovered: BTreeMap<u64, RecoveredGroup>,
+    dirty: BTreeSet<u64>,
+    /// Per group: the compaction point that is durable in the WAL (retention input).
+    durable_compacted: BTreeMap<u64, u64>,
+    /// Compaction points written in the pass being flushed; durable once it completes.
+    flushing_compactions: Vec<(u64, u64)>,
+    pending_compactions: Vec<(u64, u64)>,
+    groups_installed: bool,
+    doorbell: LocalSender<()>,
+    logger: slog::Logger,
+}
+
+/// What a fetch reads from one partition: cached batches and WAL reads, in offset order.
+pub struct ReadPlan {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub pieces: Vec<ReadPiece>,
+}
+
+pub enum ReadPiece {
+    Cached { base_offset: i64, batch: Bytes },
+    Disk { base_offset: i64, reader: RecordReader },
+}
+
+impl ReadPiece {
+    /// The batch bytes with the base offset the log assigned.
+    pub async fn load(self) -> Result<Bytes, ShardError> {
+        let (base_offset, batch) = match self {
+            ReadPiece::Cached { base_offset, batch } => (base_offset, batch),
+            ReadPiece::Disk { base_offset, reader } => {
+                let payload = reader.read_payload().await?;
+                (base_offset, payload.slice(ENTRY_HEADER_BYTES..))
+            }
+        };
+        let header = BatchHeader::parse(&batch).map_err(|_| ShardError::OutcomeUnknown("stored batch lost its header"))?;
+        if header.base_offset == base_offset {
+            return Ok(batch);
+        }
+        let mut patched = batch.to_vec();
+        batch::patch(&mut patched, base_offset, header.partition_leader_epoch);
+        Ok(Bytes::from(patched))
+    }
+}
+
+impl Shard {
+    /// Opens the shard's WAL. Groups come to life with `add_group` once metadata names them.
+    pub async fn open(config: ShardConfig) -> Result<(ShardRef, LocalReceiver<()>), ShardError> {
+        let (wal, recovered) = Wal::open(config.wal.clone()).await?;
+        let (doorbell, doorbell_rx) = local_channel::new_bounded(1);
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let recovered_groups: BTreeMap<u64, RecoveredGroup> =
+            recovered.groups.into_iter().filter(|(_, g)| !g.removed).collect();
+        tracing::info!(shard = config.shard_id, groups = recovered_groups.len(), segments = wal.segment_count(),
+            "wal recovered");
+        let shard = Shard {
+            config,
+            wal,
+            groups: BTreeMap::new(),
+            recovered: recovered_groups,
+            dirty: BTreeSet::new(),
+            durable_compacted: BTreeMap::new(),
+            flushing_compactions: Vec::new(),
+            pending_compactions: Vec::new(),
+            groups_installed: false,
+            doorbell,
+            logger,
+        };
+        Ok((Rc::new(RefCell::new(shard)), doorbell_rx))
+    }
+
+    pub fn shard_id(&self) -> usize {
+        self.config.shard_id
+    }
+
+    fn ring(&self) {
+        // A full doorbell already means "work pending".
+        let _ = self.doorbell.try_send(());
+    }
+
+    pub fn has_group(&self, group_id: u64) -> bool {
+        self.groups.contains_key(&group_id)
+    }
+
+    pub fn group_ids(&self) -> Vec<u64> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// Brings a group to life from its recovered state (or empty) and makes this replica its
+    /// leader when it is the only voter.
+    pub fn add_group(&mut self, spec: GroupSpec) -> Result<(), ShardError> {
+        let group_id = spec.group_id();
+        if self.groups.contains_key(&group_id) {
+            return Ok(());
+        }
+        let recovered = self.recovered.remove(&group_id).unwrap_or_default();
+        self.durable_compacted.insert(group_id, recovered.snapshot.index);
+        let voters = vec![self.config.replica_id];
+        let log = GroupLog::recovered(recovered, voters.clone(), self.config.entry_cache_bytes_max);
+        let applied = log.hard_state().commit;
+        let raft_config = raft_config(self.config.replica_id, applied, self.config.uncommitted_bytes_max)
+            .map_err(|_| ShardError::OutcomeUnknown("invalid raft config"))?;
+        let node = RawNode::new(&raft_config, log, &self.logger)
+            .map_err(|_| ShardError::OutcomeUnknown("raft refused the recovered log"))?;
+        let machine = match spec {
+            GroupSpec::Partition { retention, .. } => {
+                Machine::Partition { offsets: PartitionOffsets::starting_at(0), retention }
+            }
+            GroupSpec::Custom { machine, .. } => Machine::Custom(machine),
+        };
+        let mut group = RaftGroup::new(group_id, node, machine, self.config.proposal_waiters_max,
+            self.config.fetch_waiters_max);
+        if voters.len() == 1 {
+            // A lone voter needs no election timeout: it wins at once.
+            let _ = group.node.campaign();
+        }
+        self.groups.insert(group_id, group);
+        self.dirty.insert(group_id);
+        self.ring();
+        Ok(())
+    }
+
+    pub fn set_retention(&mut self, group_id: u64, limits: RetentionLimits) {
+        if let Some(RaftGroup { machine: Machine::Partition { retention, .. }, .. }) = self.groups.get_mut(&group_id) {
+            *retention = limits;
+        }
+    }
+
+    /// Removes a group (its topic was deleted): waiters fail, and its log no longer pins WAL
+    /// segments once the removal record is durable.
+    pub fn remove_group(&mut self, group_id: u64) {
+        if let Some(mut group) = self.groups.remove(&group_id) {
+            group.close();
+        }
+        self.recovered.remove(&group_id);
+        self.dirty.remove(&group_id);
+        self.wal.append(group_id, RecordKind::GroupRemoved, &[]);
+        self.pending_compactions.push((group_id, u64::MAX));
+        self.ring();
+    }
+
+    /// Called once every group the metadata assigns here was added: recovered groups nobody
+    /// claimed belong to deleted topics.
+    pub fn finish_group_install(&mut self) {
+        let unclaimed: Vec<u64> = self.recovered.keys().copied().collect();
+        for group_id in unclaimed {
+            tracing::info!(shard = self.config.shard_id, group_id, "dropping recovered group of a deleted topic");
+            self.remove_group(group_id);
+        }
+        self.groups_installed = true;
+    }
+
+    fn group_mut(&mut self, group_id: u64) -> Result<&mut RaftGroup, ShardError> {
+        self.groups.get_mut(&group_id).ok_or(ShardError::UnknownGroup(group_id))
+    }
+
+    fn group(&self, group_id: u64) -> Result<&RaftGroup, ShardError> {
+        self.groups.get(&group_id).ok_or(ShardError::UnknownGroup(group_id))
+    }
+
+    /// Proposes arbitrary data to a group (the controller's commands).
+    pub fn propose(&mut self, group_id: u64, data: Vec<u8>) -> Result<oneshot::Receiver<Result<u64, ShardError>>, ShardError> {
+        let (reply, receiver) = oneshot::channel();
+        self.group_mut(group_id)?.propose(data, Some(reply))?;
+        self.dirty.insert(group_id);
+        self.ring();
+        Ok(receiver)
+    }
+
+    /// Proposes a validated record batch to a partition. Returns its base offset and, unless
+    /// `wait` is false (acks=0), a receiver that resolves once the batch is committed.
+    pub fn propose_batch(
+        &mut self,
+        group_id: u64,
+        batch: &[u8],
+        header: &BatchHeader,
+        wait: bool,
+    ) -> Result<(i64, Option<oneshot::Receiver<Result<u64, ShardError>>>), ShardError> {
+        let record_bytes_max = self.wal.config().record_bytes_max() - ENTRY_HEADER_BYTES - 64;
+        if batch.len() > record_bytes_max {
+            return Err(ShardError::RecordTooLarge(batch.len()));
+        }
+        let group = self.group_mut(group_id)?;
+        if !group.is_leader() {
+            return Err(ShardError::NotLeader { group_id, leader: group.leader_id() });
+        }
+        let base_offset = group.next_batch_offset();
+        let mut data = batch.to_vec();
+        batch::patch(&mut data, base_offset, group.term() as i32);
+        let (reply, receiver) = if wait {
+            let (reply, receiver) = oneshot::channel();
+            (Some(reply), Some(receiver))
+        } else {
+            (None, None)
+        };
+        group.propose(data, reply)?;
+        group.note_batch_proposed(header.offset_count());
+        self.dirty.insert(group_id);
+        self.ring();
+        Ok((base_offset, receiver))
+    }
+
+    pub fn offsets(&self, group_id: u64) -> Result<&PartitionOffsets, ShardError> {
+        self.group(group_id)?.offsets().ok_or(ShardError::UnknownGroup(group_id))
+    }
+
+    pub fn leader_epoch(&self, group_id: u64) -> Result<i32, ShardError> {
+        Ok(self.group(group_id)?.term() as i32)
+    }
+
+    /// Plans a read of committed batches from `offset`, up to `max_bytes` (the first batch is
+    /// always whole, as Kafka requires, when `first_whole` is set).
+    pub fn plan_read(&self, group_id: u64, offset: i64, max_bytes: usize, first_whole: bool) -> Result<ReadPlan, ShardError> {
+        let group = self.group(group_id)?;
+        let offsets = group.offsets().ok_or(ShardError::UnknownGroup(group_id))?;
+        let (log_start_offset, high_watermark) = (offsets.log_start_offset(), offsets.high_watermark());
+        if offset < log_start_offset || offset > offsets.log_end_offset() {
+            return Err(ShardError::OffsetOutOfRange { offset, log_start_offset, high_watermark });
+        }
+        let mut pieces = Vec::new();
+        let mut bytes = 0usize;
+        for meta in offsets.committed_from(offset) {
+            let size = meta.bytes as usize;
+            if bytes + size > max_bytes && !(pieces.is_empty() && first_whole) {
+                break;
+            }
+            pieces.push(self.piece(group, meta)?);
+            bytes += size;
+        }
+        Ok(ReadPlan { high_watermark, log_start_offset, pieces })
+    }
+
+    fn piece(&self, group: &RaftGroup, meta: &BatchMeta) -> Result<ReadPiece, ShardError> {
+        let entry = group.node.store().entry(meta.raft_index).ok_or(ShardError::OutcomeUnknown("index and log disagree"))?;
+        Ok(match &entry.data {
+            Some(data) => ReadPiece::Cached { base_offset: meta.base_offset, batch: data.clone() },
+            None => ReadPiece::Disk { base_offset: meta.base_offset, reader: self.wal.reader(entry.location)? },
+        })
+    }
+
+    pub fn fetch_waiter(&mut self, group_id: u64) -> Result<oneshot::Receiver<()>, ShardError> {
+        self.group_mut(group_id)?.add_fetch_waiter()
+    }
+
+    // ---- the pump's steps ----
+
+    fn tick_all(&mut self) {
+        for (&group_id, group) in &mut self.groups {
+            if group.node.tick() {
+                self.dirty.insert(group_id);
+            }
+        }
+    }
+
+    fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || self.wal.has_pending()
+    }
+
+    /// Collects the Ready of every dirty group and appends what it must persist to the WAL.
+    fn collect_ready(&mut self) -> Vec<PendingReady> {
+        let mut pending = Vec::new();
+        let mut rolled = false;
+        for group_id in std::mem::take(&mut self.dirty) {
+            let Some(group) = self.groups.get_mut(&group_id) else { continue };
+            if !group.node.has_ready() {
+                continue;
+            }
+            let mut ready = group.node.ready();
+            // Messages to other replicas go out with the transport; a lone voter has none.
+            drop(ready.take_messages());
+            let mut locations = Vec::with_capacity(ready.entries().len());
+            for entry in ready.entries() {
+                let header = EntryHeader { term: entry.term, index: entry.index, entry_type: entry_type_byte(entry.get_entry_type()) };
+                let (location, roll) = self.wal.append(group_id, RecordKind::Entry, &[&header.encode(), &entry.data]);
+                self.wal.note_entry(location, group_id, entry.index);
+                rolled |= roll;
+                locations.push(location);
+            }
+            if let Some(hard_state) = ready.hs() {
+                let record = crate::wal::recovery::HardStateRecord { term: hard_state.term, vote: hard_state.vote, commit: hard_state.commit };
+                let (_, roll) = self.wal.append(group_id, RecordKind::HardState, &[&record.encode()]);
+                rolled |= roll;
+                group.node.mut_store().set_hard_state(hard_state.clone());
+            }
+            pending.push(PendingReady { group_id, ready, locations });
+        }
+        if rolled {
+            self.checkpoint();
+        }
+        pending
+    }
+
+    /// Writes every group's hard state and compaction point into the new segment, so older
+    /// segments hold nothing that is not also here (besides entries, which pin segments).
+    fn checkpoint(&mut self) {
+        for (&group_id, group) in &mut self.groups {
+            if let Machine::Custom(_) = group.machine {
+                let applied = group.node.store().applied();
+                let state = group.snapshot_state();
+                group.node.mut_store().compact(applied, state);
+            }
+            let log = group.node.store();
+            let hs = log.hard_state();
+            let record = crate::wal::recovery::HardStateRecord { term: hs.term, vote: hs.vote, commit: hs.commit };
+            self.wal.append(group_id, RecordKind::HardState, &[&record.encode()]);
+            if log.snapshot_index() > 0 {
+                let snapshot = SnapshotRecord { index: log.snapshot_index(), term: log.snapshot_term(), state: log.snapshot_state().clone() };
+                self.wal.append(group_id, RecordKind::Snapshot, &[&snapshot.encode_header(), &snapshot.state]);
+                self.pending_compactions.push((group_id, snapshot.index));
+            }
+        }
+    }
+
+    /// After the group commit: hand persisted entries to Raft, advance, apply, answer.
+    fn finish_ready(&mut self, pending: Vec<PendingReady>) {
+        for PendingReady { group_id, mut ready, locations } in pending {
+            let Some(group) = self.groups.get_mut(&group_id) else { continue };
+            let entries: Vec<Entry> = ready.take_entries();
+            let truncated = group.node.mut_store().append(&entries, &locations);
+            group.on_persisted(&entries, truncated);
+            group.apply_committed(ready.take_committed_entries());
+            drop(ready.take_persisted_messages());
+            let mut light = group.node.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                group.node.mut_store().set_commit(commit);
+            }
+            drop(light.take_messages());
+            group.apply_committed(light.take_committed_entries());
+            group.node.advance_apply();
+            if group.node.has_ready() {
+                self.dirty.insert(group_id);
+            }
+        }
+    }
+
+    /// Applies each partition's retention; expired batches become a compaction point.
+    pub fn apply_retention(&mut self, now_ms: i64) {
+        for (&group_id, group) in &mut self.groups {
+            let applied = group.node.store().applied();
+            let Machine::Partition { offsets, retention } = &mut group.machine else { continue };
+            let Some((index, start_offset)) = offsets.expire(*retention, now_ms, applied) else { continue };
+            let state = crate::group::encode_start_offset(start_offset);
+            group.node.mut_store().compact(index, state.clone());
+            let snapshot = SnapshotRecord { index, term: group.node.store().snapshot_term(), state };
+            self.wal.append(group_id, RecordKind::Snapshot, &[&snapshot.encode_header(), &snapshot.state]);
+            self.pending_compactions.push((group_id, index));
+        }
+        if self.wal.has_pending() {
+            self.ring();
+        }
+    }
+
+    /// Deletes WAL segments no group needs any more.
+    fn reclaim_segments(&mut self) -> Result<(), ShardError> {
+        if !self.groups_installed {
+            return Ok(());
+        }
+        let durable = &self.durable_compacted;
+        let reclaimable = self.wal.reclaimable_segments(|group_id| durable.get(&group_id).copied().unwrap_or(u64::MAX));
+        if !reclaimable.is_empty() {
+            tracing::info!(shard = self.config.shard_id, ?reclaimable, "retention: removing wal segments");
+            self.wal.remove_segments(&reclaimable)?;
+        }
+        Ok(())
+    }
+
+    pub fn wal_segment_count(&self) -> usize {
+        self.wal.segment_count()
+    }
+}
+
+/// Drives the shard until `stop` resolves and everything queued is durable.
+pub async fn run_pump(shard: ShardRef, doorbell: LocalReceiver<()>, stop: Rc<std::cell::Cell<bool>>) {
+    let tick = Duration::from_millis(shard.borrow().config.tick_interval_ms);
+    let mut next_tick = Instant::now() + tick;
+    loop {
+        let now = Instant::now();
+        if now >= next_tick {
+            shard.borrow_mut().tick_all();
+            next_tick = now + tick;
+        }
+        if !shard.borrow().has_work() {
+            if stop.get() {
+                return;
+            }
+            let wait = next_tick.saturating_duration_since(Instant::now()).min(tick);
+            let ring = std::pin::pin!(doorbell.recv());
+            let timer = std::pin::pin!(Timer::new(wait));
+            futures::future::select(ring, timer).await;
+            continue;
+        }
+        let (pending, job) = {
+            let mut state = shard.borrow_mut();
+            let pending = state.collect_ready();
+            let compactions = std::mem::take(&mut state.pending_compactions);
+            state.flushing_compactions = compactions;
+            (pending, state.wal.take_flush_job())
+        };
+        if let Some(job) = job {
+            match job.run().await {
+                Ok(done) => shard.borrow_mut().wal.complete_flush(done),
+                Err(error) => {
+                    // fsync failures cannot be retried safely (the page state is unknown):
+                    // stop the process rather than acknowledge anything else.
+                    tracing::error!(%error, "wal group commit failed; stopping");
+                    std::process::exit(74);
+                }
+            }
+        }
+        let mut state = shard.borrow_mut();
+        for (group_id, index) in std::mem::take(&mut state.flushing_compactions) {
+            let slot = state.durable_compacted.entry(group_id).or_default();
+            *slot = (*slot).max(index);
+        }
+        state.finish_ready(pending);
+        if let Err(error) = state.reclaim_segments() {
+            tracing::warn!(%error, "retention could not remove a segment");
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! The shard's write-ahead log: one per shard, shared by every Raft group the shard owns.
+//!
+//! Owned by exactly one shard; nothing here is `Send`. Records are appended to an in-memory
+//! pending buffer; `take_flush_job` turns everything pending into 4 KiB-aligned O_DIRECT writes
+//! followed by one `fdatasync` per touched segment (group commit: one sync covers every group of
+//! the shard). The partially filled last block is kept in memory and rewritten by the next flush
+//! with the same bytes in front, so a torn rewrite can only damage records that were never
+//! acknowledged.
+//!
+//! Segments are preallocated files named `<seq>.wal` that roll at `segment_bytes_max`. A record
+//! never spans two segments.
+
+pub mod record;
+pub mod recovery;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+use thiserror::Error;
+
+use record::{RecordKind, ScanStop};
+use recovery::{RecoveredLog, Recovery, RecoveryError};
+
+pub const BLOCK_BYTES: u64 = 4096;
+const READ_CHUNK_BYTES: u64 = 4 << 20;
+const _: () = assert!(READ_CHUNK_BYTES % BLOCK_BYTES == 0);
+
+#[derive(Debug, Error)]
+pub enum WalError {
+    #[error("wal i/o on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("wal recovery: {0}")]
+    Recovery(#[from] RecoveryError),
+    #[error("wal record at segment {segment} position {position} is damaged: {stop}")]
+    Damaged { segment: u64, position: u64, stop: ScanStop },
+    #[error("wal segment {0} is gone (reclaimed by retention)")]
+    SegmentGone(u64),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io { path: path.to_path_buf(), source }
+}
+
+fn glommio_error<T>(path: &Path) -> impl FnOnce(glommio::GlommioError<T>) -> WalError + '_ {
+    move |err| WalError::Io { path: path.to_path_buf(), source: err.into() }
+}
+
+/// Where a record sits on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalLocation {
+    pub segment: u64,
+    pub position: u64,
+    pub record_bytes: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    pub dir: PathBuf,
+    pub segment_bytes_max: u64,
+}
+
+impl WalConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let min = 16 * BLOCK_BYTES;
+        if self.segment_bytes_max < min || self.segment_bytes_max % BLOCK_BYTES != 0 {
+            return Err(format!("segment_bytes_max must be a multiple of 4096 and at least {min}"));
+        }
+        Ok(())
+    }
+
+    /// The largest record that fits a segment, leaving room for the checkpoint after a roll.
+    pub fn record_bytes_max(&self) -> usize {
+        (self.segment_bytes_max / 2) as usize
+    }
+}
+
+struct PendingChunk {
+    segment: u64,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+pub struct Wal {
+    config: WalConfig,
+    segments: BTreeMap<u64, Rc<DmaFile>>,
+    active_segment: u64,
+    /// Logical end of flushed data in the active segment.
+    write_position: u64,
+    /// Bytes from `align_down(write_position)` to `write_position`, already on disk.
+    tail_block: Vec<u8>,
+    pending: Vec<PendingChunk>,
+    /// Per segment, per group: the highest Raft index it holds. A segment can be deleted once
+    /// every group has compacted past its entry there.
+    segment_entry_max: BTreeMap<u64, BTreeMap<u64, u64>>,
+    flush_in_flight: bool,
+}
+
+/// A group commit ready to run: aligned writes, each followed by fdatasync of its file.
+pub struct FlushJob {
+    writes: Vec<FlushWrite>,
+    segment_bytes_max: u64,
+    dir: PathBuf,
+}
+
+struct FlushWrite {
+    segment: u64,
+    file: Option<Rc<DmaFile>>,
+    position: u64,
+    bytes: Vec<u8>,
+}
+
+/// Files the flush created; handed back with `Wal::complete_flush`.
+pub struct FlushDone {
+    created: Vec<(u64, Rc<DmaFile>)>,
+}
+
+fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:020}.wal"))
+}
+
+fn align_down(value: u64) -> u64 {
+    value - value % BLOCK_BYTES
+}
+
+fn align_up(value: u64) -> u64 {
+    value.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+}
+
+async fn open_segment(path: &Path, create: bool, size: u64) -> Result<DmaFile, WalError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(glommio_error(path))?;
+    if create {
+        file.pre_allocate(size, false).await.map_err(glommio_error(path))?;
+        file.fdatasync().await.map_err(glommio_error(path))?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(file)
+}
+
+/// Makes a created or removed file name durable.
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+}
+
+async fn read_whole(file: &DmaFile, path: &Path) -> Result<Vec<u8>, WalError> {
+    let size = file.file_size().await.map_err(glommio_error(path))?;
+    let mut content = Vec::with_capacity(size as usize);
+    let mut position = 0;
+    while position < size {
+        let length = READ_CHUNK_BYTES.min(size - position);
+        let chunk = file.read_at(position, length as usize).await.map_err(glommio_error(path))?;
+        if chunk.is_empty() {
+            break;
+        }
+        content.extend_from_slice(&chunk);
+        position += chunk.len() as u64;
+    }
+    Ok(content)
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL in `config.dir`, recovering every group's durable state.
+    /// The log is cut at the first torn or damaged record and everything after it is zeroed,
+    /// so nothing that was never acknowledged can reappear later.
+    pub async fn open(config: WalConfig) -> Result<(Wal, RecoveredLog), WalError> {
+        std::fs::create_dir_all(&config.dir).map_err(io_error(&config.dir))?;
+        let mut sequence: Vec<u64> = std::fs::read_dir(&config.dir)
+            .map_err(io_error(&config.dir))?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
+            .collect();
+        sequence.sort_unstable();
+
+        let mut recovery = Recovery::default();
+        let mut segments = BTreeMap::new();
+        let mut end = None;
+        for (position_in_sequence, &segment) in sequence.iter().enumerate() {
+            let path = segment_path(&config.dir, segment);
+            let file = open_segment(&path, false, config.segment_bytes_max).await?;
+            let content = read_whole(&file, &path).await?;
+            let scan = record::scan(&content);
+            for &(position, rec) in &scan.records {
+                recovery.apply(segment, position as u64, rec)?;
+            }
+            recovery.release_committed_data();
+            segments.insert(segment, Rc::new(file));
+            let is_last = position_in_sequence + 1 == sequence.len();
+            if scan.stop != ScanStop::End || is_last {
+                if scan.stop != ScanStop::End {
+                    tracing::warn!(segment, valid_bytes = scan.valid_bytes, stop = %scan.stop,
+                        "wal: torn or damaged tail, cutting the log here");
+                }
+                let tail_start = align_down(scan.valid_bytes as u64) as usize;
+                end = Some((segment, scan.valid_bytes as u64, content[tail_start..scan.valid_bytes].to_vec()));
+                for &later in &sequence[position_in_sequence + 1..] {
+                    let later_path = segment_path(&config.dir, later);
+                    std::fs::remove_file(&later_path).map_err(io_error(&later_path))?;
+                }
+                break;
+            }
+        }
+        let recovered = recovery.finish()?;
+        let mut wal = Wal {
+            segment_entry_max: recovered.segment_entry_max.clone(),
+            config,
+            segments,
+            active_segment: 1,
+            write_position: 0,
+            tail_block: Vec::new(),
+            pending: Vec::new(),
+            flush_in_flight: false,
+        };
+        match end {
+            Some((segment, valid_bytes, tail_block)) => {
+                wal.segment_entry_max.retain(|&s, _| s <= segment);
+                wal.segments.retain(|&s, _| s <= segment);
+                wal.active_segment = segment;
+                wal.write_position = valid_bytes;
+                wal.tail_block = tail_block;
+                wal.zero_after_end().await?;
+            }
+            None => {
+                let path = segment_path(&wal.config.dir, 1);
+                let file = open_segment(&path, true, wal.config.segment_bytes_max).await?;
+                wal.segments.insert(1, Rc::new(file));
+            }
+        }
+        Ok((wal, recovered))
+    }
+
+    /// Zeroes the active segment after the last valid record: the partial block is rewritten
+    /// with zeros after the data, and the rest is punched out (reads as zeros).
+    async fn zero_after_end(&mut self) -> Result<(), WalError> {
+        let path = segment_path(&self.config.dir, self.active_segment);
+        let file = self.segments[&self.active_segment].clone();
+        let size = file.file_size().await.map_err(glommio_error(&path))?;
+        let block_start = align_down(self.write_position);
+        let block_end = align_up(self.write_position);
+        if block_end > block_start {
+            let mut buffer = file.alloc_dma_buffer(BLOCK_BYTES as usize);
+            let bytes = buffer.as_bytes_mut();
+            bytes.fill(0);
+            bytes[..self.tail_block.len()].copy_from_slice(&self.tail_block);
+            file.write_at(buffer, block_start).await.map_err(glommio_error(&path))?;
+        }
+        if size > block_end {
+            file.deallocate(block_end, size - block_end).await.map_err(glommio_error(&path))?;
+        }
+        file.fdatasync().await.map_err(glommio_error(&path))?;
+        Ok(())
+    }
+
+    pub fn config(&self) -> &WalConfig {
+        &self.config
+    }
+
+    /// Queues one record. Returns where it will land and whether it opened a new segment (the
+    /// caller then writes a checkpoint of every group into it, see `Shard::checkpoint`).
+    pub fn append(&mut self, group_id: u64, kind: RecordKind, payload: &[&[u8]]) -> (WalLocation, bool) {
+        let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+        let record_bytes = record::encoded_len(payload_len);
+        assert!(record_bytes <= self.config.record_bytes_max(), "record larger than a segment allows");
+        let (segment, position) = match self.pending.last() {
+            Some(chunk) => (chunk.segment, chunk.start + chunk.bytes.len() as u64),
+            None => (self.active_segment, self.write_position),
+        };
+        let rolled = position + record_bytes as u64 > self.config.segment_bytes_max;
+        if rolled {
+            self.pending.push(PendingChunk { segment: segment + 1, start: 0, bytes: Vec::new() });
+        } else if self.pending.is_empty() {
+            self.pending.push(PendingChunk { segment, start: position, bytes: Vec::new() });
+        }
+        let chunk = self.pending.last_mut().expect("a chunk was just ensured");
+        let location = WalLocation {
+            segment: chunk.segment,
+            position: chunk.start + chunk.bytes.len() as u64,
+            record_bytes: record_bytes as u32,
+        };
+        record::encode(&mut chunk.bytes, group_id, kind, payload);
+        assert!(location.position + record_bytes as u64 <= self.config.segment_bytes_max);
+        (location, rolled)
+    }
+
+    /// Notes that `segment` holds entry `index` of `group_id` (retention input).
+    pub fn note_entry(&mut self, location: WalLocation, group_id: u64, index: u64) {
+        let slot = self.segment_entry_max.entry(location.segment).or_default().entry(group_id).or_default();
+        *slot = (*slot).max(index);
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(|c| c.bytes.len()).sum()
+    }
+
+    pub fn flush_in_flight(&self) -> bool {
+        self.flush_in_flight
+    }
+
+    /// Turns everything pending into one group commit. At most one runs at a time.
+    pub fn take_flush_job(&mut self) -> Option<FlushJob> {
+        assert!(!self.flush_in_flight, "one group commit at a time");
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut writes = Vec::with_capacity(self.pending.len());
+        for chunk in std::mem::take(&mut self.pending) {
+            let (file, mut bytes, position) = if chunk.segment == self.active_segment {
+                assert_eq!(chunk.start, self.write_position);
+                let file = self.segments.get(&chunk.segment).cloned();
+                assert!(file.is_some(), "the active segment is open");
+                (file, std::mem::take(&mut self.tail_block), align_down(chunk.start))
+            } else {
+                assert_eq!(chunk.segment, self.active_segment + 1);
+                assert_eq!(chunk.start, 0);
+                (None, Vec::new(), 0)
+            };
+            bytes.extend_from_slice(&chunk.bytes);
+            self.active_segment = chunk.segment;
+            self.write_position = position + bytes.len() as u64;
+            let tail_start = align_down(self.write_position) - position;
+            self.tail_block = bytes[tail_start as usize..].to_vec();
+            writes.push(FlushWrite { segment: chunk.segment, file, position, bytes });
+        }
+        self.flush_in_flight = true;
+        Some(FlushJob { writes, segment_bytes_max: self.config.segment_bytes_max, dir: self.config.dir.clone() })
+    }
+
+    pub fn complete_flush(&mut self, done: FlushDone) {
+        assert!(self.flush_in_flight);
+        self.flush_in_flight = false;
+        for (segment, file) in done.created {
+            self.segments.insert(segment, file);
+        }
+    }
+
+    /// Reads back one record and returns its payload, checking its CRC again.
+    pub fn reader(&self, location: WalLocation) -> Result<RecordReader, WalError> {
+        let file = self.segments.get(&location.segment).cloned().ok_or(WalError::SegmentGone(location.segment))?;
+        Ok(RecordReader { file, location, path: segment_path(&self.config.dir, location.segment) })
+    }
+
+    /// Segments that no group needs any more: every group has compacted past all of its
+    /// entries there. `compacted_index(group)` is the group's durable compaction point
+    /// (u64::MAX for a removed group). The active segment is never reclaimable.
+    pub fn reclaimable_segments(&self, compacted_index: impl Fn(u64) -> u64) -> Vec<u64> {
+        self.segments
+            .keys()
+            .copied()
+            .filter(|&segment| segment < self.active_segment)
+            .filter(|segment| {
+                self.segment_entry_max
+                    .get(segment)
+                    .is_none_or(|groups| groups.iter().all(|(&group, &max)| max <= compacted_index(group)))
+            })
+            .collect()
+    }
+
+    pub fn remove_segments(&mut self, segments: &[u64]) -> Result<(), WalError> {
+        for segment in segments {
+            assert!(*segment < self.active_segment, "the active segment is never removed");
+            self.segments.remove(segment);
+            self.segment_entry_max.remove(segment);
+            let path = segment_path(&self.config.dir, *segment);
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+        if !segments.is_empty() {
+            sync_dir(&self.config.dir)?;
+        }
+        Ok(())
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Bytes of the log on disk (whole segments), for metrics and tests.
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments.len() as u64 * self.config.segment_bytes_max
+    }
+}
+
+impl FlushJob {
+    pub fn bytes(&self) -> usize {
+        self.writes.iter().map(|w| w.bytes.len()).sum()
+    }
+
+    /// Runs the writes in order. Each segment is synced before the next one is written, so a
+    /// later segment never holds data while an earlier one has a hole.
+    pub async fn run(self) -> Result<FlushDone, WalError> {
+        let mut created = Vec::new();
+        for write in self.writes {
+            let path = segment_path(&self.dir, write.segment);
+            let file = match write.file {
+                Some(file) => file,
+                None => {
+                    let file = Rc::new(open_segment(&path, true, self.segment_bytes_max).await?);
+                    created.push((write.segment, file.clone()));
+                    file
+                }
+            };
+            let length = align_up(write.bytes.len() as u64) as usize;
+            let mut buffer = file.alloc_dma_buffer(length);
+            let target = buffer.as_bytes_mut();
+            target[..write.bytes.len()].copy_from_slice(&write.bytes);
+            target[write.bytes.len()..].fill(0);
+            let written = file.write_at(buffer, write.position).await.map_err(glommio_error(&path))?;
+            if written != length {
+                return Err(WalError::Io {
+                    path,
+                    source: std::io::Error::other(format!("short write: {written} of {length} bytes")),
+                });
+            }
+            file.fdatasync().await.map_err(glommio_error(&path))?;
+        }
+        Ok(FlushDone { created })
+    }
+}
+
+/// A pending read of one record; holds the file open even if retention removes it meanwhile.
+pub struct RecordReader {
+    file: Rc<DmaFile>,
+    location: WalLocation,
+    path: PathBuf,
+}
+
+impl RecordReader {
+    pub async fn read_payload(self) -> Result<Bytes, WalError> {
+        let WalLocation { segment, position, record_bytes } = self.location;
+        let raw = self
+            .file
+            .read_at(position, record_bytes as usize)
+            .await
+            .map_err(glommio_error(&self.path))?;
+        let (record, length) = record::decode(&raw).map_err(|stop| WalError::Damaged { segment, position, stop })?;
+        assert_eq!(length, record_bytes as usize, "index and disk agree on the record length");
+        Ok(Bytes::copy_from_slice(record.payload))
+    }
+}
