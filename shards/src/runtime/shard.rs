@@ -275,6 +275,15 @@ impl Shard {
         self.group(group_id)?.offsets().ok_or(ShardError::UnknownGroup(group_id))
     }
 
+    pub fn leader_of(&self, group_id: u64) -> Option<u64> {
+        self.groups.get(&group_id).and_then(RaftGroup::leader_id)
+    }
+
+    /// True once the group leads and has applied everything it had at start.
+    pub fn is_caught_up_leader(&self, group_id: u64) -> bool {
+        self.groups.get(&group_id).is_some_and(|g| g.is_leader() && g.node.store().applied() >= g.node.raft.raft_log.last_index())
+    }
+
     pub fn leader_epoch(&self, group_id: u64) -> Result<i32, ShardError> {
         Ok(self.group(group_id)?.term() as i32)
     }

@@ -1,0 +1,82 @@
+//! Controller log entries and the metadata snapshot, encoded with prost (no .proto build step).
+
+use std::collections::BTreeMap;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Command {
+    #[prost(message, optional, tag = "1")]
+    pub init: Option<InitCluster>,
+    #[prost(message, optional, tag = "2")]
+    pub create_topic: Option<CreateTopic>,
+    #[prost(message, optional, tag = "3")]
+    pub delete_topic: Option<DeleteTopic>,
+}
+
+/// First entry of a new cluster: fixes its id and the shard count its placement uses.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InitCluster {
+    #[prost(string, tag = "1")]
+    pub cluster_id: String,
+    #[prost(uint32, tag = "2")]
+    pub shard_count: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateTopic {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub topic_id: Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    pub partitions: u32,
+    #[prost(uint32, tag = "4")]
+    pub replication_factor: u32,
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteTopic {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PartitionRecord {
+    /// The partition's Raft group; never reused, so a recreated topic starts empty.
+    #[prost(uint64, tag = "1")]
+    pub group_id: u64,
+    /// The shard that owns the partition on every replica.
+    #[prost(uint32, tag = "2")]
+    pub shard: u32,
+    #[prost(uint32, repeated, tag = "3")]
+    pub replicas: Vec<u32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TopicRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub topic_id: Vec<u8>,
+    #[prost(message, repeated, tag = "3")]
+    pub partitions: Vec<PartitionRecord>,
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub configs: BTreeMap<String, String>,
+    #[prost(uint32, tag = "5")]
+    pub replication_factor: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetadataSnapshot {
+    #[prost(string, tag = "1")]
+    pub cluster_id: String,
+    #[prost(uint32, tag = "2")]
+    pub shard_count: u32,
+    #[prost(uint64, tag = "3")]
+    pub next_group_id: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub topics: Vec<TopicRecord>,
+    #[prost(uint64, tag = "5")]
+    pub applied_index: u64,
+}

@@ -1,0 +1,189 @@
+//! The controller: the cluster metadata's Raft group and the commands that change it. It lives
+//! on shard 0; other shards reach it over the mesh. Changes are serialized (one at a time),
+//! committed through Raft, applied by `state::MetadataState`, then published to every shard
+//! before the request is answered, so a client that created a topic can use it at once.
+
+pub mod commands;
+pub mod state;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use chronik_shards::group::StateMachine;
+use glommio::sync::Semaphore;
+use prost::Message;
+
+use commands::{Command, CreateTopic, DeleteTopic, InitCluster, MetadataSnapshot, TopicRecord};
+use state::{MetadataState, CONTROLLER_GROUP_ID};
+
+use crate::runtime::context::ShardContext;
+
+pub enum ControllerRequest {
+    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
+    DeleteTopics { names: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: u32,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControllerError {
+    #[error("topic already exists")]
+    TopicAlreadyExists,
+    #[error("unknown topic")]
+    UnknownTopic,
+    #[error("topic name collides with existing topic {0} ('.' and '_' are interchangeable in metrics)")]
+    NameCollision(String),
+    #[error("the controller could not commit the change: {0}")]
+    NotCommitted(String),
+}
+
+pub type TopicOutcome = (String, Result<TopicRecord, ControllerError>);
+
+pub enum ControllerReply {
+    Topics(Vec<TopicOutcome>),
+}
+
+/// The Raft state machine half, registered with the shard.
+struct MetadataMachine(Rc<RefCell<MetadataState>>);
+
+impl StateMachine for MetadataMachine {
+    fn apply(&mut self, index: u64, data: &[u8]) {
+        match Command::decode(data) {
+            Ok(command) => self.0.borrow_mut().apply(index, command),
+            // Entries are CRC-checked on disk; an undecodable one is a bug of ours, and
+            // skipping it on every replica alike keeps them identical.
+            Err(error) => tracing::error!(index, %error, "controller entry does not decode; skipped"),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.0.borrow().encode_snapshot()
+    }
+
+    fn restore(&mut self, state: &[u8]) {
+        match MetadataSnapshot::decode(state) {
+            Ok(snapshot) => *self.0.borrow_mut() = MetadataState::from_snapshot(snapshot),
+            Err(error) => tracing::error!(%error, "controller snapshot does not decode"),
+        }
+    }
+}
+
+pub struct Controller {
+    state: Rc<RefCell<MetadataState>>,
+    /// One change at a time: validation sees the state every earlier change left.
+    serial: Semaphore,
+}
+
+fn normalized(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+impl Controller {
+    pub fn new() -> (Rc<Controller>, Box<dyn StateMachine>) {
+        let state = Rc::new(RefCell::new(MetadataState::default()));
+        let controller = Rc::new(Controller { state: state.clone(), serial: Semaphore::new(1) });
+        (controller, Box::new(MetadataMachine(state)))
+    }
+
+    pub fn state(&self) -> std::cell::Ref<'_, MetadataState> {
+        self.state.borrow()
+    }
+
+    async fn commit(&self, ctx: &ShardContext, command: Command) -> Result<(), ControllerError> {
+        let receiver = ctx
+            .shard
+            .borrow_mut()
+            .propose(CONTROLLER_GROUP_ID, command.encode_to_vec())
+            .map_err(|e| ControllerError::NotCommitted(e.to_string()))?;
+        match receiver.await {
+            Ok(Ok(_index)) => Ok(()),
+            Ok(Err(error)) => Err(ControllerError::NotCommitted(error.to_string())),
+            Err(_) => Err(ControllerError::NotCommitted("shard stopped".into())),
+        }
+    }
+
+    /// Initializes a new cluster's metadata (first start of the data directory).
+    pub async fn initialize(&self, ctx: &ShardContext, shard_count: u32) -> Result<(), ControllerError> {
+        let cluster_id = uuid::Uuid::new_v4().simple().to_string();
+        let init = InitCluster { cluster_id, shard_count };
+        self.commit(ctx, Command { init: Some(init), ..Command::default() }).await
+    }
+
+    pub async fn handle(&self, ctx: &Rc<ShardContext>, request: ControllerRequest) -> ControllerReply {
+        let Ok(_permit) = self.serial.acquire_permit(1).await else {
+            return ControllerReply::Topics(Vec::new());
+        };
+        let outcomes = match request {
+            ControllerRequest::CreateTopics { topics, validate_only } => {
+                let mut outcomes = Vec::with_capacity(topics.len());
+                for topic in topics {
+                    let outcome = self.create_topic(ctx, &topic, validate_only).await;
+                    outcomes.push((topic.name, outcome));
+                }
+                outcomes
+            }
+            ControllerRequest::DeleteTopics { names } => {
+                let mut outcomes = Vec::with_capacity(names.len());
+                for name in names {
+                    let outcome = self.delete_topic(ctx, &name).await;
+                    outcomes.push((name, outcome));
+                }
+                outcomes
+            }
+        };
+        if outcomes.iter().any(|(_, outcome)| outcome.is_ok()) {
+            let view = crate::metadata::MetadataView::from_state(&self.state.borrow());
+            crate::runtime::context::publish_metadata(ctx, view).await;
+        }
+        ControllerReply::Topics(outcomes)
+    }
+
+    fn check_new_name(&self, name: &str) -> Result<(), ControllerError> {
+        let state = self.state.borrow();
+        if state.topics.contains_key(name) {
+            return Err(ControllerError::TopicAlreadyExists);
+        }
+        let wanted = normalized(name);
+        if let Some(existing) = state.topics.keys().find(|existing| normalized(existing) == wanted) {
+            return Err(ControllerError::NameCollision(existing.clone()));
+        }
+        Ok(())
+    }
+
+    async fn create_topic(&self, ctx: &ShardContext, topic: &NewTopic, validate_only: bool) -> Result<TopicRecord, ControllerError> {
+        self.check_new_name(&topic.name)?;
+        let create = CreateTopic {
+            name: topic.name.clone(),
+            topic_id: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            partitions: topic.partitions,
+            replication_factor: topic.replication_factor,
+            configs: topic.configs.clone(),
+        };
+        if validate_only {
+            return Ok(TopicRecord {
+                name: create.name,
+                topic_id: create.topic_id,
+                partitions: Vec::new(),
+                configs: create.configs,
+                replication_factor: create.replication_factor,
+            });
+        }
+        self.commit(ctx, Command { create_topic: Some(create), ..Command::default() }).await?;
+        let state = self.state.borrow();
+        state.topics.get(&topic.name).cloned().ok_or(ControllerError::TopicAlreadyExists)
+    }
+
+    async fn delete_topic(&self, ctx: &ShardContext, name: &str) -> Result<TopicRecord, ControllerError> {
+        let existing = self.state.borrow().topics.get(name).cloned().ok_or(ControllerError::UnknownTopic)?;
+        let delete = DeleteTopic { name: name.to_string() };
+        self.commit(ctx, Command { delete_topic: Some(delete), ..Command::default() }).await?;
+        Ok(existing)
+    }
+}

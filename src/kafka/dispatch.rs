@@ -1,0 +1,106 @@
+//! Request decoding and dispatch: ApiKey -> handler. The supported versions come from each
+//! handler's `VERSIONS`, and ApiVersions is built from the same table.
+
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Decodable;
+
+use super::codec::encode_response;
+use super::handlers;
+use crate::runtime::context::ShardContext;
+
+/// (API, versions we accept). Produce advertises v0-v2 as Kafka 4.0 does (KAFKA-18659:
+/// librdkafka infers codec support from them) but only v3+ decodes.
+pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 7] {
+    [
+        (ApiKey::Produce, handlers::produce::VERSIONS),
+        (ApiKey::Fetch, handlers::fetch::VERSIONS),
+        (ApiKey::ListOffsets, handlers::list_offsets::VERSIONS),
+        (ApiKey::Metadata, handlers::metadata::VERSIONS),
+        (ApiKey::ApiVersions, handlers::api_versions::VERSIONS),
+        (ApiKey::CreateTopics, handlers::create_topics::VERSIONS),
+        (ApiKey::DeleteTopics, handlers::delete_topics::VERSIONS),
+    ]
+}
+
+pub fn supported_versions(api_key: ApiKey) -> Option<RangeInclusive<i16>> {
+    supported_apis().into_iter().find(|(key, _)| *key == api_key).map(|(_, versions)| versions)
+}
+
+pub struct Request {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub body: RequestKind,
+}
+
+pub enum Decoded {
+    Request(Box<Request>),
+    /// Answer with these bytes and keep the connection (ApiVersions at an unknown version).
+    Immediate(Bytes),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {1} of {0:?}")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("malformed {0:?} request: {1}")]
+    Malformed(ApiKey, String),
+}
+
+pub fn decode(mut frame: Bytes) -> Result<Decoded, DecodeError> {
+    let mut peek = frame.clone();
+    let raw_key = peek.get_i16();
+    let version = peek.get_i16();
+    let correlation_id = peek.get_i32();
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApi(raw_key))?;
+    let versions = supported_versions(api_key).ok_or(DecodeError::UnknownApi(raw_key))?;
+    if !versions.contains(&version) {
+        if api_key == ApiKey::ApiVersions {
+            let body = handlers::api_versions::unsupported_version();
+            let bytes = encode_response(api_key, 0, correlation_id, &ResponseKind::ApiVersions(body))
+                .map_err(|e| DecodeError::Malformed(api_key, e))?;
+            return Ok(Decoded::Immediate(bytes));
+        }
+        return Err(DecodeError::UnsupportedVersion(api_key, version));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| DecodeError::Malformed(api_key, e.to_string()))?;
+    let body = RequestKind::decode(api_key, &mut frame, version).map_err(|e| DecodeError::Malformed(api_key, e.to_string()))?;
+    Ok(Decoded::Request(Box::new(Request { api_key, version, header, body })))
+}
+
+/// Handles one request; `None` means no response is sent (produce with acks=0).
+#[tracing::instrument(skip_all, fields(api = ?request.api_key, version = request.version,
+    correlation_id = request.header.correlation_id, shard = ctx.shard_id))]
+pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Option<Bytes> {
+    let Request { api_key, version, header, body } = request;
+    let response = match body {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions::handle()),
+        RequestKind::Metadata(req) => ResponseKind::Metadata(handlers::metadata::handle(&ctx, version, req).await),
+        RequestKind::Produce(req) => {
+            let response = handlers::produce::handle(&ctx, version, req).await?;
+            ResponseKind::Produce(response)
+        }
+        RequestKind::Fetch(req) => ResponseKind::Fetch(handlers::fetch::handle(&ctx, version, req).await),
+        RequestKind::ListOffsets(req) => ResponseKind::ListOffsets(handlers::list_offsets::handle(&ctx, version, req).await),
+        RequestKind::CreateTopics(req) => ResponseKind::CreateTopics(handlers::create_topics::handle(&ctx, version, req).await),
+        RequestKind::DeleteTopics(req) => ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, version, req).await),
+        _ => {
+            tracing::warn!("decoded an API that has no handler");
+            return None;
+        }
+    };
+    match encode_response(api_key, version, header.correlation_id, &response) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            tracing::error!(%error, "response does not encode");
+            None
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The only place where internal errors become Kafka error codes. Each mapping says why.
+
+use kafka_protocol::error::ResponseError;
+
+use chronik_shards::error::ShardError;
+use chronik_shards::partition::batch::BatchError;
+
+use crate::controller::ControllerError;
+use crate::runtime::frame::RouteError;
+
+pub const NONE: i16 = 0;
+
+pub fn shard_error(error: &ShardError) -> ResponseError {
+    match error {
+        ShardError::UnknownGroup(_) => ResponseError::UnknownTopicOrPartition,
+        // Retriable: the client refreshes metadata and retries at the leader.
+        ShardError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        ShardError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        // Raft refused to queue more: back off and retry.
+        ShardError::ProposalDropped | ShardError::Overloaded(_) => ResponseError::RequestTimedOut,
+        // The topic went away while the request waited.
+        ShardError::GroupRemoved => ResponseError::UnknownTopicOrPartition,
+        // We cannot prove the write did or did not happen: never report success, and let an
+        // idempotent producer retry safely.
+        ShardError::OutcomeUnknown(_) => ResponseError::RequestTimedOut,
+        ShardError::RecordTooLarge(_) => ResponseError::MessageTooLarge,
+        ShardError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn route_error(_: &RouteError) -> ResponseError {
+    // The owning shard is shutting down: the outcome is unknown.
+    ResponseError::RequestTimedOut
+}
+
+pub fn batch_error(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        BatchError::TooShort | BatchError::LengthMismatch { .. } | BatchError::CrcMismatch | BatchError::BadCount => {
+            ResponseError::CorruptMessage
+        }
+    }
+}
+
+pub fn controller_error(error: &ControllerError) -> ResponseError {
+    match error {
+        ControllerError::TopicAlreadyExists => ResponseError::TopicAlreadyExists,
+        ControllerError::UnknownTopic => ResponseError::UnknownTopicOrPartition,
+        ControllerError::NameCollision(_) => ResponseError::InvalidTopicException,
+        ControllerError::NotCommitted(_) => ResponseError::RequestTimedOut,
+    }
+}

@@ -1,0 +1,138 @@
+//! Fetch with long poll. Partitions are read on their owning shards concurrently; the reply
+//! respects max_bytes and partition_max_bytes, except that the first batch is always whole so
+//! a consumer can make progress. With less than min_bytes available, the request waits on
+//! every involved shard until any partition commits more data or max_wait_ms passes.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::FetchRequest;
+use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::TopicName;
+
+use crate::kafka::errors;
+use crate::metadata::MetadataView;
+use crate::runtime::context::ShardContext;
+use crate::runtime::frame::{ReadResult, ShardReply, ShardRequest};
+
+pub const VERSIONS: RangeInclusive<i16> = 4..=12;
+
+struct Wanted {
+    topic_index: usize,
+    partition: i32,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    /// (shard, group) when the partition exists.
+    placement: Option<(usize, u64)>,
+}
+
+type Outcome = Result<ReadResult, ResponseError>;
+
+pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: FetchRequest) -> FetchResponse {
+    let view = ctx.metadata();
+    let wanted = plan(&view, &request);
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(Duration::from_millis(ctx.config.fetch_wait_ms_max));
+    let deadline = Instant::now() + wait;
+    let max_bytes = request.max_bytes.max(0) as usize;
+    loop {
+        let outcomes = read_all(ctx, &wanted, max_bytes).await;
+        let available: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|r| &r.batches).map(Bytes::len).sum();
+        let any_error = outcomes.iter().any(Result::is_err);
+        let now = Instant::now();
+        if available >= request.min_bytes.max(1) as usize || any_error || now >= deadline {
+            return respond(&request, &wanted, outcomes, max_bytes);
+        }
+        wait_for_data(ctx, &wanted, deadline - now).await;
+    }
+}
+
+fn plan(view: &MetadataView, request: &FetchRequest) -> Vec<Wanted> {
+    let mut wanted = Vec::new();
+    for (topic_index, topic) in request.topics.iter().enumerate() {
+        for partition in &topic.partitions {
+            let placement = view
+                .partition(&topic.topic.0, partition.partition)
+                .map(|p| (p.shard as usize, p.group_id));
+            wanted.push(Wanted {
+                topic_index,
+                partition: partition.partition,
+                fetch_offset: partition.fetch_offset,
+                partition_max_bytes: partition.partition_max_bytes.max(0) as usize,
+                placement,
+            });
+        }
+    }
+    wanted
+}
+
+async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -> Vec<Outcome> {
+    let reads = wanted.iter().map(|w| async move {
+        let Some((shard, group_id)) = w.placement else {
+            return Err(ResponseError::UnknownTopicOrPartition);
+        };
+        let request = ShardRequest::Read { group_id, offset: w.fetch_offset, max_bytes: w.partition_max_bytes.min(max_bytes) };
+        match ctx.call(shard, request).await {
+            Ok(ShardReply::Read(Ok(result))) => Ok(result),
+            Ok(ShardReply::Read(Err(error))) => Err(errors::shard_error(&error)),
+            Ok(_) => Err(ResponseError::UnknownServerError),
+            Err(error) => Err(errors::route_error(&error)),
+        }
+    });
+    futures::future::join_all(reads).await
+}
+
+async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration) {
+    let mut by_shard: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+    for (shard, group_id) in wanted.iter().filter_map(|w| w.placement) {
+        by_shard.entry(shard).or_default().push(group_id);
+    }
+    let wait_ms = wait.as_millis() as u64;
+    let waits: Vec<_> = by_shard
+        .into_iter()
+        .map(|(shard, group_ids)| Box::pin(ctx.call(shard, ShardRequest::WaitForData { group_ids, wait_ms })))
+        .collect();
+    if waits.is_empty() {
+        glommio::timer::sleep(wait).await;
+        return;
+    }
+    // The first shard with news ends the wait; the others time out on their own.
+    let _ = futures::future::select_all(waits).await;
+}
+
+fn respond(request: &FetchRequest, wanted: &[Wanted], outcomes: Vec<Outcome>, max_bytes: usize) -> FetchResponse {
+    let mut topics: Vec<FetchableTopicResponse> = request
+        .topics
+        .iter()
+        .map(|t| FetchableTopicResponse::default().with_topic(TopicName(t.topic.0.clone())).with_topic_id(t.topic_id))
+        .collect();
+    let mut budget = max_bytes;
+    let mut first_batch_sent = false;
+    for (w, outcome) in wanted.iter().zip(outcomes) {
+        let data = PartitionData::default().with_partition_index(w.partition);
+        let data = match outcome {
+            Err(error) => data.with_error_code(error.code()).with_high_watermark(-1),
+            Ok(result) => {
+                let mut records = BytesMut::new();
+                for batch in result.batches {
+                    if batch.len() > budget && first_batch_sent {
+                        break;
+                    }
+                    budget = budget.saturating_sub(batch.len());
+                    first_batch_sent = true;
+                    records.extend_from_slice(&batch);
+                }
+                data.with_high_watermark(result.high_watermark)
+                    .with_last_stable_offset(result.high_watermark)
+                    .with_log_start_offset(result.log_start_offset)
+                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_records(Some(records.freeze()))
+            }
+        };
+        topics[w.topic_index].partitions.push(data);
+    }
+    FetchResponse::default().with_responses(topics)
+}

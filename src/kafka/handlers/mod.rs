@@ -1,0 +1,79 @@
+//! One Kafka API per file, each with its accepted `VERSIONS` first. Shared routing helpers
+//! live here.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use crate::controller::{ControllerReply, ControllerRequest, NewTopic, TopicOutcome};
+use crate::kafka::topic_name;
+use crate::runtime::context::ShardContext;
+use crate::runtime::frame::{PartitionDescription, ShardReply, ShardRequest};
+
+/// The controller always lives on shard 0.
+const CONTROLLER_SHARD: usize = 0;
+
+pub async fn call_controller(ctx: &Rc<ShardContext>, request: ControllerRequest) -> Vec<TopicOutcome> {
+    match ctx.call(CONTROLLER_SHARD, ShardRequest::Controller(request)).await {
+        Ok(ShardReply::Controller(ControllerReply::Topics(outcomes))) => outcomes,
+        _ => Vec::new(),
+    }
+}
+
+/// Creates the valid, unknown topics among `names` with the broker defaults (auto-creation).
+pub async fn auto_create(ctx: &Rc<ShardContext>, names: impl IntoIterator<Item = String>) {
+    let view = ctx.metadata();
+    let missing: BTreeSet<String> = names
+        .into_iter()
+        .filter(|name| view.topic(name).is_none() && topic_name::validate(name).is_ok())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let topics = missing
+        .into_iter()
+        .map(|name| NewTopic {
+            name,
+            partitions: ctx.config.default_partitions,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        })
+        .collect();
+    for (name, outcome) in call_controller(ctx, ControllerRequest::CreateTopics { topics, validate_only: false }).await {
+        match outcome {
+            Ok(_) => tracing::info!(topic = %name, "auto-created topic"),
+            Err(error) => tracing::debug!(topic = %name, %error, "auto-create did not create"),
+        }
+    }
+}
+
+/// Leader and epoch of each group, asked of the shards that own them.
+pub async fn describe(ctx: &Rc<ShardContext>, placements: &[(u32, u64)]) -> BTreeMap<u64, PartitionDescription> {
+    let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for &(shard, group_id) in placements {
+        by_shard.entry(shard).or_default().push(group_id);
+    }
+    let calls = by_shard.into_iter().map(|(shard, group_ids)| async move {
+        let reply = ctx.call(shard as usize, ShardRequest::Describe { group_ids: group_ids.clone() }).await;
+        match reply {
+            Ok(ShardReply::Describe(descriptions)) => group_ids.into_iter().zip(descriptions).collect::<Vec<_>>(),
+            _ => Vec::new(),
+        }
+    });
+    let mut described = BTreeMap::new();
+    for pairs in futures::future::join_all(calls).await {
+        for (group_id, description) in pairs {
+            if let Some(description) = description {
+                described.insert(group_id, description);
+            }
+        }
+    }
+    described
+}

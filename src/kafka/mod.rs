@@ -1,0 +1,8 @@
+//! The Kafka front-end: connections, framing, dispatch, one handler per API.
+
+pub mod codec;
+pub mod dispatch;
+pub mod errors;
+pub mod handlers;
+pub mod server;
+pub mod topic_name;

@@ -1,0 +1,99 @@
+//! Per-shard listener (SO_REUSEPORT: every shard binds the same address and the kernel spreads
+//! connections) and the connection task. Requests on a connection are handled concurrently,
+//! at most `connection_requests_in_flight_max` at a time, and answered strictly in order.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::io::AsyncWriteExt;
+use futures::AsyncReadExt;
+use glommio::channels::local_channel;
+use glommio::net::{TcpListener, TcpStream};
+use glommio::Task;
+
+use super::codec::read_frame;
+use super::dispatch::{self, Decoded};
+use crate::runtime::context::ShardContext;
+
+pub fn listen(ctx: &ShardContext) -> std::io::Result<TcpListener> {
+    TcpListener::bind(ctx.config.listen).map_err(std::io::Error::from)
+}
+
+pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_connection(ctx.clone(), stream)).detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Decrements the shard's in-flight count when a request finishes, however it finishes.
+struct InFlight(Rc<ShardContext>);
+
+impl InFlight {
+    fn start(ctx: &Rc<ShardContext>) -> Self {
+        ctx.requests_in_flight.set(ctx.requests_in_flight.get() + 1);
+        Self(ctx.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.requests_in_flight.set(self.0.requests_in_flight.get() - 1);
+    }
+}
+
+async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let (mut reader, mut writer) = stream.split();
+    let (responses, pending) = local_channel::new_bounded::<Task<Option<Bytes>>>(ctx.config.connection_requests_in_flight_max);
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(task) = pending.recv().await {
+            if let Some(bytes) = task.await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = writer.close().await;
+    });
+    loop {
+        let frame = match read_frame(&mut reader, ctx.config.request_bytes_max).await {
+            Ok(frame) => frame,
+            Err(super::codec::FrameError::Closed) => break,
+            Err(error) => {
+                tracing::info!(%peer, %error, "closing connection");
+                break;
+            }
+        };
+        let task = match dispatch::decode(frame) {
+            Ok(Decoded::Request(request)) => {
+                let guard = InFlight::start(&ctx);
+                let ctx = ctx.clone();
+                glommio::spawn_local(async move {
+                    let response = dispatch::handle(ctx, *request).await;
+                    drop(guard);
+                    response
+                })
+            }
+            Ok(Decoded::Immediate(bytes)) => glommio::spawn_local(async move { Some(bytes) }),
+            Err(error) => {
+                tracing::info!(%peer, %error, "closing connection");
+                break;
+            }
+        };
+        if responses.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(responses);
+    writer_task.await;
+}

@@ -1,0 +1,87 @@
+//! `ShardContext`: what request handling on one shard can reach. Routing lives here: a
+//! request for a partition on this shard runs in place, one for another shard crosses the
+//! bounded channel mesh and its reply comes back on a oneshot.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures::channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+
+use chronik_shards::runtime::shard::ShardRef;
+
+use super::frame::{RouteError, ShardMessage, ShardReply, ShardRequest};
+use crate::config::Config;
+use crate::controller::Controller;
+use crate::metadata::{MetadataView, TopicSettings};
+
+pub struct ShardContext {
+    pub shard_id: usize,
+    pub config: Arc<Config>,
+    pub shard: ShardRef,
+    metadata: RefCell<Arc<MetadataView>>,
+    pub metadata_installed: Cell<bool>,
+    senders: Senders<ShardMessage>,
+    pub controller: RefCell<Option<Rc<Controller>>>,
+    pub requests_in_flight: Cell<usize>,
+}
+
+impl ShardContext {
+    pub fn new(shard_id: usize, config: Arc<Config>, shard: ShardRef, senders: Senders<ShardMessage>) -> Self {
+        Self {
+            shard_id,
+            config,
+            shard,
+            metadata: RefCell::new(Arc::new(MetadataView::default())),
+            metadata_installed: Cell::new(false),
+            senders,
+            controller: RefCell::new(None),
+            requests_in_flight: Cell::new(0),
+        }
+    }
+
+    pub fn metadata(&self) -> Arc<MetadataView> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn set_metadata(&self, view: Arc<MetadataView>) {
+        let mut current = self.metadata.borrow_mut();
+        if view.applied_index >= current.applied_index {
+            *current = view;
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.config.shards
+    }
+
+    pub fn topic_defaults(&self) -> TopicSettings {
+        TopicSettings {
+            retention_ms: self.config.retention_ms,
+            retention_bytes: self.config.retention_bytes,
+            message_bytes_max: self.config.message_bytes_max,
+        }
+    }
+
+    /// Runs `request` on shard `target`: in place when it is this shard, else over the mesh.
+    pub async fn call(self: &Rc<Self>, target: usize, request: ShardRequest) -> Result<ShardReply, RouteError> {
+        if target == self.shard_id {
+            return Ok(super::ops::execute(self.clone(), request).await);
+        }
+        let (reply, receiver) = oneshot::channel();
+        self.senders.send_to(target, ShardMessage { request, reply }).await.map_err(|_| RouteError(target))?;
+        receiver.await.map_err(|_| RouteError(target))
+    }
+}
+
+/// Hands a new metadata snapshot to every shard and waits until each has applied it.
+pub async fn publish_metadata(ctx: &Rc<ShardContext>, view: MetadataView) {
+    let view = Arc::new(view);
+    let calls = (0..ctx.shard_count()).map(|shard| ctx.call(shard, ShardRequest::Metadata(view.clone())));
+    for (shard, result) in futures::future::join_all(calls).await.into_iter().enumerate() {
+        if let Err(error) = result {
+            tracing::warn!(shard, %error, "metadata not delivered");
+        }
+    }
+}

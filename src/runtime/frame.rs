@@ -1,0 +1,70 @@
+//! What crosses between shards over the bounded glommio channel mesh. A request carries its
+//! reply channel; the owner shard executes it and answers on it. If a frame cannot be
+//! delivered (the mesh closed at shutdown) the caller sees `RouteError` and answers the client
+//! with a retriable error.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use chronik_shards::error::ShardError;
+
+use crate::controller::{ControllerReply, ControllerRequest};
+use crate::metadata::MetadataView;
+
+pub enum ShardRequest {
+    Append { group_id: u64, batch: Bytes, acks: i16 },
+    Read { group_id: u64, offset: i64, max_bytes: usize },
+    /// Resolves when any of the groups commits new data, or after `wait_ms`.
+    WaitForData { group_ids: Vec<u64>, wait_ms: u64 },
+    ListOffset { group_id: u64, timestamp: i64 },
+    Describe { group_ids: Vec<u64> },
+    Metadata(Arc<MetadataView>),
+    /// Only shard 0 hosts the controller.
+    Controller(ControllerRequest),
+}
+
+#[derive(Debug)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct ReadResult {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ListedOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionDescription {
+    pub leader: Option<u64>,
+    pub leader_epoch: i32,
+}
+
+pub enum ShardReply {
+    Append(Result<AppendResult, ShardError>),
+    Read(Result<ReadResult, ShardError>),
+    Waited,
+    ListOffset(Result<ListedOffset, ShardError>),
+    Describe(Vec<Option<PartitionDescription>>),
+    MetadataApplied,
+    Controller(ControllerReply),
+}
+
+pub struct ShardMessage {
+    pub request: ShardRequest,
+    pub reply: oneshot::Sender<ShardReply>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is unreachable (shutting down)")]
+pub struct RouteError(pub usize);

@@ -1,0 +1,190 @@
+//! Start-up and shutdown of a node: one pinned glommio executor per shard, joined by a
+//! bounded channel mesh. Shard 0 also hosts the controller. No shard serves clients before it
+//! holds the committed metadata, so a client never sees an empty cluster.
+
+pub mod context;
+pub mod frame;
+pub mod ops;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::io::DmaFile;
+use glommio::timer::sleep;
+use glommio::{LocalExecutorBuilder, Placement};
+use thiserror::Error;
+
+use chronik_shards::runtime::shard::{run_pump, GroupSpec, Shard, ShardConfig};
+use chronik_shards::wal::WalConfig;
+
+use crate::config::Config;
+use crate::controller::state::CONTROLLER_GROUP_ID;
+use crate::controller::Controller;
+use crate::metadata::MetadataView;
+use context::{publish_metadata, ShardContext};
+use frame::ShardMessage;
+
+/// Capacity of each shard-to-shard channel: a full channel makes the sender wait.
+const CROSS_SHARD_CHANNEL_CAPACITY: usize = 1024;
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("shard {0}: {1}")]
+    Shard(usize, String),
+    #[error("cannot start executor: {0}")]
+    Executor(String),
+}
+
+/// Runs the node until `stop` is set; returns once every shard has drained and synced.
+pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
+    let data_dir = config.data_dir.display().to_string();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
+    // glommio probes polled-I/O support on the first file it opens; an empty file passes the
+    // probe wrongly (virtio disks then fail every read with EOPNOTSUPP). Open a non-empty one
+    // first, on the same device.
+    std::fs::write(config.data_dir.join("io-probe"), vec![0u8; 4096]).map_err(|e| StartError::DataDir(data_dir, e))?;
+    let config = Arc::new(config);
+    let mesh = MeshBuilder::<ShardMessage, _>::full(config.shards, CROSS_SHARD_CHANNEL_CAPACITY);
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut executors = Vec::with_capacity(config.shards);
+    for index in 0..config.shards {
+        let (config, mesh, stop) = (config.clone(), mesh.clone(), stop.clone());
+        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("shard-{index}"))
+            .spawn(move || async move {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                run_shard(config, mesh, stop).await
+            })
+            .map_err(|e| StartError::Executor(e.to_string()))?;
+        executors.push(executor);
+    }
+    let mut first_error = None;
+    for executor in executors {
+        match executor.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => first_error = first_error.or(Some(error)),
+            Err(error) => first_error = first_error.or(Some(StartError::Executor(error.to_string()))),
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn run_shard(config: Arc<Config>, mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>, stop: Arc<AtomicBool>) -> Result<(), StartError> {
+    let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Shard(0, "channel mesh".into()))?;
+    let shard_id = senders.peer_id();
+    let fail = |text: String| StartError::Shard(shard_id, text);
+    let probe = config.data_dir.join("io-probe");
+    DmaFile::open(&probe).await.map_err(|e| fail(format!("io probe {}: {e}", probe.display())))?;
+    let shard_config = ShardConfig {
+        shard_id,
+        replica_id: u64::from(config.node_id),
+        wal: WalConfig { dir: config.data_dir.join(format!("shard-{shard_id}")), segment_bytes_max: config.segment_bytes },
+        tick_interval_ms: config.tick_interval_ms,
+        entry_cache_bytes_max: config.entry_cache_bytes_max,
+        proposal_waiters_max: 100_000,
+        fetch_waiters_max: 10_000,
+        uncommitted_bytes_max: 256 << 20,
+    };
+    shard_config.wal.validate().map_err(fail)?;
+    let (shard, doorbell) = Shard::open(shard_config).await.map_err(|e| fail(e.to_string()))?;
+    let pump_stop = Rc::new(std::cell::Cell::new(false));
+    let pump = glommio::spawn_local(run_pump(shard.clone(), doorbell, pump_stop.clone()));
+    let ctx = Rc::new(ShardContext::new(shard_id, config.clone(), shard.clone(), senders));
+    serve_mesh(&ctx, receivers);
+
+    if shard_id == 0 {
+        start_controller(&ctx).await.map_err(fail)?;
+    }
+    let started = Instant::now();
+    while !ctx.metadata_installed.get() {
+        if started.elapsed() > STARTUP_WAIT || stop.load(Ordering::Relaxed) {
+            return Err(fail("no metadata from the controller".into()));
+        }
+        sleep(Duration::from_millis(5)).await;
+    }
+    let retention = glommio::spawn_local(retention_loop(ctx.clone()));
+    let listener = crate::kafka::server::listen(&ctx).map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
+    let acceptor = glommio::spawn_local(crate::kafka::server::accept_loop(ctx.clone(), listener));
+    tracing::info!(shard = shard_id, listen = %config.listen, "serving Kafka clients");
+
+    while !stop.load(Ordering::Relaxed) {
+        sleep(Duration::from_millis(50)).await;
+    }
+    acceptor.cancel().await;
+    retention.cancel().await;
+    let draining = Instant::now();
+    while ctx.requests_in_flight.get() > 0 && draining.elapsed() < SHUTDOWN_DRAIN {
+        sleep(Duration::from_millis(10)).await;
+    }
+    pump_stop.set(true);
+    pump.await;
+    tracing::info!(shard = shard_id, "stopped");
+    Ok(())
+}
+
+fn serve_mesh(ctx: &Rc<ShardContext>, mut receivers: glommio::channels::channel_mesh::Receivers<ShardMessage>) {
+    for (_peer, receiver) in receivers.streams() {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            while let Some(message) = receiver.recv().await {
+                let ctx = ctx.clone();
+                glommio::spawn_local(async move {
+                    let reply = ops::execute(ctx, message.request).await;
+                    let _ = message.reply.send(reply);
+                })
+                .detach();
+            }
+        })
+        .detach();
+    }
+}
+
+/// Brings up the controller group on shard 0, initializes a new cluster, and publishes the
+/// committed metadata to every shard.
+async fn start_controller(ctx: &Rc<ShardContext>) -> Result<(), String> {
+    let (controller, machine) = Controller::new();
+    ctx.shard
+        .borrow_mut()
+        .add_group(GroupSpec::Custom { group_id: CONTROLLER_GROUP_ID, machine })
+        .map_err(|e| format!("controller group: {e}"))?;
+    *ctx.controller.borrow_mut() = Some(controller.clone());
+    let started = Instant::now();
+    while !ctx.shard.borrow().is_caught_up_leader(CONTROLLER_GROUP_ID) {
+        if started.elapsed() > STARTUP_WAIT {
+            return Err("controller group did not become leader".into());
+        }
+        sleep(Duration::from_millis(2)).await;
+    }
+    let shard_count = controller.state().shard_count;
+    if shard_count == 0 {
+        controller.initialize(ctx, ctx.shard_count() as u32).await.map_err(|e| e.to_string())?;
+    } else if shard_count as usize != ctx.shard_count() {
+        return Err(format!(
+            "the data directory was created with {shard_count} shards; start with --shards {shard_count}"
+        ));
+    }
+    let view = MetadataView::from_state(&controller.state());
+    publish_metadata(ctx, view).await;
+    Ok(())
+}
+
+async fn retention_loop(ctx: Rc<ShardContext>) {
+    let interval = Duration::from_millis(ctx.config.retention_check_interval_ms);
+    loop {
+        sleep(interval).await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        ctx.shard.borrow_mut().apply_retention(now_ms);
+    }
+}
