@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, PurgeConfig};
+use rdkafka::producer::{BaseRecord, PurgeConfig};
 
 const TOTAL: usize = 100_000;
 const PARTITIONS: i32 = 4;

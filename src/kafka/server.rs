@@ -79,7 +79,10 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
                 let guard = InFlight::start(&ctx);
                 let ctx = ctx.clone();
                 glommio::spawn_local(async move {
+                    let (api, correlation_id) = (request.api_key, request.header.correlation_id);
+                    tracing::debug!(?api, correlation_id, "request start");
                     let response = dispatch::handle(ctx, *request).await;
+                    tracing::debug!(?api, correlation_id, "request done");
                     drop(guard);
                     response
                 })

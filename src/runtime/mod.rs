@@ -7,7 +7,7 @@ pub mod frame;
 pub mod ops;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,8 +54,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     let mesh = MeshBuilder::<ShardMessage, _>::full(config.shards, CROSS_SHARD_CHANNEL_CAPACITY);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut executors = Vec::with_capacity(config.shards);
+    let drained = Arc::new(AtomicUsize::new(0));
     for index in 0..config.shards {
-        let (config, mesh, stop) = (config.clone(), mesh.clone(), stop.clone());
+        let (config, mesh, stop, drained) = (config.clone(), mesh.clone(), stop.clone(), drained.clone());
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let executor = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("shard-{index}"))
@@ -63,7 +64,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                run_shard(config, mesh, stop).await
+                run_shard(config, mesh, stop, drained).await
             })
             .map_err(|e| StartError::Executor(e.to_string()))?;
         executors.push(executor);
@@ -79,12 +80,18 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     first_error.map_or(Ok(()), Err)
 }
 
-async fn run_shard(config: Arc<Config>, mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>, stop: Arc<AtomicBool>) -> Result<(), StartError> {
+async fn run_shard(
+    config: Arc<Config>,
+    mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
+    stop: Arc<AtomicBool>,
+    drained: Arc<AtomicUsize>,
+) -> Result<(), StartError> {
     let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Shard(0, "channel mesh".into()))?;
     let shard_id = senders.peer_id();
     let fail = |text: String| StartError::Shard(shard_id, text);
     let probe = config.data_dir.join("io-probe");
-    DmaFile::open(&probe).await.map_err(|e| fail(format!("io probe {}: {e}", probe.display())))?;
+    let probe_file = DmaFile::open(&probe).await.map_err(|e| fail(format!("io probe {}: {e}", probe.display())))?;
+    let _ = probe_file.close().await;
     let shard_config = ShardConfig {
         shard_id,
         replica_id: u64::from(config.node_id),
@@ -120,12 +127,23 @@ async fn run_shard(config: Arc<Config>, mesh: MeshBuilder<ShardMessage, glommio:
     while !stop.load(Ordering::Relaxed) {
         sleep(Duration::from_millis(50)).await;
     }
+    tracing::debug!(shard = shard_id, "stopping: acceptor");
     acceptor.cancel().await;
+    tracing::debug!(shard = shard_id, "stopping: retention");
     retention.cancel().await;
+    tracing::debug!(shard = shard_id, "stopping: drain");
     let draining = Instant::now();
     while ctx.requests_in_flight.get() > 0 && draining.elapsed() < SHUTDOWN_DRAIN {
+        tracing::debug!(shard = shard_id, in_flight = ctx.requests_in_flight.get(), "draining");
         sleep(Duration::from_millis(10)).await;
     }
+    // Keep answering other shards' requests until every shard has drained its own.
+    drained.fetch_add(1, Ordering::SeqCst);
+    let waiting = Instant::now();
+    while drained.load(Ordering::SeqCst) < config.shards && waiting.elapsed() < SHUTDOWN_DRAIN {
+        sleep(Duration::from_millis(5)).await;
+    }
+    tracing::debug!(shard = shard_id, "stopping: pump");
     pump_stop.set(true);
     pump.await;
     tracing::info!(shard = shard_id, "stopped");

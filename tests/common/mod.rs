@@ -29,6 +29,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+pub use rdkafka::producer::Producer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 // ---------------------------------------------------------------------------------------------
@@ -135,6 +136,7 @@ impl Broker {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
+        cmd.env("NO_COLOR", "1");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
@@ -146,7 +148,7 @@ impl Broker {
     /// Polls until the broker accepts a connection and answers an ApiVersions v0 request.
     fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        let mut last_err = String::from("no attempt");
+        let mut last_err: String;
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
@@ -349,7 +351,6 @@ pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> BaseProducer<Deliver
 
 /// Polls until every message has a delivery report (or the timeout passes).
 pub fn flush(p: &BaseProducer<DeliveryContext>, timeout: Duration) {
-    use rdkafka::producer::Producer;
     if let Err(e) = p.flush(timeout) {
         panic!(
             "producer flush failed after {timeout:?}: {e} (delivered ok {}, errors {}, in flight {})",

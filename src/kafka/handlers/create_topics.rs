@@ -72,7 +72,7 @@ fn validate(ctx: &ShardContext, topic: &CreatableTopic) -> Result<NewTopic, (Res
     Ok(NewTopic { name, partitions: partitions as u32, replication_factor: 1, configs })
 }
 
-pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results: Vec<Option<CreatableTopicResult>> = Vec::with_capacity(request.topics.len());
     let mut valid = Vec::new();
     for topic in &request.topics {
@@ -122,7 +122,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: CreateTopics
                         .with_topic_id(uuid::Uuid::from_slice(&record.topic_id).unwrap_or_default())
                         .with_num_partitions(partitions)
                         .with_replication_factor(1)
-                        .with_configs(Some(configs))
+                        // Per-topic configs in the response exist from v5.
+                        .with_configs((version >= 5).then_some(configs))
                 }
                 Some((_, Err(error))) => error_result(&name, errors::controller_error(&error), error.to_string()),
                 None => error_result(&name, ResponseError::RequestTimedOut, "controller did not answer".into()),

@@ -99,8 +99,10 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration
         glommio::timer::sleep(wait).await;
         return;
     }
-    // The first shard with news ends the wait; the others time out on their own.
-    let _ = futures::future::select_all(waits).await;
+    // The first shard with news ends the wait; the others time out on their own. The local
+    // timer bounds the wait even if a shard never answers (it is stopping).
+    let first_news = futures::future::select_all(waits);
+    futures::future::select(first_news, std::pin::pin!(glommio::timer::sleep(wait))).await;
 }
 
 fn respond(request: &FetchRequest, wanted: &[Wanted], outcomes: Vec<Outcome>, max_bytes: usize) -> FetchResponse {

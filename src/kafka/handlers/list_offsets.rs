@@ -16,7 +16,7 @@ use crate::runtime::frame::{ShardReply, ShardRequest};
 
 pub const VERSIONS: RangeInclusive<i16> = 1..=7;
 
-pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let view = ctx.metadata();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
@@ -29,10 +29,11 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: ListOffsetsR
                     return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                 };
                 match ctx.call(shard, ShardRequest::ListOffset { group_id, timestamp }).await {
-                    Ok(ShardReply::ListOffset(Ok(listed))) => response
-                        .with_offset(listed.offset)
-                        .with_timestamp(listed.timestamp)
-                        .with_leader_epoch(listed.leader_epoch),
+                    Ok(ShardReply::ListOffset(Ok(listed))) => {
+                        let response = response.with_offset(listed.offset).with_timestamp(listed.timestamp);
+                        // The field exists from v4; setting it earlier fails the encoding.
+                        if version >= 4 { response.with_leader_epoch(listed.leader_epoch) } else { response }
+                    }
                     Ok(ShardReply::ListOffset(Err(error))) => response.with_error_code(errors::shard_error(&error).code()),
                     Ok(_) => response.with_error_code(ResponseError::UnknownServerError.code()),
                     Err(error) => response.with_error_code(errors::route_error(&error).code()),
