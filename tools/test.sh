@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs chronik's whole test suite: unit tests, WAL recovery tests and the integration tests
+# that drive real brokers with librdkafka. Installs the few Debian packages the build needs
+# (librdkafka is compiled from source by the rdkafka crate) when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+needed=()
+for tool in gcc g++ make pkg-config; do
+  command -v "$tool" >/dev/null 2>&1 || needed+=("$tool")
+done
+[ -e /usr/include/zlib.h ] || needed+=(zlib1g-dev)
+if [ ${#needed[@]} -gt 0 ]; then
+  packages=()
+  for tool in "${needed[@]}"; do
+    case "$tool" in
+      gcc) packages+=(gcc) ;; g++) packages+=(g++) ;; make) packages+=(make) ;;
+      pkg-config) packages+=(pkg-config) ;; *) packages+=("$tool") ;;
+    esac
+  done
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  echo "installing build packages: ${packages[*]}"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
+fi
+
+cargo test --workspace --release -- --test-threads=2 "$@"
