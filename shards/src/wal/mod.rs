@@ -447,3 +447,6 @@ impl RecordReader {
         Ok(Bytes::copy_from_slice(record.payload))
     }
 }
+
+#[cfg(test)]
+mod tests;
