@@ -11,16 +11,26 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
 /// Command-line flags. Every flag overrides the same key of the `--config` file.
 #[derive(Debug, Parser, Default)]
-#[command(name = "chronik", version, about = "A Kafka-compatible streaming broker")]
+#[command(
+    name = "chronik",
+    version,
+    about = "A Kafka-compatible streaming broker"
+)]
 pub struct Cli {
     /// TOML configuration file (keys as in the README's table).
     #[arg(long)]
@@ -104,7 +114,10 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let listen = cli.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let listen = cli
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
         let advertised = cli.advertised_listener.or(file.advertised_listener);
         let (advertised_host, advertised_port) = match advertised {
             Some(text) => parse_host_port(&text)?,
@@ -112,14 +125,23 @@ impl Config {
         };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let config = Config {
-            data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: cli
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
             listen,
             advertised_host,
             advertised_port,
             shards: cli.shards.or(file.shards).unwrap_or(cpus),
             node_id: cli.node_id.or(file.node_id).unwrap_or(1),
-            default_partitions: cli.default_partitions.or(file.default_partitions).unwrap_or(1),
-            auto_create_topics: cli.auto_create_topics.or(file.auto_create_topics).unwrap_or(true),
+            default_partitions: cli
+                .default_partitions
+                .or(file.default_partitions)
+                .unwrap_or(1),
+            auto_create_topics: cli
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(true),
             segment_bytes: cli.segment_bytes.or(file.segment_bytes).unwrap_or(64 << 20),
             request_bytes_max: file.request_bytes_max.unwrap_or(100 << 20),
             message_bytes_max: file.message_bytes_max.unwrap_or(1_048_588),
@@ -146,8 +168,13 @@ impl Config {
         if self.default_partitions == 0 || self.default_partitions > 100_000 {
             return invalid("default_partitions must be 1..=100000".into());
         }
-        if self.segment_bytes < (1 << 20) || self.segment_bytes % 4096 != 0 || self.segment_bytes > (1 << 34) {
-            return invalid("segment_bytes must be a multiple of 4096 between 1 MiB and 16 GiB".into());
+        if self.segment_bytes < (1 << 20)
+            || !self.segment_bytes.is_multiple_of(4096)
+            || self.segment_bytes > (1 << 34)
+        {
+            return invalid(
+                "segment_bytes must be a multiple of 4096 between 1 MiB and 16 GiB".into(),
+            );
         }
         if self.message_bytes_max as u64 * 2 + 4096 > self.segment_bytes {
             return invalid("message_bytes_max must be below half of segment_bytes".into());
@@ -158,7 +185,9 @@ impl Config {
         if self.tick_interval_ms == 0 || self.retention_check_interval_ms == 0 {
             return invalid("intervals must be positive".into());
         }
-        if self.connection_requests_in_flight_max == 0 || self.connection_requests_in_flight_max > 1024 {
+        if self.connection_requests_in_flight_max == 0
+            || self.connection_requests_in_flight_max > 1024
+        {
             return invalid("connection_requests_in_flight_max must be 1..=1024".into());
         }
         Ok(())
@@ -166,15 +195,23 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source: Box::new(source),
+    })
 }
 
 fn parse_host_port(text: &str) -> Result<(String, u16), ConfigError> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| ConfigError::Invalid(format!("advertised listener {text:?} is not host:port")))?;
-    let port = port.parse().map_err(|_| ConfigError::Invalid(format!("bad port in {text:?}")))?;
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| {
+        ConfigError::Invalid(format!("advertised listener {text:?} is not host:port"))
+    })?;
+    let port = port
+        .parse()
+        .map_err(|_| ConfigError::Invalid(format!("bad port in {text:?}")))?;
     if host.is_empty() {
         return Err(ConfigError::Invalid(format!("empty host in {text:?}")));
     }

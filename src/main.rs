@@ -12,7 +12,8 @@ use chronik::config::{Cli, Config};
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -33,7 +34,10 @@ fn main() -> ExitCode {
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), shards = config.shards, "starting chronik");
     match chronik::runtime::run(config, stop.clone()) {
         Ok(()) => {
-            tracing::info!(signalled = stop.load(Ordering::Relaxed), "chronik stopped cleanly");
+            tracing::info!(
+                signalled = stop.load(Ordering::Relaxed),
+                "chronik stopped cleanly"
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -15,7 +15,11 @@ pub struct MetadataView {
 
 impl MetadataView {
     pub fn from_state(state: &MetadataState) -> Self {
-        Self { applied_index: state.applied_index, cluster_id: state.cluster_id.clone(), topics: state.topics.clone() }
+        Self {
+            applied_index: state.applied_index,
+            cluster_id: state.cluster_id.clone(),
+            topics: state.topics.clone(),
+        }
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicRecord> {
@@ -27,7 +31,6 @@ impl MetadataView {
         self.topics.get(topic)?.partitions.get(index)
     }
 }
-
 
 /// Topic-level settings with the broker's defaults underneath.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +46,8 @@ impl TopicSettings {
         Self {
             retention_ms: number("retention.ms").unwrap_or(defaults.retention_ms),
             retention_bytes: number("retention.bytes").unwrap_or(defaults.retention_bytes),
-            message_bytes_max: number("max.message.bytes").map_or(defaults.message_bytes_max, |v| v.max(0) as usize),
+            message_bytes_max: number("max.message.bytes")
+                .map_or(defaults.message_bytes_max, |v| v.max(0) as usize),
         }
     }
 }

@@ -11,7 +11,11 @@ pub enum ShardError {
     #[error("this replica is not the leader of group {group_id}")]
     NotLeader { group_id: u64, leader: Option<u64> },
     #[error("offset {offset} is outside [{log_start_offset}, {high_watermark}]")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, high_watermark: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
     #[error("raft dropped the proposal (too much uncommitted data or no leader)")]
     ProposalDropped,
     #[error("too many requests are waiting on group {0}")]

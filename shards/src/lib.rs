@@ -1,8 +1,8 @@
 //! chronik's shard runtime: one per CPU core. Each shard owns a write-ahead log, the Raft
 //! groups of the partitions placed on it, and the long-poll waiters of those partitions.
 
-pub mod wal;
 pub mod error;
 pub mod group;
 pub mod partition;
 pub mod runtime;
+pub mod wal;

@@ -20,8 +20,13 @@ use state::{MetadataState, CONTROLLER_GROUP_ID};
 use crate::runtime::context::ShardContext;
 
 pub enum ControllerRequest {
-    CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
-    DeleteTopics { names: Vec<String> },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -38,7 +43,9 @@ pub enum ControllerError {
     TopicAlreadyExists,
     #[error("unknown topic")]
     UnknownTopic,
-    #[error("topic name collides with existing topic {0} ('.' and '_' are interchangeable in metrics)")]
+    #[error(
+        "topic name collides with existing topic {0} ('.' and '_' are interchangeable in metrics)"
+    )]
     NameCollision(String),
     #[error("the controller could not commit the change: {0}")]
     NotCommitted(String),
@@ -59,7 +66,9 @@ impl StateMachine for MetadataMachine {
             Ok(command) => self.0.borrow_mut().apply(index, command),
             // Entries are CRC-checked on disk; an undecodable one is a bug of ours, and
             // skipping it on every replica alike keeps them identical.
-            Err(error) => tracing::error!(index, %error, "controller entry does not decode; skipped"),
+            Err(error) => {
+                tracing::error!(index, %error, "controller entry does not decode; skipped")
+            }
         }
     }
 
@@ -88,7 +97,10 @@ fn normalized(name: &str) -> String {
 impl Controller {
     pub fn new() -> (Rc<Controller>, Box<dyn StateMachine>) {
         let state = Rc::new(RefCell::new(MetadataState::default()));
-        let controller = Rc::new(Controller { state: state.clone(), serial: Semaphore::new(1) });
+        let controller = Rc::new(Controller {
+            state: state.clone(),
+            serial: Semaphore::new(1),
+        });
         (controller, Box::new(MetadataMachine(state)))
     }
 
@@ -110,18 +122,39 @@ impl Controller {
     }
 
     /// Initializes a new cluster's metadata (first start of the data directory).
-    pub async fn initialize(&self, ctx: &ShardContext, shard_count: u32) -> Result<(), ControllerError> {
+    pub async fn initialize(
+        &self,
+        ctx: &ShardContext,
+        shard_count: u32,
+    ) -> Result<(), ControllerError> {
         let cluster_id = uuid::Uuid::new_v4().simple().to_string();
-        let init = InitCluster { cluster_id, shard_count };
-        self.commit(ctx, Command { init: Some(init), ..Command::default() }).await
+        let init = InitCluster {
+            cluster_id,
+            shard_count,
+        };
+        self.commit(
+            ctx,
+            Command {
+                init: Some(init),
+                ..Command::default()
+            },
+        )
+        .await
     }
 
-    pub async fn handle(&self, ctx: &Rc<ShardContext>, request: ControllerRequest) -> ControllerReply {
+    pub async fn handle(
+        &self,
+        ctx: &Rc<ShardContext>,
+        request: ControllerRequest,
+    ) -> ControllerReply {
         let Ok(_permit) = self.serial.acquire_permit(1).await else {
             return ControllerReply::Topics(Vec::new());
         };
         let outcomes = match request {
-            ControllerRequest::CreateTopics { topics, validate_only } => {
+            ControllerRequest::CreateTopics {
+                topics,
+                validate_only,
+            } => {
                 let mut outcomes = Vec::with_capacity(topics.len());
                 for topic in topics {
                     let outcome = self.create_topic(ctx, &topic, validate_only).await;
@@ -151,13 +184,22 @@ impl Controller {
             return Err(ControllerError::TopicAlreadyExists);
         }
         let wanted = normalized(name);
-        if let Some(existing) = state.topics.keys().find(|existing| normalized(existing) == wanted) {
+        if let Some(existing) = state
+            .topics
+            .keys()
+            .find(|existing| normalized(existing) == wanted)
+        {
             return Err(ControllerError::NameCollision(existing.clone()));
         }
         Ok(())
     }
 
-    async fn create_topic(&self, ctx: &ShardContext, topic: &NewTopic, validate_only: bool) -> Result<TopicRecord, ControllerError> {
+    async fn create_topic(
+        &self,
+        ctx: &ShardContext,
+        topic: &NewTopic,
+        validate_only: bool,
+    ) -> Result<TopicRecord, ControllerError> {
         self.check_new_name(&topic.name)?;
         let create = CreateTopic {
             name: topic.name.clone(),
@@ -175,15 +217,45 @@ impl Controller {
                 replication_factor: create.replication_factor,
             });
         }
-        self.commit(ctx, Command { create_topic: Some(create), ..Command::default() }).await?;
+        self.commit(
+            ctx,
+            Command {
+                create_topic: Some(create),
+                ..Command::default()
+            },
+        )
+        .await?;
         let state = self.state.borrow();
-        state.topics.get(&topic.name).cloned().ok_or(ControllerError::TopicAlreadyExists)
+        state
+            .topics
+            .get(&topic.name)
+            .cloned()
+            .ok_or(ControllerError::TopicAlreadyExists)
     }
 
-    async fn delete_topic(&self, ctx: &ShardContext, name: &str) -> Result<TopicRecord, ControllerError> {
-        let existing = self.state.borrow().topics.get(name).cloned().ok_or(ControllerError::UnknownTopic)?;
-        let delete = DeleteTopic { name: name.to_string() };
-        self.commit(ctx, Command { delete_topic: Some(delete), ..Command::default() }).await?;
+    async fn delete_topic(
+        &self,
+        ctx: &ShardContext,
+        name: &str,
+    ) -> Result<TopicRecord, ControllerError> {
+        let existing = self
+            .state
+            .borrow()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or(ControllerError::UnknownTopic)?;
+        let delete = DeleteTopic {
+            name: name.to_string(),
+        };
+        self.commit(
+            ctx,
+            Command {
+                delete_topic: Some(delete),
+                ..Command::default()
+            },
+        )
+        .await?;
         Ok(existing)
     }
 }

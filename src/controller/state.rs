@@ -42,7 +42,11 @@ impl MetadataState {
                     .map(|_| {
                         let group_id = self.next_group_id;
                         self.next_group_id += 1;
-                        PartitionRecord { group_id, shard: 0, replicas: vec![] }
+                        PartitionRecord {
+                            group_id,
+                            shard: 0,
+                            replicas: vec![],
+                        }
                     })
                     .collect::<Vec<_>>();
                 let mut topic = TopicRecord {
@@ -85,7 +89,11 @@ impl MetadataState {
                 *load += 1;
             }
         }
-        let (shard, _) = loads.iter().enumerate().min_by_key(|&(i, &load)| (load, i)).unwrap_or((0, &0));
+        let (shard, _) = loads
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, &load)| (load, i))
+            .unwrap_or((0, &0));
         shard as u32
     }
 
@@ -104,7 +112,11 @@ impl MetadataState {
             cluster_id: snapshot.cluster_id,
             shard_count: snapshot.shard_count,
             next_group_id: snapshot.next_group_id,
-            topics: snapshot.topics.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            topics: snapshot
+                .topics
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect(),
             applied_index: snapshot.applied_index,
         }
     }
@@ -121,7 +133,12 @@ mod tests {
 
     fn create(name: &str, partitions: u32) -> Command {
         Command {
-            create_topic: Some(CreateTopic { name: name.into(), partitions, replication_factor: 1, ..Default::default() }),
+            create_topic: Some(CreateTopic {
+                name: name.into(),
+                partitions,
+                replication_factor: 1,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -129,19 +146,51 @@ mod tests {
     #[test]
     fn placement_spreads_partitions_and_survives_a_snapshot() {
         let mut state = MetadataState::default();
-        state.apply(1, Command { init: Some(InitCluster { cluster_id: "c".into(), shard_count: 3 }), ..Default::default() });
+        state.apply(
+            1,
+            Command {
+                init: Some(InitCluster {
+                    cluster_id: "c".into(),
+                    shard_count: 3,
+                }),
+                ..Default::default()
+            },
+        );
         state.apply(2, create("a", 4));
         state.apply(3, create("b", 2));
-        let shards: Vec<u32> = state.topics["a"].partitions.iter().map(|p| p.shard).collect();
+        let shards: Vec<u32> = state.topics["a"]
+            .partitions
+            .iter()
+            .map(|p| p.shard)
+            .collect();
         assert_eq!(shards, vec![0, 1, 2, 0]);
-        let shards: Vec<u32> = state.topics["b"].partitions.iter().map(|p| p.shard).collect();
+        let shards: Vec<u32> = state.topics["b"]
+            .partitions
+            .iter()
+            .map(|p| p.shard)
+            .collect();
         assert_eq!(shards, vec![1, 2]);
-        let groups: Vec<u64> = state.topics["b"].partitions.iter().map(|p| p.group_id).collect();
+        let groups: Vec<u64> = state.topics["b"]
+            .partitions
+            .iter()
+            .map(|p| p.group_id)
+            .collect();
         assert_eq!(groups, vec![6, 7]);
-        state.apply(4, Command { delete_topic: Some(DeleteTopic { name: "a".into() }), ..Default::default() });
+        state.apply(
+            4,
+            Command {
+                delete_topic: Some(DeleteTopic { name: "a".into() }),
+                ..Default::default()
+            },
+        );
         state.apply(5, create("a", 1));
-        assert_eq!(state.topics["a"].partitions[0].group_id, 8, "group ids are never reused");
-        let restored = MetadataState::from_snapshot(MetadataSnapshot::decode(state.encode_snapshot().as_slice()).expect("decodes"));
+        assert_eq!(
+            state.topics["a"].partitions[0].group_id, 8,
+            "group ids are never reused"
+        );
+        let restored = MetadataState::from_snapshot(
+            MetadataSnapshot::decode(state.encode_snapshot().as_slice()).expect("decodes"),
+        );
         assert_eq!(restored, state);
     }
 }

@@ -19,10 +19,17 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, request_bytes_max: usize) -> Result<Bytes, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    request_bytes_max: usize,
+) -> Result<Bytes, FrameError> {
     let mut size = [0u8; 4];
     if let Err(error) = reader.read_exact(&mut size).await {
-        return Err(if error.kind() == std::io::ErrorKind::UnexpectedEof { FrameError::Closed } else { error.into() });
+        return Err(if error.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Closed
+        } else {
+            error.into()
+        });
     }
     let size = i32::from_be_bytes(size) as i64;
     if size < REQUEST_HEADER_BYTES_MIN as i64 || size > request_bytes_max as i64 {
@@ -34,14 +41,20 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, request_bytes_max:
 }
 
 /// Encodes a response frame: size, header (at the API's header version), body.
-pub fn encode_response(api_key: ApiKey, version: i16, correlation_id: i32, body: &ResponseKind) -> Result<Bytes, String> {
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<Bytes, String> {
     let mut buffer = BytesMut::with_capacity(256);
     buffer.put_i32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     header
         .encode(&mut buffer, api_key.response_header_version(version))
         .map_err(|e| format!("response header: {e}"))?;
-    body.encode(&mut buffer, version).map_err(|e| format!("{api_key:?} v{version} response: {e}"))?;
+    body.encode(&mut buffer, version)
+        .map_err(|e| format!("{api_key:?} v{version} response: {e}"))?;
     let size = (buffer.len() - 4) as i32;
     buffer[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buffer.freeze())

@@ -27,7 +27,10 @@ pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 7] {
 }
 
 pub fn supported_versions(api_key: ApiKey) -> Option<RangeInclusive<i16>> {
-    supported_apis().into_iter().find(|(key, _)| *key == api_key).map(|(_, versions)| versions)
+    supported_apis()
+        .into_iter()
+        .find(|(key, _)| *key == api_key)
+        .map(|(_, versions)| versions)
 }
 
 pub struct Request {
@@ -63,34 +66,56 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     if !versions.contains(&version) {
         if api_key == ApiKey::ApiVersions {
             let body = handlers::api_versions::unsupported_version();
-            let bytes = encode_response(api_key, 0, correlation_id, &ResponseKind::ApiVersions(body))
-                .map_err(|e| DecodeError::Malformed(api_key, e))?;
+            let bytes =
+                encode_response(api_key, 0, correlation_id, &ResponseKind::ApiVersions(body))
+                    .map_err(|e| DecodeError::Malformed(api_key, e))?;
             return Ok(Decoded::Immediate(bytes));
         }
         return Err(DecodeError::UnsupportedVersion(api_key, version));
     }
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(|e| DecodeError::Malformed(api_key, e.to_string()))?;
-    let body = RequestKind::decode(api_key, &mut frame, version).map_err(|e| DecodeError::Malformed(api_key, e.to_string()))?;
-    Ok(Decoded::Request(Box::new(Request { api_key, version, header, body })))
+    let body = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| DecodeError::Malformed(api_key, e.to_string()))?;
+    Ok(Decoded::Request(Box::new(Request {
+        api_key,
+        version,
+        header,
+        body,
+    })))
 }
 
 /// Handles one request; `None` means no response is sent (produce with acks=0).
 #[tracing::instrument(skip_all, fields(api = ?request.api_key, version = request.version,
     correlation_id = request.header.correlation_id, shard = ctx.shard_id))]
 pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Option<Bytes> {
-    let Request { api_key, version, header, body } = request;
+    let Request {
+        api_key,
+        version,
+        header,
+        body,
+    } = request;
     let response = match body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions::handle()),
-        RequestKind::Metadata(req) => ResponseKind::Metadata(handlers::metadata::handle(&ctx, version, req).await),
+        RequestKind::Metadata(req) => {
+            ResponseKind::Metadata(handlers::metadata::handle(&ctx, version, req).await)
+        }
         RequestKind::Produce(req) => {
             let response = handlers::produce::handle(&ctx, version, req).await?;
             ResponseKind::Produce(response)
         }
-        RequestKind::Fetch(req) => ResponseKind::Fetch(handlers::fetch::handle(&ctx, version, req).await),
-        RequestKind::ListOffsets(req) => ResponseKind::ListOffsets(handlers::list_offsets::handle(&ctx, version, req).await),
-        RequestKind::CreateTopics(req) => ResponseKind::CreateTopics(handlers::create_topics::handle(&ctx, version, req).await),
-        RequestKind::DeleteTopics(req) => ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, version, req).await),
+        RequestKind::Fetch(req) => {
+            ResponseKind::Fetch(handlers::fetch::handle(&ctx, version, req).await)
+        }
+        RequestKind::ListOffsets(req) => {
+            ResponseKind::ListOffsets(handlers::list_offsets::handle(&ctx, version, req).await)
+        }
+        RequestKind::CreateTopics(req) => {
+            ResponseKind::CreateTopics(handlers::create_topics::handle(&ctx, version, req).await)
+        }
+        RequestKind::DeleteTopics(req) => {
+            ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, version, req).await)
+        }
         _ => {
             tracing::warn!("decoded an API that has no handler");
             return None;

@@ -36,9 +36,10 @@ pub fn route_error(_: &RouteError) -> ResponseError {
 pub fn batch_error(error: &BatchError) -> ResponseError {
     match error {
         BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-        BatchError::TooShort | BatchError::LengthMismatch { .. } | BatchError::CrcMismatch | BatchError::BadCount => {
-            ResponseError::CorruptMessage
-        }
+        BatchError::TooShort
+        | BatchError::LengthMismatch { .. }
+        | BatchError::CrcMismatch
+        | BatchError::BadCount => ResponseError::CorruptMessage,
     }
 }
 

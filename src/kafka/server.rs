@@ -46,15 +46,22 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.requests_in_flight.set(self.0.requests_in_flight.get() - 1);
+        self.0
+            .requests_in_flight
+            .set(self.0.requests_in_flight.get() - 1);
     }
 }
 
 async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let (mut reader, mut writer) = stream.split();
-    let (responses, pending) = local_channel::new_bounded::<Task<Option<Bytes>>>(ctx.config.connection_requests_in_flight_max);
+    let (responses, pending) = local_channel::new_bounded::<Task<Option<Bytes>>>(
+        ctx.config.connection_requests_in_flight_max,
+    );
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = pending.recv().await {
             if let Some(bytes) = task.await {

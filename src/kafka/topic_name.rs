@@ -10,10 +10,17 @@ pub fn validate(name: &str) -> Result<(), String> {
         return Err(format!("topic name cannot be {name:?}"));
     }
     if name.len() > NAME_CHARS_MAX {
-        return Err(format!("topic name is longer than {NAME_CHARS_MAX} characters"));
+        return Err(format!(
+            "topic name is longer than {NAME_CHARS_MAX} characters"
+        ));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("topic name contains {bad:?}; legal characters are [a-zA-Z0-9._-]"));
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name contains {bad:?}; legal characters are [a-zA-Z0-9._-]"
+        ));
     }
     Ok(())
 }

@@ -28,7 +28,12 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
-    pub fn new(shard_id: usize, config: Arc<Config>, shard: ShardRef, senders: Senders<ShardMessage>) -> Self {
+    pub fn new(
+        shard_id: usize,
+        config: Arc<Config>,
+        shard: ShardRef,
+        senders: Senders<ShardMessage>,
+    ) -> Self {
         Self {
             shard_id,
             config,
@@ -65,12 +70,19 @@ impl ShardContext {
     }
 
     /// Runs `request` on shard `target`: in place when it is this shard, else over the mesh.
-    pub async fn call(self: &Rc<Self>, target: usize, request: ShardRequest) -> Result<ShardReply, RouteError> {
+    pub async fn call(
+        self: &Rc<Self>,
+        target: usize,
+        request: ShardRequest,
+    ) -> Result<ShardReply, RouteError> {
         if target == self.shard_id {
             return Ok(super::ops::execute(self.clone(), request).await);
         }
         let (reply, receiver) = oneshot::channel();
-        self.senders.send_to(target, ShardMessage { request, reply }).await.map_err(|_| RouteError(target))?;
+        self.senders
+            .send_to(target, ShardMessage { request, reply })
+            .await
+            .map_err(|_| RouteError(target))?;
         receiver.await.map_err(|_| RouteError(target))
     }
 }
@@ -78,8 +90,13 @@ impl ShardContext {
 /// Hands a new metadata snapshot to every shard and waits until each has applied it.
 pub async fn publish_metadata(ctx: &Rc<ShardContext>, view: MetadataView) {
     let view = Arc::new(view);
-    let calls = (0..ctx.shard_count()).map(|shard| ctx.call(shard, ShardRequest::Metadata(view.clone())));
-    for (shard, result) in futures::future::join_all(calls).await.into_iter().enumerate() {
+    let calls =
+        (0..ctx.shard_count()).map(|shard| ctx.call(shard, ShardRequest::Metadata(view.clone())));
+    for (shard, result) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         if let Err(error) = result {
             tracing::warn!(shard, %error, "metadata not delivered");
         }

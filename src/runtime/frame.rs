@@ -6,19 +6,35 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::channel::oneshot;
 use chronik_shards::error::ShardError;
+use futures::channel::oneshot;
 
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::metadata::MetadataView;
 
 pub enum ShardRequest {
-    Append { group_id: u64, batch: Bytes, acks: i16 },
-    Read { group_id: u64, offset: i64, max_bytes: usize },
+    Append {
+        group_id: u64,
+        batch: Bytes,
+        acks: i16,
+    },
+    Read {
+        group_id: u64,
+        offset: i64,
+        max_bytes: usize,
+    },
     /// Resolves when any of the groups commits new data, or after `wait_ms`.
-    WaitForData { group_ids: Vec<u64>, wait_ms: u64 },
-    ListOffset { group_id: u64, timestamp: i64 },
-    Describe { group_ids: Vec<u64> },
+    WaitForData {
+        group_ids: Vec<u64>,
+        wait_ms: u64,
+    },
+    ListOffset {
+        group_id: u64,
+        timestamp: i64,
+    },
+    Describe {
+        group_ids: Vec<u64>,
+    },
     Metadata(Arc<MetadataView>),
     /// Only shard 0 hosts the controller.
     Controller(ControllerRequest),

@@ -45,18 +45,21 @@ pub enum StartError {
 /// Runs the node until `stop` is set; returns once every shard has drained and synced.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     let data_dir = config.data_dir.display().to_string();
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
     // glommio probes polled-I/O support on the first file it opens; an empty file passes the
     // probe wrongly (virtio disks then fail every read with EOPNOTSUPP). Open a non-empty one
     // first, on the same device.
-    std::fs::write(config.data_dir.join("io-probe"), vec![0u8; 4096]).map_err(|e| StartError::DataDir(data_dir, e))?;
+    std::fs::write(config.data_dir.join("io-probe"), vec![0u8; 4096])
+        .map_err(|e| StartError::DataDir(data_dir, e))?;
     let config = Arc::new(config);
     let mesh = MeshBuilder::<ShardMessage, _>::full(config.shards, CROSS_SHARD_CHANNEL_CAPACITY);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut executors = Vec::with_capacity(config.shards);
     let drained = Arc::new(AtomicUsize::new(0));
     for index in 0..config.shards {
-        let (config, mesh, stop, drained) = (config.clone(), mesh.clone(), stop.clone(), drained.clone());
+        let (config, mesh, stop, drained) =
+            (config.clone(), mesh.clone(), stop.clone(), drained.clone());
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let executor = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("shard-{index}"))
@@ -74,7 +77,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
         match executor.join() {
             Ok(Ok(())) => {}
             Ok(Err(error)) => first_error = first_error.or(Some(error)),
-            Err(error) => first_error = first_error.or(Some(StartError::Executor(error.to_string()))),
+            Err(error) => {
+                first_error = first_error.or(Some(StartError::Executor(error.to_string())))
+            }
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -86,16 +91,24 @@ async fn run_shard(
     stop: Arc<AtomicBool>,
     drained: Arc<AtomicUsize>,
 ) -> Result<(), StartError> {
-    let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Shard(0, "channel mesh".into()))?;
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| StartError::Shard(0, "channel mesh".into()))?;
     let shard_id = senders.peer_id();
     let fail = |text: String| StartError::Shard(shard_id, text);
     let probe = config.data_dir.join("io-probe");
-    let probe_file = DmaFile::open(&probe).await.map_err(|e| fail(format!("io probe {}: {e}", probe.display())))?;
+    let probe_file = DmaFile::open(&probe)
+        .await
+        .map_err(|e| fail(format!("io probe {}: {e}", probe.display())))?;
     let _ = probe_file.close().await;
     let shard_config = ShardConfig {
         shard_id,
         replica_id: u64::from(config.node_id),
-        wal: WalConfig { dir: config.data_dir.join(format!("shard-{shard_id}")), segment_bytes_max: config.segment_bytes },
+        wal: WalConfig {
+            dir: config.data_dir.join(format!("shard-{shard_id}")),
+            segment_bytes_max: config.segment_bytes,
+        },
         tick_interval_ms: config.tick_interval_ms,
         entry_cache_bytes_max: config.entry_cache_bytes_max,
         proposal_waiters_max: 100_000,
@@ -103,10 +116,17 @@ async fn run_shard(
         uncommitted_bytes_max: 256 << 20,
     };
     shard_config.wal.validate().map_err(fail)?;
-    let (shard, doorbell) = Shard::open(shard_config).await.map_err(|e| fail(e.to_string()))?;
+    let (shard, doorbell) = Shard::open(shard_config)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     let pump_stop = Rc::new(std::cell::Cell::new(false));
     let pump = glommio::spawn_local(run_pump(shard.clone(), doorbell, pump_stop.clone()));
-    let ctx = Rc::new(ShardContext::new(shard_id, config.clone(), shard.clone(), senders));
+    let ctx = Rc::new(ShardContext::new(
+        shard_id,
+        config.clone(),
+        shard.clone(),
+        senders,
+    ));
     serve_mesh(&ctx, receivers);
 
     if shard_id == 0 {
@@ -120,7 +140,8 @@ async fn run_shard(
         sleep(Duration::from_millis(5)).await;
     }
     let retention = glommio::spawn_local(retention_loop(ctx.clone()));
-    let listener = crate::kafka::server::listen(&ctx).map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
+    let listener = crate::kafka::server::listen(&ctx)
+        .map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
     let acceptor = glommio::spawn_local(crate::kafka::server::accept_loop(ctx.clone(), listener));
     tracing::info!(shard = shard_id, listen = %config.listen, "serving Kafka clients");
 
@@ -134,7 +155,11 @@ async fn run_shard(
     tracing::debug!(shard = shard_id, "stopping: drain");
     let draining = Instant::now();
     while ctx.requests_in_flight.get() > 0 && draining.elapsed() < SHUTDOWN_DRAIN {
-        tracing::debug!(shard = shard_id, in_flight = ctx.requests_in_flight.get(), "draining");
+        tracing::debug!(
+            shard = shard_id,
+            in_flight = ctx.requests_in_flight.get(),
+            "draining"
+        );
         sleep(Duration::from_millis(10)).await;
     }
     // Keep answering other shards' requests until every shard has drained its own.
@@ -150,7 +175,10 @@ async fn run_shard(
     Ok(())
 }
 
-fn serve_mesh(ctx: &Rc<ShardContext>, mut receivers: glommio::channels::channel_mesh::Receivers<ShardMessage>) {
+fn serve_mesh(
+    ctx: &Rc<ShardContext>,
+    mut receivers: glommio::channels::channel_mesh::Receivers<ShardMessage>,
+) {
     for (_peer, receiver) in receivers.streams() {
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
@@ -173,7 +201,10 @@ async fn start_controller(ctx: &Rc<ShardContext>) -> Result<(), String> {
     let (controller, machine) = Controller::new();
     ctx.shard
         .borrow_mut()
-        .add_group(GroupSpec::Custom { group_id: CONTROLLER_GROUP_ID, machine })
+        .add_group(GroupSpec::Custom {
+            group_id: CONTROLLER_GROUP_ID,
+            machine,
+        })
         .map_err(|e| format!("controller group: {e}"))?;
     *ctx.controller.borrow_mut() = Some(controller.clone());
     let started = Instant::now();
@@ -185,7 +216,10 @@ async fn start_controller(ctx: &Rc<ShardContext>) -> Result<(), String> {
     }
     let shard_count = controller.state().shard_count;
     if shard_count == 0 {
-        controller.initialize(ctx, ctx.shard_count() as u32).await.map_err(|e| e.to_string())?;
+        controller
+            .initialize(ctx, ctx.shard_count() as u32)
+            .await
+            .map_err(|e| e.to_string())?;
     } else if shard_count as usize != ctx.shard_count() {
         return Err(format!(
             "the data directory was created with {shard_count} shards; start with --shards {shard_count}"

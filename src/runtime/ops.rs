@@ -15,22 +15,40 @@ use chronik_shards::partition::offsets::RetentionLimits;
 use chronik_shards::runtime::shard::GroupSpec;
 
 use super::context::ShardContext;
-use super::frame::{AppendResult, ListedOffset, PartitionDescription, ReadResult, ShardReply, ShardRequest};
+use super::frame::{
+    AppendResult, ListedOffset, PartitionDescription, ReadResult, ShardReply, ShardRequest,
+};
 use crate::controller::state::CONTROLLER_GROUP_ID;
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::metadata::{MetadataView, TopicSettings};
 
-pub fn execute(ctx: Rc<ShardContext>, request: ShardRequest) -> LocalBoxFuture<'static, ShardReply> {
+pub fn execute(
+    ctx: Rc<ShardContext>,
+    request: ShardRequest,
+) -> LocalBoxFuture<'static, ShardReply> {
     async move {
         match request {
-            ShardRequest::Append { group_id, batch, acks } => ShardReply::Append(append(&ctx, group_id, batch, acks).await),
-            ShardRequest::Read { group_id, offset, max_bytes } => ShardReply::Read(read(&ctx, group_id, offset, max_bytes).await),
+            ShardRequest::Append {
+                group_id,
+                batch,
+                acks,
+            } => ShardReply::Append(append(&ctx, group_id, batch, acks).await),
+            ShardRequest::Read {
+                group_id,
+                offset,
+                max_bytes,
+            } => ShardReply::Read(read(&ctx, group_id, offset, max_bytes).await),
             ShardRequest::WaitForData { group_ids, wait_ms } => {
                 wait_for_data(&ctx, &group_ids, wait_ms).await;
                 ShardReply::Waited
             }
-            ShardRequest::ListOffset { group_id, timestamp } => ShardReply::ListOffset(list_offset(&ctx, group_id, timestamp)),
-            ShardRequest::Describe { group_ids } => ShardReply::Describe(describe(&ctx, &group_ids)),
+            ShardRequest::ListOffset {
+                group_id,
+                timestamp,
+            } => ShardReply::ListOffset(list_offset(&ctx, group_id, timestamp)),
+            ShardRequest::Describe { group_ids } => {
+                ShardReply::Describe(describe(&ctx, &group_ids))
+            }
             ShardRequest::Metadata(view) => {
                 install_metadata(&ctx, view);
                 ShardReply::MetadataApplied
@@ -38,7 +56,9 @@ pub fn execute(ctx: Rc<ShardContext>, request: ShardRequest) -> LocalBoxFuture<'
             ShardRequest::Controller(request) => {
                 let controller = ctx.controller.borrow().clone();
                 match controller {
-                    Some(controller) => ShardReply::Controller(controller.handle(&ctx, request).await),
+                    Some(controller) => {
+                        ShardReply::Controller(controller.handle(&ctx, request).await)
+                    }
                     None => ShardReply::Controller(not_controller(request)),
                 }
             }
@@ -49,30 +69,62 @@ pub fn execute(ctx: Rc<ShardContext>, request: ShardRequest) -> LocalBoxFuture<'
 
 fn not_controller(request: ControllerRequest) -> ControllerReply {
     let names = match request {
-        ControllerRequest::CreateTopics { topics, .. } => topics.into_iter().map(|t| t.name).collect(),
+        ControllerRequest::CreateTopics { topics, .. } => {
+            topics.into_iter().map(|t| t.name).collect()
+        }
         ControllerRequest::DeleteTopics { names } => names,
     };
     let error = crate::controller::ControllerError::NotCommitted("not the controller shard".into());
     ControllerReply::Topics(names.into_iter().map(|n| (n, Err(error.clone()))).collect())
 }
 
-async fn append(ctx: &ShardContext, group_id: u64, batch: Bytes, acks: i16) -> Result<AppendResult, ShardError> {
-    let header = BatchHeader::parse(&batch).map_err(|_| ShardError::OutcomeUnknown("batch header unreadable"))?;
-    let (base_offset, receiver) = ctx.shard.borrow_mut().propose_batch(group_id, &batch, &header, acks != 0)?;
+async fn append(
+    ctx: &ShardContext,
+    group_id: u64,
+    batch: Bytes,
+    acks: i16,
+) -> Result<AppendResult, ShardError> {
+    let header = BatchHeader::parse(&batch)
+        .map_err(|_| ShardError::OutcomeUnknown("batch header unreadable"))?;
+    let (base_offset, receiver) =
+        ctx.shard
+            .borrow_mut()
+            .propose_batch(group_id, &batch, &header, acks != 0)?;
     if let Some(receiver) = receiver {
-        receiver.await.map_err(|_| ShardError::OutcomeUnknown("shard stopped while replicating"))??;
+        receiver
+            .await
+            .map_err(|_| ShardError::OutcomeUnknown("shard stopped while replicating"))??;
     }
-    let log_start_offset = ctx.shard.borrow().offsets(group_id).map_or(-1, |o| o.log_start_offset());
-    Ok(AppendResult { base_offset, log_start_offset })
+    let log_start_offset = ctx
+        .shard
+        .borrow()
+        .offsets(group_id)
+        .map_or(-1, |o| o.log_start_offset());
+    Ok(AppendResult {
+        base_offset,
+        log_start_offset,
+    })
 }
 
-async fn read(ctx: &ShardContext, group_id: u64, offset: i64, max_bytes: usize) -> Result<ReadResult, ShardError> {
-    let plan = ctx.shard.borrow().plan_read(group_id, offset, max_bytes, true)?;
+async fn read(
+    ctx: &ShardContext,
+    group_id: u64,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<ReadResult, ShardError> {
+    let plan = ctx
+        .shard
+        .borrow()
+        .plan_read(group_id, offset, max_bytes, true)?;
     let mut batches = Vec::with_capacity(plan.pieces.len());
     for piece in plan.pieces {
         batches.push(piece.load().await?);
     }
-    Ok(ReadResult { high_watermark: plan.high_watermark, log_start_offset: plan.log_start_offset, batches })
+    Ok(ReadResult {
+        high_watermark: plan.high_watermark,
+        log_start_offset: plan.log_start_offset,
+        batches,
+    })
 }
 
 async fn wait_for_data(ctx: &ShardContext, group_ids: &[u64], wait_ms: u64) {
@@ -95,11 +147,19 @@ async fn wait_for_data(ctx: &ShardContext, group_ids: &[u64], wait_ms: u64) {
     futures::future::select(any, std::pin::pin!(timeout)).await;
 }
 
-fn list_offset(ctx: &ShardContext, group_id: u64, timestamp: i64) -> Result<ListedOffset, ShardError> {
+fn list_offset(
+    ctx: &ShardContext,
+    group_id: u64,
+    timestamp: i64,
+) -> Result<ListedOffset, ShardError> {
     let shard = ctx.shard.borrow();
     let offsets = shard.offsets(group_id)?;
     let leader_epoch = shard.leader_epoch(group_id)?;
-    let listed = |offset, timestamp| ListedOffset { offset, timestamp, leader_epoch };
+    let listed = |offset, timestamp| ListedOffset {
+        offset,
+        timestamp,
+        leader_epoch,
+    };
     Ok(match timestamp {
         -2 => listed(offsets.log_start_offset(), -1),
         -1 => listed(offsets.high_watermark(), -1),
@@ -108,7 +168,10 @@ fn list_offset(ctx: &ShardContext, group_id: u64, timestamp: i64) -> Result<List
             None => listed(-1, -1),
         },
         t => match offsets.offset_for_timestamp(t) {
-            Some(batch) => listed(batch.base_offset.max(offsets.log_start_offset()), batch.max_timestamp),
+            Some(batch) => listed(
+                batch.base_offset.max(offsets.log_start_offset()),
+                batch.max_timestamp,
+            ),
             None => listed(-1, -1),
         },
     })
@@ -120,7 +183,10 @@ fn describe(ctx: &ShardContext, group_ids: &[u64]) -> Vec<Option<PartitionDescri
         .iter()
         .map(|&group_id| {
             let leader_epoch = shard.leader_epoch(group_id).ok()?;
-            Some(PartitionDescription { leader: shard.leader_of(group_id), leader_epoch })
+            Some(PartitionDescription {
+                leader: shard.leader_of(group_id),
+                leader_epoch,
+            })
         })
         .collect()
 }
@@ -133,8 +199,15 @@ pub fn install_metadata(ctx: &ShardContext, view: Arc<MetadataView>) {
     let mut wanted = std::collections::BTreeMap::new();
     for topic in view.topics.values() {
         let settings = TopicSettings::of(topic, defaults);
-        let retention = RetentionLimits { retention_ms: settings.retention_ms, retention_bytes: settings.retention_bytes };
-        for partition in topic.partitions.iter().filter(|p| p.shard as usize == ctx.shard_id) {
+        let retention = RetentionLimits {
+            retention_ms: settings.retention_ms,
+            retention_bytes: settings.retention_bytes,
+        };
+        for partition in topic
+            .partitions
+            .iter()
+            .filter(|p| p.shard as usize == ctx.shard_id)
+        {
             wanted.insert(partition.group_id, retention);
         }
     }
@@ -146,7 +219,10 @@ pub fn install_metadata(ctx: &ShardContext, view: Arc<MetadataView>) {
     for (&group_id, &retention) in &wanted {
         if shard.has_group(group_id) {
             shard.set_retention(group_id, retention);
-        } else if let Err(error) = shard.add_group(GroupSpec::Partition { group_id, retention }) {
+        } else if let Err(error) = shard.add_group(GroupSpec::Partition {
+            group_id,
+            retention,
+        }) {
             tracing::error!(group_id, %error, "cannot start partition group");
         }
     }

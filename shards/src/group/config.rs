@@ -6,7 +6,11 @@ use raft::{Config, ReadOnlyOption};
 pub const ELECTION_TICKS: usize = 10;
 pub const HEARTBEAT_TICKS: usize = 2;
 
-pub fn raft_config(replica_id: u64, applied: u64, uncommitted_bytes_max: u64) -> Result<Config, raft::Error> {
+pub fn raft_config(
+    replica_id: u64,
+    applied: u64,
+    uncommitted_bytes_max: u64,
+) -> Result<Config, raft::Error> {
     let config = Config {
         id: replica_id,
         election_tick: ELECTION_TICKS,
@@ -24,7 +28,6 @@ pub fn raft_config(replica_id: u64, applied: u64, uncommitted_bytes_max: u64) ->
         priority: 0,
         max_uncommitted_size: uncommitted_bytes_max,
         max_committed_size_per_ready: 16 << 20,
-        ..Config::default()
     };
     config.validate()?;
     Ok(config)

@@ -64,8 +64,10 @@ impl GroupLog {
         hard_state.term = recovered.hard_state.term;
         hard_state.vote = recovered.hard_state.vote;
         hard_state.commit = recovered.hard_state.commit;
-        let mut conf_state = ConfState::default();
-        conf_state.voters = voters;
+        let conf_state = ConfState {
+            voters,
+            ..ConfState::default()
+        };
         let entries: VecDeque<LogEntry> = recovered
             .entries
             .into_iter()
@@ -95,7 +97,12 @@ impl GroupLog {
             cached_bytes: 0,
             cache_bytes_max,
         };
-        log.cached_bytes = log.entries.iter().filter_map(|e| e.data.as_ref()).map(Bytes::len).sum();
+        log.cached_bytes = log
+            .entries
+            .iter()
+            .filter_map(|e| e.data.as_ref())
+            .map(Bytes::len)
+            .sum();
         log
     }
 
@@ -141,15 +148,22 @@ impl GroupLog {
     pub fn entries_from(&self, from: u64) -> impl Iterator<Item = (u64, &LogEntry)> {
         let skip = from.saturating_sub(self.snapshot_index + 1) as usize;
         let base = self.snapshot_index + 1;
-        self.entries.iter().enumerate().skip(skip).map(move |(i, e)| (base + i as u64, e))
+        self.entries
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .map(move |(i, e)| (base + i as u64, e))
     }
 
     /// Adds persisted entries, replacing any conflicting suffix (Raft log truncation).
     /// Returns the index from which entries were replaced, if any were.
     pub fn append(&mut self, entries: &[Entry], locations: &[WalLocation]) -> Option<u64> {
         assert_eq!(entries.len(), locations.len());
-        let Some(first) = entries.first() else { return None };
-        assert!(first.index > self.snapshot_index, "append below the snapshot");
+        let first = entries.first()?;
+        assert!(
+            first.index > self.snapshot_index,
+            "append below the snapshot"
+        );
         assert!(first.index <= self.last_index() + 1, "append leaves a gap");
         let truncated = (first.index <= self.last_index()).then_some(first.index);
         if truncated.is_some() {
@@ -175,7 +189,10 @@ impl GroupLog {
     }
 
     pub fn set_hard_state(&mut self, hard_state: HardState) {
-        assert!(hard_state.term >= self.hard_state.term, "term never goes back");
+        assert!(
+            hard_state.term >= self.hard_state.term,
+            "term never goes back"
+        );
         self.hard_state = hard_state;
     }
 
@@ -224,8 +241,13 @@ impl GroupLog {
     }
 
     fn build_entry(&self, index: u64) -> raft::Result<Entry> {
-        let stored = self.entry(index).ok_or(raft::Error::Store(StorageError::Unavailable))?;
-        let data = stored.data.clone().ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        let stored = self
+            .entry(index)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))?;
+        let data = stored
+            .data
+            .clone()
+            .ok_or(raft::Error::Store(StorageError::Unavailable))?;
         let mut entry = Entry::default();
         entry.set_entry_type(stored.entry_type);
         entry.term = stored.term;
@@ -237,7 +259,10 @@ impl GroupLog {
 
 impl raft::Storage for GroupLog {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
     }
 
     fn entries(
@@ -253,7 +278,9 @@ impl raft::Storage for GroupLog {
         if high > self.last_index() + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let mut entries = (low..high).map(|i| self.build_entry(i)).collect::<raft::Result<Vec<_>>>()?;
+        let mut entries = (low..high)
+            .map(|i| self.build_entry(i))
+            .collect::<raft::Result<Vec<_>>>()?;
         raft::util::limit_size(&mut entries, max_size.into());
         Ok(entries)
     }
@@ -262,7 +289,8 @@ impl raft::Storage for GroupLog {
         if index < self.snapshot_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        self.term_of(index).ok_or(raft::Error::Store(StorageError::Unavailable))
+        self.term_of(index)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -275,6 +303,8 @@ impl raft::Storage for GroupLog {
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         // Snapshots for lagging followers arrive with replication; a single node never asks.
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
     }
 }

@@ -26,7 +26,10 @@ pub trait StateMachine {
 }
 
 pub enum Machine {
-    Partition { offsets: PartitionOffsets, retention: RetentionLimits },
+    Partition {
+        offsets: PartitionOffsets,
+        retention: RetentionLimits,
+    },
     Custom(Box<dyn StateMachine>),
 }
 
@@ -53,7 +56,13 @@ pub struct RaftGroup {
 }
 
 impl RaftGroup {
-    pub fn new(id: u64, node: RawNode<GroupLog>, machine: Machine, waiters_max: usize, fetch_waiters_max: usize) -> Self {
+    pub fn new(
+        id: u64,
+        node: RawNode<GroupLog>,
+        machine: Machine,
+        waiters_max: usize,
+        fetch_waiters_max: usize,
+    ) -> Self {
         let mut group = Self {
             id,
             node,
@@ -89,7 +98,10 @@ impl RaftGroup {
                     if index > commit {
                         break;
                     }
-                    let data = entry.data.as_ref().expect("metadata entries stay cached until a checkpoint");
+                    let data = entry
+                        .data
+                        .as_ref()
+                        .expect("metadata entries stay cached until a checkpoint");
                     if entry.entry_type == EntryType::EntryNormal && !data.is_empty() {
                         machine.apply(index, data);
                     }
@@ -119,11 +131,18 @@ impl RaftGroup {
     }
 
     fn not_leader(&self) -> ShardError {
-        ShardError::NotLeader { group_id: self.id, leader: self.leader_id() }
+        ShardError::NotLeader {
+            group_id: self.id,
+            leader: self.leader_id(),
+        }
     }
 
     /// Proposes `data`; the reply comes when it commits. Returns the index it will occupy.
-    pub fn propose(&mut self, data: Vec<u8>, reply: Option<ProposalReply>) -> Result<u64, ShardError> {
+    pub fn propose(
+        &mut self,
+        data: Vec<u8>,
+        reply: Option<ProposalReply>,
+    ) -> Result<u64, ShardError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -131,13 +150,21 @@ impl RaftGroup {
             return Err(ShardError::Overloaded(self.id));
         }
         let before = self.node.raft.raft_log.last_index();
-        self.node.propose(Vec::new(), data).map_err(|_| ShardError::ProposalDropped)?;
+        self.node
+            .propose(Vec::new(), data)
+            .map_err(|_| ShardError::ProposalDropped)?;
         let index = self.node.raft.raft_log.last_index();
         if index != before + 1 {
             return Err(ShardError::ProposalDropped);
         }
         if let Some(reply) = reply {
-            self.waiters.insert(index, Waiter { term: self.term(), reply });
+            self.waiters.insert(
+                index,
+                Waiter {
+                    term: self.term(),
+                    reply,
+                },
+            );
         }
         Ok(index)
     }
@@ -173,7 +200,9 @@ impl RaftGroup {
 
     /// Applies committed entries and answers the proposals waiting on them.
     pub fn apply_committed(&mut self, entries: Vec<Entry>) {
-        let Some(last) = entries.last().map(|e| e.index) else { return };
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
         for entry in &entries {
             if let Machine::Custom(machine) = &mut self.machine {
                 if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
@@ -184,7 +213,9 @@ impl RaftGroup {
                 let outcome = if waiter.term == entry.term {
                     Ok(entry.index)
                 } else {
-                    Err(ShardError::OutcomeUnknown("another leader's entry took its place"))
+                    Err(ShardError::OutcomeUnknown(
+                        "another leader's entry took its place",
+                    ))
                 };
                 let _ = waiter.reply.send(outcome);
             }
@@ -193,7 +224,9 @@ impl RaftGroup {
         let stale: Vec<u64> = self.waiters.range(..=last).map(|(&i, _)| i).collect();
         for index in stale {
             if let Some(waiter) = self.waiters.remove(&index) {
-                let _ = waiter.reply.send(Err(ShardError::OutcomeUnknown("entry was replaced")));
+                let _ = waiter
+                    .reply
+                    .send(Err(ShardError::OutcomeUnknown("entry was replaced")));
             }
         }
         self.node.mut_store().set_applied(last);

@@ -93,7 +93,10 @@ impl BatchHeader {
         }
         let declared = header.batch_length as i64 + LOG_OVERHEAD_BYTES as i64;
         if declared != bytes.len() as i64 {
-            return Err(BatchError::LengthMismatch { declared, actual: bytes.len() });
+            return Err(BatchError::LengthMismatch {
+                declared,
+                actual: bytes.len(),
+            });
         }
         if crc32c::crc32c(&bytes[CRC_COVERAGE_START..]) != header.crc {
             return Err(BatchError::CrcMismatch);
@@ -132,7 +135,10 @@ pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
         }
         let length = be_i32(bytes, 8) as i64 + LOG_OVERHEAD_BYTES as i64;
         if length < BATCH_HEADER_BYTES as i64 || length > bytes.len() as i64 {
-            return Err(BatchError::LengthMismatch { declared: length, actual: bytes.len() });
+            return Err(BatchError::LengthMismatch {
+                declared: length,
+                actual: bytes.len(),
+            });
         }
         let (batch, rest) = bytes.split_at(length as usize);
         batches.push(batch);

@@ -38,7 +38,11 @@ impl PartitionOffsets {
     /// the snapshot is `start_offset`.
     pub fn starting_at(start_offset: i64) -> Self {
         assert!(start_offset >= 0);
-        Self { log_start_offset: start_offset, high_watermark: start_offset, ..Self::default() }
+        Self {
+            log_start_offset: start_offset,
+            high_watermark: start_offset,
+            ..Self::default()
+        }
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -51,7 +55,9 @@ impl PartitionOffsets {
 
     /// The next offset to assign: one past the last persisted batch.
     pub fn log_end_offset(&self) -> i64 {
-        self.batches.back().map_or(self.log_start_offset, |b| b.next_offset)
+        self.batches
+            .back()
+            .map_or(self.log_start_offset, |b| b.next_offset)
     }
 
     pub fn retained_bytes(&self) -> u64 {
@@ -62,7 +68,10 @@ impl PartitionOffsets {
     /// is not a batch occupies no offsets. Returns the base offset the batch got.
     pub fn on_append(&mut self, raft_index: u64, head: &[u8], data_len: u32) -> Option<i64> {
         if let Some(last) = self.batches.back() {
-            assert!(raft_index > last.raft_index, "appends are in Raft index order");
+            assert!(
+                raft_index > last.raft_index,
+                "appends are in Raft index order"
+            );
         }
         let header = BatchHeader::parse(head).ok()?;
         let base_offset = self.log_end_offset();
@@ -79,16 +88,25 @@ impl PartitionOffsets {
 
     /// Forgets entries from `raft_index` on (Raft replaced them).
     pub fn on_truncate(&mut self, raft_index: u64) {
-        while self.batches.back().is_some_and(|b| b.raft_index >= raft_index) {
+        while self
+            .batches
+            .back()
+            .is_some_and(|b| b.raft_index >= raft_index)
+        {
             let removed = self.batches.pop_back().expect("checked non-empty");
-            assert!(removed.base_offset >= self.high_watermark, "committed batches are never truncated");
+            assert!(
+                removed.base_offset >= self.high_watermark,
+                "committed batches are never truncated"
+            );
             self.retained_bytes -= u64::from(removed.bytes);
         }
     }
 
     /// Advances the high watermark to cover every batch at or below `commit_index`.
     pub fn on_commit(&mut self, commit_index: u64) {
-        let committed = self.batches.partition_point(|b| b.raft_index <= commit_index);
+        let committed = self
+            .batches
+            .partition_point(|b| b.raft_index <= commit_index);
         let high_watermark = match committed {
             0 => self.log_start_offset,
             n => self.batches[n - 1].next_offset,
@@ -102,14 +120,19 @@ impl PartitionOffsets {
     /// Position of the batch that holds `offset`.
     fn position_of(&self, offset: i64) -> Option<usize> {
         let position = self.batches.partition_point(|b| b.next_offset <= offset);
-        self.batches.get(position).filter(|b| b.base_offset <= offset).map(|_| position)
+        self.batches
+            .get(position)
+            .filter(|b| b.base_offset <= offset)
+            .map(|_| position)
     }
 
     /// Committed batches from the one holding `offset`, in order.
     pub fn committed_from(&self, offset: i64) -> impl Iterator<Item = &BatchMeta> {
         let position = self.position_of(offset).unwrap_or(self.batches.len());
         let high_watermark = self.high_watermark;
-        self.batches.range(position..).take_while(move |b| b.next_offset <= high_watermark)
+        self.batches
+            .range(position..)
+            .take_while(move |b| b.next_offset <= high_watermark)
     }
 
     /// The first committed batch whose max timestamp is at or after `timestamp`.
@@ -132,13 +155,21 @@ impl PartitionOffsets {
 
     /// Applies retention to committed batches up to `applied_index`. Returns the Raft index to
     /// compact to and the new log start offset, if anything expired.
-    pub fn expire(&mut self, limits: RetentionLimits, now_ms: i64, applied_index: u64) -> Option<(u64, i64)> {
+    pub fn expire(
+        &mut self,
+        limits: RetentionLimits,
+        now_ms: i64,
+        applied_index: u64,
+    ) -> Option<(u64, i64)> {
         let mut expired = None;
         while let Some(first) = self.batches.front().copied() {
-            let committed = first.next_offset <= self.high_watermark && first.raft_index <= applied_index;
-            let too_old = limits.retention_ms >= 0 && first.max_timestamp < now_ms.saturating_sub(limits.retention_ms);
+            let committed =
+                first.next_offset <= self.high_watermark && first.raft_index <= applied_index;
+            let too_old = limits.retention_ms >= 0
+                && first.max_timestamp < now_ms.saturating_sub(limits.retention_ms);
             let too_big = limits.retention_bytes >= 0
-                && self.retained_bytes.saturating_sub(u64::from(first.bytes)) >= limits.retention_bytes as u64
+                && self.retained_bytes.saturating_sub(u64::from(first.bytes))
+                    >= limits.retention_bytes as u64
                 && self.retained_bytes > limits.retention_bytes as u64;
             if !committed || !(too_old || too_big) {
                 break;
@@ -168,7 +199,11 @@ mod tests {
     #[test]
     fn offsets_fold_over_the_log() {
         let mut offsets = PartitionOffsets::starting_at(0);
-        assert_eq!(offsets.on_append(1, &[], 0), None, "empty leader entry has no offsets");
+        assert_eq!(
+            offsets.on_append(1, &[], 0),
+            None,
+            "empty leader entry has no offsets"
+        );
         assert_eq!(offsets.on_append(2, &head(3, 10), 100), Some(0));
         assert_eq!(offsets.on_append(3, &head(2, 20), 100), Some(3));
         assert_eq!(offsets.log_end_offset(), 5);
@@ -181,7 +216,10 @@ mod tests {
         offsets.on_commit(3);
         let bases: Vec<i64> = offsets.committed_from(1).map(|b| b.base_offset).collect();
         assert_eq!(bases, vec![0, 3]);
-        assert_eq!(offsets.offset_for_timestamp(15).map(|b| b.base_offset), Some(3));
+        assert_eq!(
+            offsets.offset_for_timestamp(15).map(|b| b.base_offset),
+            Some(3)
+        );
     }
 
     #[test]
@@ -191,10 +229,16 @@ mod tests {
             offsets.on_append(i + 1, &head(1, i as i64 * 1000), 100);
         }
         offsets.on_commit(10);
-        let limits = RetentionLimits { retention_ms: -1, retention_bytes: 500 };
+        let limits = RetentionLimits {
+            retention_ms: -1,
+            retention_bytes: 500,
+        };
         assert_eq!(offsets.expire(limits, 0, 10), Some((5, 5)));
         assert_eq!(offsets.retained_bytes(), 500);
-        let limits = RetentionLimits { retention_ms: 2500, retention_bytes: -1 };
+        let limits = RetentionLimits {
+            retention_ms: 2500,
+            retention_bytes: -1,
+        };
         assert_eq!(offsets.expire(limits, 9000, 10), Some((7, 7)));
         assert_eq!(offsets.log_start_offset(), 7);
         assert_eq!(offsets.committed_from(7).count(), 3);

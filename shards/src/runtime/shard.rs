@@ -45,8 +45,14 @@ pub struct ShardConfig {
 }
 
 pub enum GroupSpec {
-    Partition { group_id: u64, retention: RetentionLimits },
-    Custom { group_id: u64, machine: Box<dyn StateMachine> },
+    Partition {
+        group_id: u64,
+        retention: RetentionLimits,
+    },
+    Custom {
+        group_id: u64,
+        machine: Box<dyn StateMachine>,
+    },
 }
 
 impl GroupSpec {
@@ -58,6 +64,9 @@ impl GroupSpec {
 }
 
 pub type ShardRef = Rc<RefCell<Shard>>;
+
+/// Resolves with the Raft index once the proposal commits.
+pub type CommitReceiver = oneshot::Receiver<Result<u64, ShardError>>;
 
 struct PendingReady {
     group_id: u64,
@@ -90,8 +99,14 @@ pub struct ReadPlan {
 }
 
 pub enum ReadPiece {
-    Cached { base_offset: i64, batch: Bytes },
-    Disk { base_offset: i64, reader: RecordReader },
+    Cached {
+        base_offset: i64,
+        batch: Bytes,
+    },
+    Disk {
+        base_offset: i64,
+        reader: RecordReader,
+    },
 }
 
 impl ReadPiece {
@@ -99,12 +114,16 @@ impl ReadPiece {
     pub async fn load(self) -> Result<Bytes, ShardError> {
         let (base_offset, batch) = match self {
             ReadPiece::Cached { base_offset, batch } => (base_offset, batch),
-            ReadPiece::Disk { base_offset, reader } => {
+            ReadPiece::Disk {
+                base_offset,
+                reader,
+            } => {
                 let payload = reader.read_payload().await?;
                 (base_offset, payload.slice(ENTRY_HEADER_BYTES..))
             }
         };
-        let header = BatchHeader::parse(&batch).map_err(|_| ShardError::OutcomeUnknown("stored batch lost its header"))?;
+        let header = BatchHeader::parse(&batch)
+            .map_err(|_| ShardError::OutcomeUnknown("stored batch lost its header"))?;
         if header.base_offset == base_offset {
             return Ok(batch);
         }
@@ -120,10 +139,17 @@ impl Shard {
         let (wal, recovered) = Wal::open(config.wal.clone()).await?;
         let (doorbell, doorbell_rx) = local_channel::new_bounded(1);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let recovered_groups: BTreeMap<u64, RecoveredGroup> =
-            recovered.groups.into_iter().filter(|(_, g)| !g.removed).collect();
-        tracing::info!(shard = config.shard_id, groups = recovered_groups.len(), segments = wal.segment_count(),
-            "wal recovered");
+        let recovered_groups: BTreeMap<u64, RecoveredGroup> = recovered
+            .groups
+            .into_iter()
+            .filter(|(_, g)| !g.removed)
+            .collect();
+        tracing::info!(
+            shard = config.shard_id,
+            groups = recovered_groups.len(),
+            segments = wal.segment_count(),
+            "wal recovered"
+        );
         let shard = Shard {
             config,
             wal,
@@ -165,22 +191,33 @@ impl Shard {
             return Ok(());
         }
         let recovered = self.recovered.remove(&group_id).unwrap_or_default();
-        self.durable_compacted.insert(group_id, recovered.snapshot.index);
+        self.durable_compacted
+            .insert(group_id, recovered.snapshot.index);
         let voters = vec![self.config.replica_id];
         let log = GroupLog::recovered(recovered, voters.clone(), self.config.entry_cache_bytes_max);
         let applied = log.hard_state().commit;
-        let raft_config = raft_config(self.config.replica_id, applied, self.config.uncommitted_bytes_max)
-            .map_err(|_| ShardError::OutcomeUnknown("invalid raft config"))?;
+        let raft_config = raft_config(
+            self.config.replica_id,
+            applied,
+            self.config.uncommitted_bytes_max,
+        )
+        .map_err(|_| ShardError::OutcomeUnknown("invalid raft config"))?;
         let node = RawNode::new(&raft_config, log, &self.logger)
             .map_err(|_| ShardError::OutcomeUnknown("raft refused the recovered log"))?;
         let machine = match spec {
-            GroupSpec::Partition { retention, .. } => {
-                Machine::Partition { offsets: PartitionOffsets::starting_at(0), retention }
-            }
+            GroupSpec::Partition { retention, .. } => Machine::Partition {
+                offsets: PartitionOffsets::starting_at(0),
+                retention,
+            },
             GroupSpec::Custom { machine, .. } => Machine::Custom(machine),
         };
-        let mut group = RaftGroup::new(group_id, node, machine, self.config.proposal_waiters_max,
-            self.config.fetch_waiters_max);
+        let mut group = RaftGroup::new(
+            group_id,
+            node,
+            machine,
+            self.config.proposal_waiters_max,
+            self.config.fetch_waiters_max,
+        );
         if voters.len() == 1 {
             // A lone voter needs no election timeout: it wins at once.
             let _ = group.node.campaign();
@@ -192,7 +229,11 @@ impl Shard {
     }
 
     pub fn set_retention(&mut self, group_id: u64, limits: RetentionLimits) {
-        if let Some(RaftGroup { machine: Machine::Partition { retention, .. }, .. }) = self.groups.get_mut(&group_id) {
+        if let Some(RaftGroup {
+            machine: Machine::Partition { retention, .. },
+            ..
+        }) = self.groups.get_mut(&group_id)
+        {
             *retention = limits;
         }
     }
@@ -215,22 +256,30 @@ impl Shard {
     pub fn finish_group_install(&mut self) {
         let unclaimed: Vec<u64> = self.recovered.keys().copied().collect();
         for group_id in unclaimed {
-            tracing::info!(shard = self.config.shard_id, group_id, "dropping recovered group of a deleted topic");
+            tracing::info!(
+                shard = self.config.shard_id,
+                group_id,
+                "dropping recovered group of a deleted topic"
+            );
             self.remove_group(group_id);
         }
         self.groups_installed = true;
     }
 
     fn group_mut(&mut self, group_id: u64) -> Result<&mut RaftGroup, ShardError> {
-        self.groups.get_mut(&group_id).ok_or(ShardError::UnknownGroup(group_id))
+        self.groups
+            .get_mut(&group_id)
+            .ok_or(ShardError::UnknownGroup(group_id))
     }
 
     fn group(&self, group_id: u64) -> Result<&RaftGroup, ShardError> {
-        self.groups.get(&group_id).ok_or(ShardError::UnknownGroup(group_id))
+        self.groups
+            .get(&group_id)
+            .ok_or(ShardError::UnknownGroup(group_id))
     }
 
     /// Proposes arbitrary data to a group (the controller's commands).
-    pub fn propose(&mut self, group_id: u64, data: Vec<u8>) -> Result<oneshot::Receiver<Result<u64, ShardError>>, ShardError> {
+    pub fn propose(&mut self, group_id: u64, data: Vec<u8>) -> Result<CommitReceiver, ShardError> {
         let (reply, receiver) = oneshot::channel();
         self.group_mut(group_id)?.propose(data, Some(reply))?;
         self.dirty.insert(group_id);
@@ -246,14 +295,17 @@ impl Shard {
         batch: &[u8],
         header: &BatchHeader,
         wait: bool,
-    ) -> Result<(i64, Option<oneshot::Receiver<Result<u64, ShardError>>>), ShardError> {
+    ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
         let record_bytes_max = self.wal.config().record_bytes_max() - ENTRY_HEADER_BYTES - 64;
         if batch.len() > record_bytes_max {
             return Err(ShardError::RecordTooLarge(batch.len()));
         }
         let group = self.group_mut(group_id)?;
         if !group.is_leader() {
-            return Err(ShardError::NotLeader { group_id, leader: group.leader_id() });
+            return Err(ShardError::NotLeader {
+                group_id,
+                leader: group.leader_id(),
+            });
         }
         let base_offset = group.next_batch_offset();
         let mut data = batch.to_vec();
@@ -272,7 +324,9 @@ impl Shard {
     }
 
     pub fn offsets(&self, group_id: u64) -> Result<&PartitionOffsets, ShardError> {
-        self.group(group_id)?.offsets().ok_or(ShardError::UnknownGroup(group_id))
+        self.group(group_id)?
+            .offsets()
+            .ok_or(ShardError::UnknownGroup(group_id))
     }
 
     pub fn leader_of(&self, group_id: u64) -> Option<u64> {
@@ -281,7 +335,9 @@ impl Shard {
 
     /// True once the group leads and has applied everything it had at start.
     pub fn is_caught_up_leader(&self, group_id: u64) -> bool {
-        self.groups.get(&group_id).is_some_and(|g| g.is_leader() && g.node.store().applied() >= g.node.raft.raft_log.last_index())
+        self.groups.get(&group_id).is_some_and(|g| {
+            g.is_leader() && g.node.store().applied() >= g.node.raft.raft_log.last_index()
+        })
     }
 
     pub fn leader_epoch(&self, group_id: u64) -> Result<i32, ShardError> {
@@ -290,12 +346,23 @@ impl Shard {
 
     /// Plans a read of committed batches from `offset`, up to `max_bytes` (the first batch is
     /// always whole, as Kafka requires, when `first_whole` is set).
-    pub fn plan_read(&self, group_id: u64, offset: i64, max_bytes: usize, first_whole: bool) -> Result<ReadPlan, ShardError> {
+    pub fn plan_read(
+        &self,
+        group_id: u64,
+        offset: i64,
+        max_bytes: usize,
+        first_whole: bool,
+    ) -> Result<ReadPlan, ShardError> {
         let group = self.group(group_id)?;
         let offsets = group.offsets().ok_or(ShardError::UnknownGroup(group_id))?;
-        let (log_start_offset, high_watermark) = (offsets.log_start_offset(), offsets.high_watermark());
+        let (log_start_offset, high_watermark) =
+            (offsets.log_start_offset(), offsets.high_watermark());
         if offset < log_start_offset || offset > offsets.log_end_offset() {
-            return Err(ShardError::OffsetOutOfRange { offset, log_start_offset, high_watermark });
+            return Err(ShardError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                high_watermark,
+            });
         }
         let mut pieces = Vec::new();
         let mut bytes = 0usize;
@@ -307,14 +374,28 @@ impl Shard {
             pieces.push(self.piece(group, meta)?);
             bytes += size;
         }
-        Ok(ReadPlan { high_watermark, log_start_offset, pieces })
+        Ok(ReadPlan {
+            high_watermark,
+            log_start_offset,
+            pieces,
+        })
     }
 
     fn piece(&self, group: &RaftGroup, meta: &BatchMeta) -> Result<ReadPiece, ShardError> {
-        let entry = group.node.store().entry(meta.raft_index).ok_or(ShardError::OutcomeUnknown("index and log disagree"))?;
+        let entry = group
+            .node
+            .store()
+            .entry(meta.raft_index)
+            .ok_or(ShardError::OutcomeUnknown("index and log disagree"))?;
         Ok(match &entry.data {
-            Some(data) => ReadPiece::Cached { base_offset: meta.base_offset, batch: data.clone() },
-            None => ReadPiece::Disk { base_offset: meta.base_offset, reader: self.wal.reader(entry.location)? },
+            Some(data) => ReadPiece::Cached {
+                base_offset: meta.base_offset,
+                batch: data.clone(),
+            },
+            None => ReadPiece::Disk {
+                base_offset: meta.base_offset,
+                reader: self.wal.reader(entry.location)?,
+            },
         })
     }
 
@@ -341,7 +422,9 @@ impl Shard {
         let mut pending = Vec::new();
         let mut rolled = false;
         for group_id in std::mem::take(&mut self.dirty) {
-            let Some(group) = self.groups.get_mut(&group_id) else { continue };
+            let Some(group) = self.groups.get_mut(&group_id) else {
+                continue;
+            };
             if !group.node.has_ready() {
                 continue;
             }
@@ -350,19 +433,37 @@ impl Shard {
             drop(ready.take_messages());
             let mut locations = Vec::with_capacity(ready.entries().len());
             for entry in ready.entries() {
-                let header = EntryHeader { term: entry.term, index: entry.index, entry_type: entry_type_byte(entry.get_entry_type()) };
-                let (location, roll) = self.wal.append(group_id, RecordKind::Entry, &[&header.encode(), &entry.data]);
+                let header = EntryHeader {
+                    term: entry.term,
+                    index: entry.index,
+                    entry_type: entry_type_byte(entry.get_entry_type()),
+                };
+                let (location, roll) = self.wal.append(
+                    group_id,
+                    RecordKind::Entry,
+                    &[&header.encode(), &entry.data],
+                );
                 self.wal.note_entry(location, group_id, entry.index);
                 rolled |= roll;
                 locations.push(location);
             }
             if let Some(hard_state) = ready.hs() {
-                let record = crate::wal::recovery::HardStateRecord { term: hard_state.term, vote: hard_state.vote, commit: hard_state.commit };
-                let (_, roll) = self.wal.append(group_id, RecordKind::HardState, &[&record.encode()]);
+                let record = crate::wal::recovery::HardStateRecord {
+                    term: hard_state.term,
+                    vote: hard_state.vote,
+                    commit: hard_state.commit,
+                };
+                let (_, roll) =
+                    self.wal
+                        .append(group_id, RecordKind::HardState, &[&record.encode()]);
                 rolled |= roll;
                 group.node.mut_store().set_hard_state(hard_state.clone());
             }
-            pending.push(PendingReady { group_id, ready, locations });
+            pending.push(PendingReady {
+                group_id,
+                ready,
+                locations,
+            });
         }
         if rolled {
             self.checkpoint();
@@ -381,11 +482,24 @@ impl Shard {
             }
             let log = group.node.store();
             let hs = log.hard_state();
-            let record = crate::wal::recovery::HardStateRecord { term: hs.term, vote: hs.vote, commit: hs.commit };
-            self.wal.append(group_id, RecordKind::HardState, &[&record.encode()]);
+            let record = crate::wal::recovery::HardStateRecord {
+                term: hs.term,
+                vote: hs.vote,
+                commit: hs.commit,
+            };
+            self.wal
+                .append(group_id, RecordKind::HardState, &[&record.encode()]);
             if log.snapshot_index() > 0 {
-                let snapshot = SnapshotRecord { index: log.snapshot_index(), term: log.snapshot_term(), state: log.snapshot_state().clone() };
-                self.wal.append(group_id, RecordKind::Snapshot, &[&snapshot.encode_header(), &snapshot.state]);
+                let snapshot = SnapshotRecord {
+                    index: log.snapshot_index(),
+                    term: log.snapshot_term(),
+                    state: log.snapshot_state().clone(),
+                };
+                self.wal.append(
+                    group_id,
+                    RecordKind::Snapshot,
+                    &[&snapshot.encode_header(), &snapshot.state],
+                );
                 self.pending_compactions.push((group_id, snapshot.index));
             }
         }
@@ -393,8 +507,15 @@ impl Shard {
 
     /// After the group commit: hand persisted entries to Raft, advance, apply, answer.
     fn finish_ready(&mut self, pending: Vec<PendingReady>) {
-        for PendingReady { group_id, mut ready, locations } in pending {
-            let Some(group) = self.groups.get_mut(&group_id) else { continue };
+        for PendingReady {
+            group_id,
+            mut ready,
+            locations,
+        } in pending
+        {
+            let Some(group) = self.groups.get_mut(&group_id) else {
+                continue;
+            };
             let entries: Vec<Entry> = ready.take_entries();
             let truncated = group.node.mut_store().append(&entries, &locations);
             group.on_persisted(&entries, truncated);
@@ -417,12 +538,24 @@ impl Shard {
     pub fn apply_retention(&mut self, now_ms: i64) {
         for (&group_id, group) in &mut self.groups {
             let applied = group.node.store().applied();
-            let Machine::Partition { offsets, retention } = &mut group.machine else { continue };
-            let Some((index, start_offset)) = offsets.expire(*retention, now_ms, applied) else { continue };
+            let Machine::Partition { offsets, retention } = &mut group.machine else {
+                continue;
+            };
+            let Some((index, start_offset)) = offsets.expire(*retention, now_ms, applied) else {
+                continue;
+            };
             let state = crate::group::encode_start_offset(start_offset);
             group.node.mut_store().compact(index, state.clone());
-            let snapshot = SnapshotRecord { index, term: group.node.store().snapshot_term(), state };
-            self.wal.append(group_id, RecordKind::Snapshot, &[&snapshot.encode_header(), &snapshot.state]);
+            let snapshot = SnapshotRecord {
+                index,
+                term: group.node.store().snapshot_term(),
+                state,
+            };
+            self.wal.append(
+                group_id,
+                RecordKind::Snapshot,
+                &[&snapshot.encode_header(), &snapshot.state],
+            );
             self.pending_compactions.push((group_id, index));
         }
         if self.wal.has_pending() {
@@ -436,9 +569,15 @@ impl Shard {
             return Ok(());
         }
         let durable = &self.durable_compacted;
-        let reclaimable = self.wal.reclaimable_segments(|group_id| durable.get(&group_id).copied().unwrap_or(u64::MAX));
+        let reclaimable = self
+            .wal
+            .reclaimable_segments(|group_id| durable.get(&group_id).copied().unwrap_or(u64::MAX));
         if !reclaimable.is_empty() {
-            tracing::info!(shard = self.config.shard_id, ?reclaimable, "retention: removing wal segments");
+            tracing::info!(
+                shard = self.config.shard_id,
+                ?reclaimable,
+                "retention: removing wal segments"
+            );
             self.wal.remove_segments(&reclaimable)?;
         }
         Ok(())
@@ -450,7 +589,11 @@ impl Shard {
 }
 
 /// Drives the shard until `stop` resolves and everything queued is durable.
-pub async fn run_pump(shard: ShardRef, doorbell: LocalReceiver<()>, stop: Rc<std::cell::Cell<bool>>) {
+pub async fn run_pump(
+    shard: ShardRef,
+    doorbell: LocalReceiver<()>,
+    stop: Rc<std::cell::Cell<bool>>,
+) {
     let tick = Duration::from_millis(shard.borrow().config.tick_interval_ms);
     let mut next_tick = Instant::now() + tick;
     loop {
@@ -463,7 +606,9 @@ pub async fn run_pump(shard: ShardRef, doorbell: LocalReceiver<()>, stop: Rc<std
             if stop.get() {
                 return;
             }
-            let wait = next_tick.saturating_duration_since(Instant::now()).min(tick);
+            let wait = next_tick
+                .saturating_duration_since(Instant::now())
+                .min(tick);
             let ring = std::pin::pin!(doorbell.recv());
             let timer = std::pin::pin!(Timer::new(wait));
             futures::future::select(ring, timer).await;

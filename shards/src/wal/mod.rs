@@ -26,26 +26,39 @@ use recovery::{RecoveredLog, Recovery, RecoveryError};
 
 pub const BLOCK_BYTES: u64 = 4096;
 const READ_CHUNK_BYTES: u64 = 4 << 20;
-const _: () = assert!(READ_CHUNK_BYTES % BLOCK_BYTES == 0);
+const _: () = assert!(READ_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
 
 #[derive(Debug, Error)]
 pub enum WalError {
     #[error("wal i/o on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("wal recovery: {0}")]
     Recovery(#[from] RecoveryError),
     #[error("wal record at segment {segment} position {position} is damaged: {stop}")]
-    Damaged { segment: u64, position: u64, stop: ScanStop },
+    Damaged {
+        segment: u64,
+        position: u64,
+        stop: ScanStop,
+    },
     #[error("wal segment {0} is gone (reclaimed by retention)")]
     SegmentGone(u64),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
-    move |source| WalError::Io { path: path.to_path_buf(), source }
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn glommio_error<T>(path: &Path) -> impl FnOnce(glommio::GlommioError<T>) -> WalError + '_ {
-    move |err| WalError::Io { path: path.to_path_buf(), source: err.into() }
+    move |err| WalError::Io {
+        path: path.to_path_buf(),
+        source: err.into(),
+    }
 }
 
 /// Where a record sits on disk.
@@ -65,8 +78,10 @@ pub struct WalConfig {
 impl WalConfig {
     pub fn validate(&self) -> Result<(), String> {
         let min = 16 * BLOCK_BYTES;
-        if self.segment_bytes_max < min || self.segment_bytes_max % BLOCK_BYTES != 0 {
-            return Err(format!("segment_bytes_max must be a multiple of 4096 and at least {min}"));
+        if self.segment_bytes_max < min || !self.segment_bytes_max.is_multiple_of(BLOCK_BYTES) {
+            return Err(format!(
+                "segment_bytes_max must be a multiple of 4096 and at least {min}"
+            ));
         }
         Ok(())
     }
@@ -138,7 +153,9 @@ async fn open_segment(path: &Path, create: bool, size: u64) -> Result<DmaFile, W
         .await
         .map_err(glommio_error(path))?;
     if create {
-        file.pre_allocate(size, false).await.map_err(glommio_error(path))?;
+        file.pre_allocate(size, false)
+            .await
+            .map_err(glommio_error(path))?;
         file.fdatasync().await.map_err(glommio_error(path))?;
         sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     }
@@ -147,7 +164,9 @@ async fn open_segment(path: &Path, create: bool, size: u64) -> Result<DmaFile, W
 
 /// Makes a created or removed file name durable.
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
 }
 
 async fn read_whole(file: &DmaFile, path: &Path) -> Result<Vec<u8>, WalError> {
@@ -156,7 +175,10 @@ async fn read_whole(file: &DmaFile, path: &Path) -> Result<Vec<u8>, WalError> {
     let mut position = 0;
     while position < size {
         let length = READ_CHUNK_BYTES.min(size - position);
-        let chunk = file.read_at(position, length as usize).await.map_err(glommio_error(path))?;
+        let chunk = file
+            .read_at(position, length as usize)
+            .await
+            .map_err(glommio_error(path))?;
         if chunk.is_empty() {
             break;
         }
@@ -175,7 +197,14 @@ impl Wal {
         let mut sequence: Vec<u64> = std::fs::read_dir(&config.dir)
             .map_err(io_error(&config.dir))?
             .filter_map(|entry| entry.ok())
-            .filter_map(|entry| entry.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
+            .filter_map(|entry| {
+                entry
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".wal")?
+                    .parse()
+                    .ok()
+            })
             .collect();
         sequence.sort_unstable();
 
@@ -199,7 +228,11 @@ impl Wal {
                         "wal: torn or damaged tail, cutting the log here");
                 }
                 let tail_start = align_down(scan.valid_bytes as u64) as usize;
-                end = Some((segment, scan.valid_bytes as u64, content[tail_start..scan.valid_bytes].to_vec()));
+                end = Some((
+                    segment,
+                    scan.valid_bytes as u64,
+                    content[tail_start..scan.valid_bytes].to_vec(),
+                ));
                 for &later in &sequence[position_in_sequence + 1..] {
                     let later_path = segment_path(&config.dir, later);
                     std::fs::remove_file(&later_path).map_err(io_error(&later_path))?;
@@ -249,10 +282,14 @@ impl Wal {
             let bytes = buffer.as_bytes_mut();
             bytes.fill(0);
             bytes[..self.tail_block.len()].copy_from_slice(&self.tail_block);
-            file.write_at(buffer, block_start).await.map_err(glommio_error(&path))?;
+            file.write_at(buffer, block_start)
+                .await
+                .map_err(glommio_error(&path))?;
         }
         if size > block_end {
-            file.deallocate(block_end, size - block_end).await.map_err(glommio_error(&path))?;
+            file.deallocate(block_end, size - block_end)
+                .await
+                .map_err(glommio_error(&path))?;
         }
         file.fdatasync().await.map_err(glommio_error(&path))?;
         Ok(())
@@ -264,19 +301,35 @@ impl Wal {
 
     /// Queues one record. Returns where it will land and whether it opened a new segment (the
     /// caller then writes a checkpoint of every group into it, see `Shard::checkpoint`).
-    pub fn append(&mut self, group_id: u64, kind: RecordKind, payload: &[&[u8]]) -> (WalLocation, bool) {
+    pub fn append(
+        &mut self,
+        group_id: u64,
+        kind: RecordKind,
+        payload: &[&[u8]],
+    ) -> (WalLocation, bool) {
         let payload_len: usize = payload.iter().map(|p| p.len()).sum();
         let record_bytes = record::encoded_len(payload_len);
-        assert!(record_bytes <= self.config.record_bytes_max(), "record larger than a segment allows");
+        assert!(
+            record_bytes <= self.config.record_bytes_max(),
+            "record larger than a segment allows"
+        );
         let (segment, position) = match self.pending.last() {
             Some(chunk) => (chunk.segment, chunk.start + chunk.bytes.len() as u64),
             None => (self.active_segment, self.write_position),
         };
         let rolled = position + record_bytes as u64 > self.config.segment_bytes_max;
         if rolled {
-            self.pending.push(PendingChunk { segment: segment + 1, start: 0, bytes: Vec::new() });
+            self.pending.push(PendingChunk {
+                segment: segment + 1,
+                start: 0,
+                bytes: Vec::new(),
+            });
         } else if self.pending.is_empty() {
-            self.pending.push(PendingChunk { segment, start: position, bytes: Vec::new() });
+            self.pending.push(PendingChunk {
+                segment,
+                start: position,
+                bytes: Vec::new(),
+            });
         }
         let chunk = self.pending.last_mut().expect("a chunk was just ensured");
         let location = WalLocation {
@@ -291,7 +344,12 @@ impl Wal {
 
     /// Notes that `segment` holds entry `index` of `group_id` (retention input).
     pub fn note_entry(&mut self, location: WalLocation, group_id: u64, index: u64) {
-        let slot = self.segment_entry_max.entry(location.segment).or_default().entry(group_id).or_default();
+        let slot = self
+            .segment_entry_max
+            .entry(location.segment)
+            .or_default()
+            .entry(group_id)
+            .or_default();
         *slot = (*slot).max(index);
     }
 
@@ -319,7 +377,11 @@ impl Wal {
                 assert_eq!(chunk.start, self.write_position);
                 let file = self.segments.get(&chunk.segment).cloned();
                 assert!(file.is_some(), "the active segment is open");
-                (file, std::mem::take(&mut self.tail_block), align_down(chunk.start))
+                (
+                    file,
+                    std::mem::take(&mut self.tail_block),
+                    align_down(chunk.start),
+                )
             } else {
                 assert_eq!(chunk.segment, self.active_segment + 1);
                 assert_eq!(chunk.start, 0);
@@ -330,10 +392,19 @@ impl Wal {
             self.write_position = position + bytes.len() as u64;
             let tail_start = align_down(self.write_position) - position;
             self.tail_block = bytes[tail_start as usize..].to_vec();
-            writes.push(FlushWrite { segment: chunk.segment, file, position, bytes });
+            writes.push(FlushWrite {
+                segment: chunk.segment,
+                file,
+                position,
+                bytes,
+            });
         }
         self.flush_in_flight = true;
-        Some(FlushJob { writes, segment_bytes_max: self.config.segment_bytes_max, dir: self.config.dir.clone() })
+        Some(FlushJob {
+            writes,
+            segment_bytes_max: self.config.segment_bytes_max,
+            dir: self.config.dir.clone(),
+        })
     }
 
     pub fn complete_flush(&mut self, done: FlushDone) {
@@ -346,8 +417,16 @@ impl Wal {
 
     /// Reads back one record and returns its payload, checking its CRC again.
     pub fn reader(&self, location: WalLocation) -> Result<RecordReader, WalError> {
-        let file = self.segments.get(&location.segment).cloned().ok_or(WalError::SegmentGone(location.segment))?;
-        Ok(RecordReader { file, location, path: segment_path(&self.config.dir, location.segment) })
+        let file = self
+            .segments
+            .get(&location.segment)
+            .cloned()
+            .ok_or(WalError::SegmentGone(location.segment))?;
+        Ok(RecordReader {
+            file,
+            location,
+            path: segment_path(&self.config.dir, location.segment),
+        })
     }
 
     /// Segments that no group needs any more: every group has compacted past all of its
@@ -359,16 +438,21 @@ impl Wal {
             .copied()
             .filter(|&segment| segment < self.active_segment)
             .filter(|segment| {
-                self.segment_entry_max
-                    .get(segment)
-                    .is_none_or(|groups| groups.iter().all(|(&group, &max)| max <= compacted_index(group)))
+                self.segment_entry_max.get(segment).is_none_or(|groups| {
+                    groups
+                        .iter()
+                        .all(|(&group, &max)| max <= compacted_index(group))
+                })
             })
             .collect()
     }
 
     pub fn remove_segments(&mut self, segments: &[u64]) -> Result<(), WalError> {
         for segment in segments {
-            assert!(*segment < self.active_segment, "the active segment is never removed");
+            assert!(
+                *segment < self.active_segment,
+                "the active segment is never removed"
+            );
             self.segments.remove(segment);
             self.segment_entry_max.remove(segment);
             let path = segment_path(&self.config.dir, *segment);
@@ -414,11 +498,16 @@ impl FlushJob {
             let target = buffer.as_bytes_mut();
             target[..write.bytes.len()].copy_from_slice(&write.bytes);
             target[write.bytes.len()..].fill(0);
-            let written = file.write_at(buffer, write.position).await.map_err(glommio_error(&path))?;
+            let written = file
+                .write_at(buffer, write.position)
+                .await
+                .map_err(glommio_error(&path))?;
             if written != length {
                 return Err(WalError::Io {
                     path,
-                    source: std::io::Error::other(format!("short write: {written} of {length} bytes")),
+                    source: std::io::Error::other(format!(
+                        "short write: {written} of {length} bytes"
+                    )),
                 });
             }
             file.fdatasync().await.map_err(glommio_error(&path))?;
@@ -436,14 +525,25 @@ pub struct RecordReader {
 
 impl RecordReader {
     pub async fn read_payload(self) -> Result<Bytes, WalError> {
-        let WalLocation { segment, position, record_bytes } = self.location;
+        let WalLocation {
+            segment,
+            position,
+            record_bytes,
+        } = self.location;
         let raw = self
             .file
             .read_at(position, record_bytes as usize)
             .await
             .map_err(glommio_error(&self.path))?;
-        let (record, length) = record::decode(&raw).map_err(|stop| WalError::Damaged { segment, position, stop })?;
-        assert_eq!(length, record_bytes as usize, "index and disk agree on the record length");
+        let (record, length) = record::decode(&raw).map_err(|stop| WalError::Damaged {
+            segment,
+            position,
+            stop,
+        })?;
+        assert_eq!(
+            length, record_bytes as usize,
+            "index and disk agree on the record length"
+        );
         Ok(Bytes::copy_from_slice(record.payload))
     }
 }

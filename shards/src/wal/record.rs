@@ -78,7 +78,10 @@ pub fn encoded_len(payload_len: usize) -> usize {
 /// Appends one record to `target`. The payload is given in parts so callers need not join them.
 pub fn encode(target: &mut Vec<u8>, group_id: u64, kind: RecordKind, payload: &[&[u8]]) {
     let payload_len: usize = payload.iter().map(|p| p.len()).sum();
-    assert!(payload_len <= PAYLOAD_BYTES_MAX, "record payload over PAYLOAD_BYTES_MAX");
+    assert!(
+        payload_len <= PAYLOAD_BYTES_MAX,
+        "record payload over PAYLOAD_BYTES_MAX"
+    );
     let start = target.len();
     target.extend_from_slice(&(payload_len as u32).to_le_bytes());
     target.extend_from_slice(&[0; 4]);
@@ -116,7 +119,11 @@ pub(crate) fn read_u64(b: &[u8], at: usize) -> u64 {
 pub fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), ScanStop> {
     if buf.len() < HEADER_BYTES {
         // A zero tail shorter than a header is the end of the log too.
-        return Err(if buf.iter().all(|&b| b == 0) { ScanStop::End } else { ScanStop::TornHeader });
+        return Err(if buf.iter().all(|&b| b == 0) {
+            ScanStop::End
+        } else {
+            ScanStop::TornHeader
+        });
     }
     let kind_byte = buf[16];
     if kind_byte == 0 {
@@ -136,7 +143,14 @@ pub fn decode(buf: &[u8]) -> Result<(RecordRef<'_>, usize), ScanStop> {
         return Err(ScanStop::BadCrc);
     }
     let group_id = read_u64(buf, 8);
-    Ok((RecordRef { group_id, kind, payload: &record[HEADER_BYTES..] }, total))
+    Ok((
+        RecordRef {
+            group_id,
+            kind,
+            payload: &record[HEADER_BYTES..],
+        },
+        total,
+    ))
 }
 
 /// Result of scanning a buffer: the records of the valid prefix and where and why it ends.
@@ -157,7 +171,13 @@ pub fn scan(buf: &[u8]) -> Scan<'_> {
                 records.push((position, record));
                 position += len;
             }
-            Err(stop) => return Scan { records, valid_bytes: position, stop },
+            Err(stop) => {
+                return Scan {
+                    records,
+                    valid_bytes: position,
+                    stop,
+                }
+            }
         }
     }
 }
@@ -198,14 +218,20 @@ mod tests {
             let scan = scan(&disk);
             let whole = ends.iter().filter(|&&end| end <= cut).count();
             assert_eq!(scan.records.len(), whole, "cut at {cut}");
-            assert_eq!(scan.valid_bytes, if whole == 0 { 0 } else { ends[whole - 1] });
+            assert_eq!(
+                scan.valid_bytes,
+                if whole == 0 { 0 } else { ends[whole - 1] }
+            );
         }
     }
 
     #[test]
     fn corruption_anywhere_stops_at_the_damaged_record() {
         let (log, ends) = sample_log(30);
-        let seed: u64 = std::env::var("CHRONIK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+        let seed: u64 = std::env::var("CHRONIK_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(7);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for _ in 0..2000 {
             let at = rng.random_range(0..log.len());
@@ -213,7 +239,10 @@ mod tests {
             disk[at] ^= rng.random_range(1..=255u8);
             disk.resize(log.len() + 512, 0);
             let scan = scan(&disk);
-            let damaged = ends.iter().position(|&end| end > at).expect("inside the log");
+            let damaged = ends
+                .iter()
+                .position(|&end| end > at)
+                .expect("inside the log");
             assert_eq!(scan.records.len(), damaged, "seed {seed}: flip at {at}");
         }
     }

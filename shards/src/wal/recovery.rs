@@ -19,7 +19,11 @@ pub enum RecoveryError {
     #[error("group {group_id}: record of kind {kind:?} has a malformed payload")]
     MalformedPayload { group_id: u64, kind: RecordKind },
     #[error("group {group_id}: log starts at index {first} but the snapshot ends at {snapshot}")]
-    MissingEntries { group_id: u64, first: u64, snapshot: u64 },
+    MissingEntries {
+        group_id: u64,
+        first: u64,
+        snapshot: u64,
+    },
 }
 
 /// Raft hard state as written to the WAL.
@@ -136,8 +140,16 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    pub fn apply(&mut self, segment: u64, position: u64, record: RecordRef<'_>) -> Result<(), RecoveryError> {
-        let malformed = RecoveryError::MalformedPayload { group_id: record.group_id, kind: record.kind };
+    pub fn apply(
+        &mut self,
+        segment: u64,
+        position: u64,
+        record: RecordRef<'_>,
+    ) -> Result<(), RecoveryError> {
+        let malformed = RecoveryError::MalformedPayload {
+            group_id: record.group_id,
+            kind: record.kind,
+        };
         let group = self.groups.entry(record.group_id).or_default();
         match record.kind {
             RecordKind::Entry => {
@@ -149,7 +161,11 @@ impl Recovery {
                 // truncation). A gap means older segments were reclaimed: the snapshot that
                 // covers the gap comes later in the log and `finish` checks it.
                 group.entries.retain(|e| e.index < header.index);
-                if group.entries.last().is_some_and(|last| last.index + 1 != header.index) {
+                if group
+                    .entries
+                    .last()
+                    .is_some_and(|last| last.index + 1 != header.index)
+                {
                     group.entries.clear();
                 }
                 let record_bytes = super::record::encoded_len(record.payload.len()) as u32;
@@ -157,7 +173,11 @@ impl Recovery {
                     term: header.term,
                     index: header.index,
                     entry_type: header.entry_type,
-                    location: WalLocation { segment, position, record_bytes },
+                    location: WalLocation {
+                        segment,
+                        position,
+                        record_bytes,
+                    },
                     data: Some(Bytes::copy_from_slice(data)),
                     data_len: data.len() as u32,
                     head: Bytes::copy_from_slice(&data[..data.len().min(ENTRY_HEAD_BYTES)]),
@@ -177,7 +197,10 @@ impl Recovery {
                 }
             }
             RecordKind::GroupRemoved => {
-                *group = RecoveredGroup { removed: true, ..RecoveredGroup::default() };
+                *group = RecoveredGroup {
+                    removed: true,
+                    ..RecoveredGroup::default()
+                };
             }
         }
         Ok(())
@@ -207,10 +230,17 @@ impl Recovery {
                 }
             }
             for pair in group.entries.windows(2) {
-                assert_eq!(pair[0].index + 1, pair[1].index, "recovered entries are contiguous");
+                assert_eq!(
+                    pair[0].index + 1,
+                    pair[1].index,
+                    "recovered entries are contiguous"
+                );
             }
         }
-        Ok(RecoveredLog { groups: self.groups, segment_entry_max: self.segment_entry_max })
+        Ok(RecoveredLog {
+            groups: self.groups,
+            segment_entry_max: self.segment_entry_max,
+        })
     }
 }
 
@@ -227,7 +257,11 @@ mod tests {
     use super::*;
 
     fn entry(log: &mut Vec<u8>, group: u64, term: u64, index: u64) {
-        let header = EntryHeader { term, index, entry_type: 0 };
+        let header = EntryHeader {
+            term,
+            index,
+            entry_type: 0,
+        };
         record::encode(log, group, RecordKind::Entry, &[&header.encode(), b"data"]);
     }
 
@@ -246,14 +280,21 @@ mod tests {
             entry(&mut log, 9, 1, index);
         }
         entry(&mut log, 9, 2, 3);
-        let hs = HardStateRecord { term: 2, vote: 1, commit: 3 };
+        let hs = HardStateRecord {
+            term: 2,
+            vote: 1,
+            commit: 3,
+        };
         record::encode(&mut log, 9, RecordKind::HardState, &[&hs.encode()]);
         let recovered = recover(&log).expect("recovers");
         let group = &recovered.groups[&9];
         let terms: Vec<(u64, u64)> = group.entries.iter().map(|e| (e.index, e.term)).collect();
         assert_eq!(terms, vec![(1, 1), (2, 1), (3, 2)]);
         assert_eq!(group.hard_state, hs);
-        assert!(group.entries.iter().all(|e| e.data.is_none()), "committed data released");
+        assert!(
+            group.entries.iter().all(|e| e.data.is_none()),
+            "committed data released"
+        );
     }
 
     #[test]
@@ -261,7 +302,11 @@ mod tests {
         let mut log = Vec::new();
         entry(&mut log, 4, 1, 10);
         entry(&mut log, 4, 1, 11);
-        let snap = SnapshotRecord { index: 10, term: 1, state: Bytes::new() };
+        let snap = SnapshotRecord {
+            index: 10,
+            term: 1,
+            state: Bytes::new(),
+        };
         record::encode(&mut log, 4, RecordKind::Snapshot, &[&snap.encode_header()]);
         let recovered = recover(&log).expect("recovers");
         assert_eq!(recovered.groups[&4].entries.len(), 1);
@@ -272,6 +317,9 @@ mod tests {
     fn gap_without_snapshot_is_an_error() {
         let mut log = Vec::new();
         entry(&mut log, 4, 1, 7);
-        assert!(matches!(recover(&log), Err(RecoveryError::MissingEntries { .. })));
+        assert!(matches!(
+            recover(&log),
+            Err(RecoveryError::MissingEntries { .. })
+        ));
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use glommio::LocalExecutorBuilder;
 
-use super::recovery::EntryHeader;
 use super::record::RecordKind;
+use super::recovery::EntryHeader;
 use super::{Wal, WalConfig};
 
 fn run<F: std::future::Future<Output = ()> + 'static>(make: impl FnOnce() -> F + Send + 'static) {
@@ -22,18 +22,31 @@ fn run<F: std::future::Future<Output = ()> + 'static>(make: impl FnOnce() -> F +
 async fn probe(dir: &Path) {
     let path = dir.join("probe");
     std::fs::write(&path, vec![1u8; 4096]).expect("probe file");
-    let file = glommio::io::DmaFile::open(&path).await.expect("probe opens");
+    let file = glommio::io::DmaFile::open(&path)
+        .await
+        .expect("probe opens");
     file.close().await.expect("probe closes");
 }
 
 fn config(dir: &Path) -> WalConfig {
-    WalConfig { dir: dir.join("wal"), segment_bytes_max: 1 << 20 }
+    WalConfig {
+        dir: dir.join("wal"),
+        segment_bytes_max: 1 << 20,
+    }
 }
 
-async fn append_entries(wal: &mut Wal, group: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+async fn append_entries(
+    wal: &mut Wal,
+    group: u64,
+    indexes: std::ops::RangeInclusive<u64>,
+) -> Vec<u64> {
     let mut ends = Vec::new();
     for index in indexes {
-        let header = EntryHeader { term: 1, index, entry_type: 0 };
+        let header = EntryHeader {
+            term: 1,
+            index,
+            entry_type: 0,
+        };
         let data = vec![(index % 251) as u8 | 1; 100 + (index as usize * 13) % 400];
         let (location, _) = wal.append(group, RecordKind::Entry, &[&header.encode(), &data]);
         ends.push(location.position + u64::from(location.record_bytes));
@@ -54,7 +67,11 @@ async fn flush(wal: &mut Wal) {
 }
 
 fn recovered_indexes(recovered: &super::recovery::RecoveredLog, group: u64) -> Vec<u64> {
-    recovered.groups.get(&group).map(|g| g.entries.iter().map(|e| e.index).collect()).unwrap_or_default()
+    recovered
+        .groups
+        .get(&group)
+        .map(|g| g.entries.iter().map(|e| e.index).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -69,7 +86,10 @@ fn cut_and_corrupted_tails_keep_exactly_the_valid_prefix() {
         let segment = temp.path().join("wal").join(format!("{:020}.wal", 1));
         let pristine = std::fs::read(&segment).expect("segment");
         let log_end = *ends.last().expect("records") as usize;
-        let cuts: Vec<usize> = (0..log_end).step_by(97).chain([log_end - 1, log_end]).collect();
+        let cuts: Vec<usize> = (0..log_end)
+            .step_by(97)
+            .chain([log_end - 1, log_end])
+            .collect();
         for (round, &cut) in cuts.iter().enumerate() {
             for corrupt in [false, true] {
                 let mut damaged = pristine.clone();
@@ -84,12 +104,22 @@ fn cut_and_corrupted_tails_keep_exactly_the_valid_prefix() {
                 std::fs::write(&segment, &damaged).expect("write damaged copy");
                 let (mut wal, recovered) = Wal::open(config(temp.path())).await.expect("recovers");
                 let whole = ends.iter().filter(|&&end| end as usize <= cut).count() as u64;
-                assert_eq!(recovered_indexes(&recovered, 7), (1..=whole).collect::<Vec<_>>(), "cut {cut} corrupt {corrupt}");
+                assert_eq!(
+                    recovered_indexes(&recovered, 7),
+                    (1..=whole).collect::<Vec<_>>(),
+                    "cut {cut} corrupt {corrupt}"
+                );
                 // Appends continue after the prefix, and a second recovery sees both.
                 append_entries(&mut wal, 7, whole + 1..=whole + 2).await;
                 drop(wal);
-                let (_, again) = Wal::open(config(temp.path())).await.expect("recovers again");
-                assert_eq!(recovered_indexes(&again, 7), (1..=whole + 2).collect::<Vec<_>>(), "cut {cut} corrupt {corrupt}");
+                let (_, again) = Wal::open(config(temp.path()))
+                    .await
+                    .expect("recovers again");
+                assert_eq!(
+                    recovered_indexes(&again, 7),
+                    (1..=whole + 2).collect::<Vec<_>>(),
+                    "cut {cut} corrupt {corrupt}"
+                );
             }
         }
     });
@@ -105,7 +135,10 @@ fn segments_roll_and_recover_in_order() {
         assert!(wal.segment_count() > 1, "1 MiB segments rolled");
         drop(wal);
         let (wal, recovered) = Wal::open(config(temp.path())).await.expect("recovers");
-        assert_eq!(recovered_indexes(&recovered, 3), (1..=4000).collect::<Vec<_>>());
+        assert_eq!(
+            recovered_indexes(&recovered, 3),
+            (1..=4000).collect::<Vec<_>>()
+        );
         assert!(wal.segment_count() > 1);
     });
 }

@@ -8,7 +8,9 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+};
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
@@ -21,14 +23,28 @@ pub const VERSIONS: RangeInclusive<i16> = 2..=7;
 const PARTITIONS_MAX: i32 = 10_000;
 
 /// Topic configs we understand, each with a validator of its value.
-const KNOWN_CONFIGS: &[(&str, fn(&str) -> bool)] = &[
+type ConfigCheck = (&'static str, fn(&str) -> bool);
+
+const KNOWN_CONFIGS: &[ConfigCheck] = &[
     ("retention.ms", |v| v.parse::<i64>().is_ok_and(|n| n >= -1)),
-    ("retention.bytes", |v| v.parse::<i64>().is_ok_and(|n| n >= -1)),
-    ("max.message.bytes", |v| v.parse::<i64>().is_ok_and(|n| (0..=i32::MAX as i64).contains(&n))),
+    ("retention.bytes", |v| {
+        v.parse::<i64>().is_ok_and(|n| n >= -1)
+    }),
+    ("max.message.bytes", |v| {
+        v.parse::<i64>()
+            .is_ok_and(|n| (0..=i32::MAX as i64).contains(&n))
+    }),
     ("cleanup.policy", |v| v == "delete"),
     ("segment.bytes", |v| v.parse::<i64>().is_ok_and(|n| n >= 14)),
-    ("min.insync.replicas", |v| v.parse::<i64>().is_ok_and(|n| n >= 1)),
-    ("compression.type", |v| matches!(v, "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd")),
+    ("min.insync.replicas", |v| {
+        v.parse::<i64>().is_ok_and(|n| n >= 1)
+    }),
+    ("compression.type", |v| {
+        matches!(
+            v,
+            "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
+        )
+    }),
     ("message.timestamp.type", |v| v == "CreateTime"),
 ];
 
@@ -41,45 +57,98 @@ fn error_result(name: &str, error: ResponseError, message: String) -> CreatableT
         .with_replication_factor(-1)
 }
 
-fn validate(ctx: &ShardContext, topic: &CreatableTopic) -> Result<NewTopic, (ResponseError, String)> {
+fn validate(
+    ctx: &ShardContext,
+    topic: &CreatableTopic,
+) -> Result<NewTopic, (ResponseError, String)> {
     let name = topic.name.0.to_string();
     topic_name::validate(&name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
     let partitions = match topic.num_partitions {
         -1 => ctx.config.default_partitions as i32,
-        n if n >= 1 && n <= PARTITIONS_MAX => n,
-        n => return Err((ResponseError::InvalidPartitions, format!("num_partitions must be 1..={PARTITIONS_MAX} or -1, got {n}"))),
+        n if (1..=PARTITIONS_MAX).contains(&n) => n,
+        n => {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!("num_partitions must be 1..={PARTITIONS_MAX} or -1, got {n}"),
+            ))
+        }
     };
     match topic.replication_factor {
         -1 | 1 => {}
-        n if n > 1 => return Err((ResponseError::InvalidReplicationFactor, format!("replication factor {n} is larger than the 1 available broker"))),
-        n => return Err((ResponseError::InvalidReplicationFactor, format!("replication factor must be positive, got {n}"))),
+        n if n > 1 => {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {n} is larger than the 1 available broker"),
+            ))
+        }
+        n => {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor must be positive, got {n}"),
+            ))
+        }
     }
     if !topic.assignments.is_empty() {
-        return Err((ResponseError::InvalidRequest, "manual replica assignments are not supported".into()));
+        return Err((
+            ResponseError::InvalidRequest,
+            "manual replica assignments are not supported".into(),
+        ));
     }
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
         let key = config.name.to_string();
-        let value = config.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let value = config
+            .value
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default();
         match KNOWN_CONFIGS.iter().find(|(known, _)| *known == key) {
             Some((_, valid)) if valid(&value) => {
                 configs.insert(key, value);
             }
-            Some(_) => return Err((ResponseError::InvalidConfig, format!("invalid value {value:?} for {key}"))),
-            None => return Err((ResponseError::InvalidConfig, format!("unknown topic config {key}"))),
+            Some(_) => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("invalid value {value:?} for {key}"),
+                ))
+            }
+            None => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("unknown topic config {key}"),
+                ))
+            }
         }
     }
-    Ok(NewTopic { name, partitions: partitions as u32, replication_factor: 1, configs })
+    Ok(NewTopic {
+        name,
+        partitions: partitions as u32,
+        replication_factor: 1,
+        configs,
+    })
 }
 
-pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    version: i16,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results: Vec<Option<CreatableTopicResult>> = Vec::with_capacity(request.topics.len());
     let mut valid = Vec::new();
     for topic in &request.topics {
         let name = topic.name.0.to_string();
-        let duplicate = request.topics.iter().filter(|t| t.name == topic.name).count() > 1;
+        let duplicate = request
+            .topics
+            .iter()
+            .filter(|t| t.name == topic.name)
+            .count()
+            > 1;
         if duplicate {
-            results.push(Some(error_result(&name, ResponseError::InvalidRequest, "topic named more than once".into())));
+            results.push(Some(error_result(
+                &name,
+                ResponseError::InvalidRequest,
+                "topic named more than once".into(),
+            )));
             continue;
         }
         match validate(ctx, topic) {
@@ -93,7 +162,14 @@ pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: CreateTopicsR
     let outcomes = if valid.is_empty() {
         Vec::new()
     } else {
-        call_controller(ctx, ControllerRequest::CreateTopics { topics: valid, validate_only: request.validate_only }).await
+        call_controller(
+            ctx,
+            ControllerRequest::CreateTopics {
+                topics: valid,
+                validate_only: request.validate_only,
+            },
+        )
+        .await
     };
     let mut outcomes = outcomes.into_iter();
     let topics = results
@@ -106,7 +182,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: CreateTopicsR
             let name = topic.name.0.to_string();
             match outcomes.next() {
                 Some((_, Ok(record))) => {
-                    let partitions = if request.validate_only { topic.num_partitions.max(ctx.config.default_partitions as i32) } else { record.partitions.len() as i32 };
+                    let partitions = if request.validate_only {
+                        topic
+                            .num_partitions
+                            .max(ctx.config.default_partitions as i32)
+                    } else {
+                        record.partitions.len() as i32
+                    };
                     let configs = record
                         .configs
                         .iter()
@@ -125,8 +207,14 @@ pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: CreateTopicsR
                         // Per-topic configs in the response exist from v5.
                         .with_configs((version >= 5).then_some(configs))
                 }
-                Some((_, Err(error))) => error_result(&name, errors::controller_error(&error), error.to_string()),
-                None => error_result(&name, ResponseError::RequestTimedOut, "controller did not answer".into()),
+                Some((_, Err(error))) => {
+                    error_result(&name, errors::controller_error(&error), error.to_string())
+                }
+                None => error_result(
+                    &name,
+                    ResponseError::RequestTimedOut,
+                    "controller did not answer".into(),
+                ),
             }
         })
         .collect();

@@ -6,7 +6,9 @@ use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
-use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
+use kafka_protocol::messages::delete_topics_response::{
+    DeletableTopicResult, DeleteTopicsResponse,
+};
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
@@ -17,7 +19,11 @@ use crate::runtime::context::ShardContext;
 
 pub const VERSIONS: RangeInclusive<i16> = 1..=6;
 
-pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    _version: i16,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let view = ctx.metadata();
     let mut results = Vec::new();
     let mut names = Vec::new();
@@ -25,7 +31,10 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: DeleteTopics
     let by_state = request.topics.iter().filter_map(|t| match &t.name {
         Some(name) => Some(name.0.to_string()),
         None => {
-            let found = view.topics.values().find(|r| r.topic_id == t.topic_id.as_bytes().as_slice());
+            let found = view
+                .topics
+                .values()
+                .find(|r| r.topic_id == t.topic_id.as_bytes().as_slice());
             if found.is_none() {
                 results.push(
                     DeletableTopicResult::default()
@@ -49,10 +58,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: DeleteTopics
         }
     }
     if !names.is_empty() {
-        for (name, outcome) in call_controller(ctx, ControllerRequest::DeleteTopics { names }).await {
-            let result = DeletableTopicResult::default().with_name(Some(TopicName(StrBytes::from_string(name))));
+        for (name, outcome) in call_controller(ctx, ControllerRequest::DeleteTopics { names }).await
+        {
+            let result = DeletableTopicResult::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name))));
             results.push(match outcome {
-                Ok(record) => result.with_topic_id(uuid::Uuid::from_slice(&record.topic_id).unwrap_or_default()),
+                Ok(record) => result
+                    .with_topic_id(uuid::Uuid::from_slice(&record.topic_id).unwrap_or_default()),
                 Err(error) => result.with_error_code(errors::controller_error(&error).code()),
             });
         }

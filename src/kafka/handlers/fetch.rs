@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchRequest;
-use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchResponse, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::TopicName;
 
 use crate::kafka::errors;
@@ -35,12 +37,18 @@ type Outcome = Result<ReadResult, ResponseError>;
 pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: FetchRequest) -> FetchResponse {
     let view = ctx.metadata();
     let wanted = plan(&view, &request);
-    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(Duration::from_millis(ctx.config.fetch_wait_ms_max));
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64)
+        .min(Duration::from_millis(ctx.config.fetch_wait_ms_max));
     let deadline = Instant::now() + wait;
     let max_bytes = request.max_bytes.max(0) as usize;
     loop {
         let outcomes = read_all(ctx, &wanted, max_bytes).await;
-        let available: usize = outcomes.iter().filter_map(|o| o.as_ref().ok()).flat_map(|r| &r.batches).map(Bytes::len).sum();
+        let available: usize = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .flat_map(|r| &r.batches)
+            .map(Bytes::len)
+            .sum();
         let any_error = outcomes.iter().any(Result::is_err);
         let now = Instant::now();
         if available >= request.min_bytes.max(1) as usize || any_error || now >= deadline {
@@ -74,7 +82,11 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
         let Some((shard, group_id)) = w.placement else {
             return Err(ResponseError::UnknownTopicOrPartition);
         };
-        let request = ShardRequest::Read { group_id, offset: w.fetch_offset, max_bytes: w.partition_max_bytes.min(max_bytes) };
+        let request = ShardRequest::Read {
+            group_id,
+            offset: w.fetch_offset,
+            max_bytes: w.partition_max_bytes.min(max_bytes),
+        };
         match ctx.call(shard, request).await {
             Ok(ShardReply::Read(Ok(result))) => Ok(result),
             Ok(ShardReply::Read(Err(error))) => Err(errors::shard_error(&error)),
@@ -93,7 +105,9 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration
     let wait_ms = wait.as_millis() as u64;
     let waits: Vec<_> = by_shard
         .into_iter()
-        .map(|(shard, group_ids)| Box::pin(ctx.call(shard, ShardRequest::WaitForData { group_ids, wait_ms })))
+        .map(|(shard, group_ids)| {
+            Box::pin(ctx.call(shard, ShardRequest::WaitForData { group_ids, wait_ms }))
+        })
         .collect();
     if waits.is_empty() {
         glommio::timer::sleep(wait).await;
@@ -105,11 +119,20 @@ async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration
     futures::future::select(first_news, std::pin::pin!(glommio::timer::sleep(wait))).await;
 }
 
-fn respond(request: &FetchRequest, wanted: &[Wanted], outcomes: Vec<Outcome>, max_bytes: usize) -> FetchResponse {
+fn respond(
+    request: &FetchRequest,
+    wanted: &[Wanted],
+    outcomes: Vec<Outcome>,
+    max_bytes: usize,
+) -> FetchResponse {
     let mut topics: Vec<FetchableTopicResponse> = request
         .topics
         .iter()
-        .map(|t| FetchableTopicResponse::default().with_topic(TopicName(t.topic.0.clone())).with_topic_id(t.topic_id))
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(t.topic.0.clone()))
+                .with_topic_id(t.topic_id)
+        })
         .collect();
     let mut budget = max_bytes;
     let mut first_batch_sent = false;

@@ -16,32 +16,59 @@ use crate::runtime::frame::{ShardReply, ShardRequest};
 
 pub const VERSIONS: RangeInclusive<i16> = 1..=7;
 
-pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let view = ctx.metadata();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let lookups = topic.partitions.iter().map(|p| {
-            let placement = view.partition(&topic.name.0, p.partition_index).map(|r| (r.shard as usize, r.group_id));
+            let placement = view
+                .partition(&topic.name.0, p.partition_index)
+                .map(|r| (r.shard as usize, r.group_id));
             let (index, timestamp) = (p.partition_index, p.timestamp);
             async move {
                 let response = ListOffsetsPartitionResponse::default().with_partition_index(index);
                 let Some((shard, group_id)) = placement else {
                     return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                 };
-                match ctx.call(shard, ShardRequest::ListOffset { group_id, timestamp }).await {
+                match ctx
+                    .call(
+                        shard,
+                        ShardRequest::ListOffset {
+                            group_id,
+                            timestamp,
+                        },
+                    )
+                    .await
+                {
                     Ok(ShardReply::ListOffset(Ok(listed))) => {
-                        let response = response.with_offset(listed.offset).with_timestamp(listed.timestamp);
+                        let response = response
+                            .with_offset(listed.offset)
+                            .with_timestamp(listed.timestamp);
                         // The field exists from v4; setting it earlier fails the encoding.
-                        if version >= 4 { response.with_leader_epoch(listed.leader_epoch) } else { response }
+                        if version >= 4 {
+                            response.with_leader_epoch(listed.leader_epoch)
+                        } else {
+                            response
+                        }
                     }
-                    Ok(ShardReply::ListOffset(Err(error))) => response.with_error_code(errors::shard_error(&error).code()),
+                    Ok(ShardReply::ListOffset(Err(error))) => {
+                        response.with_error_code(errors::shard_error(&error).code())
+                    }
                     Ok(_) => response.with_error_code(ResponseError::UnknownServerError.code()),
                     Err(error) => response.with_error_code(errors::route_error(&error).code()),
                 }
             }
         });
         let partitions = futures::future::join_all(lookups).await;
-        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }

@@ -19,16 +19,24 @@ use crate::runtime::context::ShardContext;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=12;
 
-pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: MetadataRequest) -> MetadataResponse {
-    let requested: Option<Vec<String>> = request
-        .topics
-        .map(|topics| topics.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect());
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    version: i16,
+    request: MetadataRequest,
+) -> MetadataResponse {
+    let requested: Option<Vec<String>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect()
+    });
     // v0 used an empty list to mean "all topics"; later versions use null.
     let requested = match requested {
         Some(names) if names.is_empty() && version == 0 => None,
         other => other,
     };
-    let allow_auto_create = ctx.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let allow_auto_create =
+        ctx.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     if let (Some(names), true) = (&requested, allow_auto_create) {
         auto_create(ctx, names.iter().cloned()).await;
     }
@@ -50,15 +58,24 @@ pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: MetadataReque
         .with_topics(topics)
 }
 
-async fn describe_topic(ctx: &Rc<ShardContext>, view: &MetadataView, name: String) -> MetadataResponseTopic {
-    let response = MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+async fn describe_topic(
+    ctx: &Rc<ShardContext>,
+    view: &MetadataView,
+    name: String,
+) -> MetadataResponseTopic {
+    let response = MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
     if topic_name::validate(&name).is_err() {
         return response.with_error_code(ResponseError::InvalidTopicException.code());
     }
     let Some(topic) = view.topic(&name) else {
         return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };
-    let placements: Vec<(u32, u64)> = topic.partitions.iter().map(|p| (p.shard, p.group_id)).collect();
+    let placements: Vec<(u32, u64)> = topic
+        .partitions
+        .iter()
+        .map(|p| (p.shard, p.group_id))
+        .collect();
     let described = describe(ctx, &placements).await;
     let node_id = ctx.config.node_id as i32;
     let partitions = topic

@@ -20,8 +20,14 @@ use crate::runtime::frame::{PartitionDescription, ShardReply, ShardRequest};
 /// The controller always lives on shard 0.
 const CONTROLLER_SHARD: usize = 0;
 
-pub async fn call_controller(ctx: &Rc<ShardContext>, request: ControllerRequest) -> Vec<TopicOutcome> {
-    match ctx.call(CONTROLLER_SHARD, ShardRequest::Controller(request)).await {
+pub async fn call_controller(
+    ctx: &Rc<ShardContext>,
+    request: ControllerRequest,
+) -> Vec<TopicOutcome> {
+    match ctx
+        .call(CONTROLLER_SHARD, ShardRequest::Controller(request))
+        .await
+    {
         Ok(ShardReply::Controller(ControllerReply::Topics(outcomes))) => outcomes,
         _ => Vec::new(),
     }
@@ -46,7 +52,15 @@ pub async fn auto_create(ctx: &Rc<ShardContext>, names: impl IntoIterator<Item =
             configs: BTreeMap::new(),
         })
         .collect();
-    for (name, outcome) in call_controller(ctx, ControllerRequest::CreateTopics { topics, validate_only: false }).await {
+    for (name, outcome) in call_controller(
+        ctx,
+        ControllerRequest::CreateTopics {
+            topics,
+            validate_only: false,
+        },
+    )
+    .await
+    {
         match outcome {
             Ok(_) => tracing::info!(topic = %name, "auto-created topic"),
             Err(error) => tracing::debug!(topic = %name, %error, "auto-create did not create"),
@@ -55,15 +69,27 @@ pub async fn auto_create(ctx: &Rc<ShardContext>, names: impl IntoIterator<Item =
 }
 
 /// Leader and epoch of each group, asked of the shards that own them.
-pub async fn describe(ctx: &Rc<ShardContext>, placements: &[(u32, u64)]) -> BTreeMap<u64, PartitionDescription> {
+pub async fn describe(
+    ctx: &Rc<ShardContext>,
+    placements: &[(u32, u64)],
+) -> BTreeMap<u64, PartitionDescription> {
     let mut by_shard: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     for &(shard, group_id) in placements {
         by_shard.entry(shard).or_default().push(group_id);
     }
     let calls = by_shard.into_iter().map(|(shard, group_ids)| async move {
-        let reply = ctx.call(shard as usize, ShardRequest::Describe { group_ids: group_ids.clone() }).await;
+        let reply = ctx
+            .call(
+                shard as usize,
+                ShardRequest::Describe {
+                    group_ids: group_ids.clone(),
+                },
+            )
+            .await;
         match reply {
-            Ok(ShardReply::Describe(descriptions)) => group_ids.into_iter().zip(descriptions).collect::<Vec<_>>(),
+            Ok(ShardReply::Describe(descriptions)) => {
+                group_ids.into_iter().zip(descriptions).collect::<Vec<_>>()
+            }
             _ => Vec::new(),
         }
     });
