@@ -24,6 +24,10 @@ pub enum ShardError {
     GroupRemoved,
     #[error("the outcome is unknown: {0}")]
     OutcomeUnknown(&'static str),
+    #[error("out of order sequence number: expected {expected}, got {got}")]
+    OutOfOrderSequence { expected: i32, got: i32 },
+    #[error("producer epoch {got} is older than the current epoch {current}")]
+    ProducerFenced { current: i16, got: i16 },
     #[error("batch of {0} bytes is larger than a WAL record may be")]
     RecordTooLarge(usize),
     #[error("storage: {0}")]

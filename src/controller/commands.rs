@@ -10,6 +10,15 @@ pub struct Command {
     pub create_topic: Option<CreateTopic>,
     #[prost(message, optional, tag = "3")]
     pub delete_topic: Option<DeleteTopic>,
+    #[prost(message, optional, tag = "4")]
+    pub allocate_producer_ids: Option<AllocateProducerIds>,
+}
+
+/// Reserves the next `count` producer ids (idempotent producers), never handed out twice.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AllocateProducerIds {
+    #[prost(uint64, tag = "1")]
+    pub count: u64,
 }
 
 /// First entry of a new cluster: fixes its id and the shard count its placement uses.
@@ -79,4 +88,6 @@ pub struct MetadataSnapshot {
     pub topics: Vec<TopicRecord>,
     #[prost(uint64, tag = "5")]
     pub applied_index: u64,
+    #[prost(uint64, tag = "6")]
+    pub next_producer_id: u64,
 }

@@ -14,7 +14,9 @@ use chronik_shards::group::StateMachine;
 use glommio::sync::Semaphore;
 use prost::Message;
 
-use commands::{Command, CreateTopic, DeleteTopic, InitCluster, MetadataSnapshot, TopicRecord};
+use commands::{
+    AllocateProducerIds, Command, CreateTopic, DeleteTopic, InitCluster, MetadataSnapshot, TopicRecord,
+};
 use state::{MetadataState, CONTROLLER_GROUP_ID};
 
 use crate::runtime::context::ShardContext;
@@ -27,6 +29,7 @@ pub enum ControllerRequest {
     DeleteTopics {
         names: Vec<String>,
     },
+    AllocateProducerId,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +58,7 @@ pub type TopicOutcome = (String, Result<TopicRecord, ControllerError>);
 
 pub enum ControllerReply {
     Topics(Vec<TopicOutcome>),
+    ProducerId(Result<i64, ControllerError>),
 }
 
 /// The Raft state machine half, registered with the shard.
@@ -162,6 +166,9 @@ impl Controller {
                 }
                 outcomes
             }
+            ControllerRequest::AllocateProducerId => {
+                return ControllerReply::ProducerId(self.allocate_producer_id(ctx).await);
+            }
             ControllerRequest::DeleteTopics { names } => {
                 let mut outcomes = Vec::with_capacity(names.len());
                 for name in names {
@@ -176,6 +183,13 @@ impl Controller {
             crate::runtime::context::publish_metadata(ctx, view).await;
         }
         ControllerReply::Topics(outcomes)
+    }
+
+    async fn allocate_producer_id(&self, ctx: &ShardContext) -> Result<i64, ControllerError> {
+        let allocate = AllocateProducerIds { count: 1 };
+        self.commit(ctx, Command { allocate_producer_ids: Some(allocate), ..Command::default() }).await?;
+        // Changes are serialized, so the id just reserved is the one before the new next id.
+        Ok(self.state.borrow().next_producer_id as i64 - 1)
     }
 
     fn check_new_name(&self, name: &str) -> Result<(), ControllerError> {

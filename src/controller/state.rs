@@ -10,6 +10,8 @@ use super::commands::{Command, MetadataSnapshot, PartitionRecord, TopicRecord};
 /// Group id of the controller's own Raft group (lives on shard 0).
 pub const CONTROLLER_GROUP_ID: u64 = 1;
 const FIRST_PARTITION_GROUP_ID: u64 = 2;
+/// Producer ids start here (0 looks like an unset id in logs).
+pub const FIRST_PRODUCER_ID: u64 = 1000;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetadataState {
@@ -18,6 +20,8 @@ pub struct MetadataState {
     pub next_group_id: u64,
     pub topics: BTreeMap<String, TopicRecord>,
     pub applied_index: u64,
+    /// The next producer id to hand out to an idempotent producer.
+    pub next_producer_id: u64,
 }
 
 impl MetadataState {
@@ -67,6 +71,9 @@ impl MetadataState {
         if let Some(delete) = command.delete_topic {
             self.topics.remove(&delete.name);
         }
+        if let Some(allocate) = command.allocate_producer_ids {
+            self.next_producer_id = self.next_producer_id.max(FIRST_PRODUCER_ID) + allocate.count;
+        }
     }
 
     fn shard_loads(&self) -> Vec<usize> {
@@ -104,6 +111,7 @@ impl MetadataState {
             next_group_id: self.next_group_id,
             topics: self.topics.values().cloned().collect(),
             applied_index: self.applied_index,
+            next_producer_id: self.next_producer_id,
         }
     }
 
@@ -118,6 +126,7 @@ impl MetadataState {
                 .map(|t| (t.name.clone(), t))
                 .collect(),
             applied_index: snapshot.applied_index,
+            next_producer_id: snapshot.next_producer_id,
         }
     }
 

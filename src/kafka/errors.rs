@@ -24,6 +24,9 @@ pub fn shard_error(error: &ShardError) -> ResponseError {
         // idempotent producer retry safely.
         ShardError::OutcomeUnknown(_) => ResponseError::RequestTimedOut,
         ShardError::RecordTooLarge(_) => ResponseError::MessageTooLarge,
+        ShardError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        // A newer producer instance took over this producer id.
+        ShardError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
         ShardError::Storage(_) => ResponseError::KafkaStorageError,
     }
 }

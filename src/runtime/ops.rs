@@ -73,6 +73,10 @@ fn not_controller(request: ControllerRequest) -> ControllerReply {
             topics.into_iter().map(|t| t.name).collect()
         }
         ControllerRequest::DeleteTopics { names } => names,
+        ControllerRequest::AllocateProducerId => {
+            let error = crate::controller::ControllerError::NotCommitted("not the controller shard".into());
+            return ControllerReply::ProducerId(Err(error));
+        }
     };
     let error = crate::controller::ControllerError::NotCommitted("not the controller shard".into());
     ControllerReply::Topics(names.into_iter().map(|n| (n, Err(error.clone()))).collect())

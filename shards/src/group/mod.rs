@@ -13,7 +13,9 @@ use raft::eraftpb::{Entry, EntryType};
 use raft::{RawNode, StateRole};
 
 use crate::error::ShardError;
+use crate::partition::batch::BatchHeader;
 use crate::partition::offsets::{PartitionOffsets, RetentionLimits};
+use crate::partition::producer_state::{ProducerState, SequenceCheck};
 use log::GroupLog;
 
 /// A replicated state machine other than a Kafka partition (the controller's metadata).
@@ -29,6 +31,7 @@ pub enum Machine {
     Partition {
         offsets: PartitionOffsets,
         retention: RetentionLimits,
+        producers: ProducerState,
     },
     Custom(Box<dyn StateMachine>),
 }
@@ -53,6 +56,8 @@ pub struct RaftGroup {
     /// persisted. Reset whenever leadership changes.
     next_offset_proposed: i64,
     proposed_term: u64,
+    /// Producer state including this leader's proposals not yet persisted.
+    proposed_producers: ProducerState,
 }
 
 impl RaftGroup {
@@ -73,6 +78,7 @@ impl RaftGroup {
             fetch_waiters_max,
             next_offset_proposed: 0,
             proposed_term: 0,
+            proposed_producers: ProducerState::default(),
         };
         group.rebuild_machine();
         group
@@ -83,10 +89,15 @@ impl RaftGroup {
         let log = self.node.store();
         let commit = log.hard_state().commit;
         match &mut self.machine {
-            Machine::Partition { offsets, .. } => {
+            Machine::Partition { offsets, producers, .. } => {
                 *offsets = PartitionOffsets::starting_at(decode_start_offset(log.snapshot_state()));
+                *producers = ProducerState::default();
                 for (index, entry) in log.entries_from(log.first_index()) {
-                    offsets.on_append(index, &entry.head, entry.data_len);
+                    if let Some(base_offset) = offsets.on_append(index, &entry.head, entry.data_len) {
+                        if let Ok(header) = BatchHeader::parse(&entry.head) {
+                            producers.record(&header, base_offset, index);
+                        }
+                    }
                 }
                 offsets.on_commit(commit);
             }
@@ -177,23 +188,40 @@ impl RaftGroup {
             // what it proposed itself this term (tracked from here on).
             self.proposed_term = term;
             self.next_offset_proposed = self.offsets().map_or(0, |o| o.log_end_offset());
+            if let Machine::Partition { producers, .. } = &self.machine {
+                self.proposed_producers = producers.clone();
+            }
         }
         self.next_offset_proposed
     }
 
-    pub fn note_batch_proposed(&mut self, offset_count: i64) {
-        self.next_offset_proposed += offset_count;
+    /// Idempotence check of a batch this leader is about to propose (call after
+    /// `next_batch_offset`, which syncs the proposed state with leadership).
+    pub fn check_sequence(&self, header: &BatchHeader) -> SequenceCheck {
+        self.proposed_producers.check(header)
+    }
+
+    pub fn note_batch_proposed(&mut self, header: &BatchHeader, base_offset: i64, raft_index: u64) {
+        self.next_offset_proposed += header.offset_count();
+        self.proposed_producers.record(header, base_offset, raft_index);
     }
 
     /// Indexes entries that were just persisted.
     pub fn on_persisted(&mut self, entries: &[Entry], truncated_from: Option<u64>) {
-        if let Machine::Partition { offsets, .. } = &mut self.machine {
-            if let Some(from) = truncated_from {
-                offsets.on_truncate(from);
-                self.proposed_term = 0;
-            }
+        if truncated_from.is_some() {
+            // Raft replaced part of the log: rebuild offsets and producer state from it.
+            self.proposed_term = 0;
+            self.rebuild_machine();
+            return;
+        }
+        if let Machine::Partition { offsets, producers, .. } = &mut self.machine {
             for entry in entries {
-                offsets.on_append(entry.index, &entry.data, entry.data.len() as u32);
+                let data_len = entry.data.len() as u32;
+                if let Some(base_offset) = offsets.on_append(entry.index, &entry.data, data_len) {
+                    if let Ok(header) = BatchHeader::parse(&entry.data) {
+                        producers.record(&header, base_offset, entry.index);
+                    }
+                }
             }
         }
     }

@@ -2,3 +2,4 @@
 
 pub mod batch;
 pub mod offsets;
+pub mod producer_state;

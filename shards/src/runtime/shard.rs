@@ -27,6 +27,7 @@ use crate::group::log::{entry_type_byte, GroupLog};
 use crate::group::{config::raft_config, Machine, RaftGroup, StateMachine};
 use crate::partition::batch::{self, BatchHeader};
 use crate::partition::offsets::{BatchMeta, PartitionOffsets, RetentionLimits};
+use crate::partition::producer_state::SequenceCheck;
 use crate::wal::record::RecordKind;
 use crate::wal::recovery::{EntryHeader, RecoveredGroup, SnapshotRecord, ENTRY_HEADER_BYTES};
 use crate::wal::{RecordReader, Wal, WalConfig, WalLocation};
@@ -208,6 +209,7 @@ impl Shard {
             GroupSpec::Partition { retention, .. } => Machine::Partition {
                 offsets: PartitionOffsets::starting_at(0),
                 retention,
+                producers: Default::default(),
             },
             GroupSpec::Custom { machine, .. } => Machine::Custom(machine),
         };
@@ -308,6 +310,24 @@ impl Shard {
             });
         }
         let base_offset = group.next_batch_offset();
+        match group.check_sequence(header) {
+            SequenceCheck::Accept => {}
+            SequenceCheck::Duplicate(previous) => {
+                // A retry of a batch already written: answer with its offset once committed.
+                let committed = group.offsets().is_some_and(|o| previous.base_offset < o.high_watermark());
+                return if committed {
+                    Ok((previous.base_offset, None))
+                } else {
+                    Err(ShardError::OutcomeUnknown("the original of this retried batch is not committed yet"))
+                };
+            }
+            SequenceCheck::OutOfOrder { expected, got } => {
+                return Err(ShardError::OutOfOrderSequence { expected, got })
+            }
+            SequenceCheck::FencedEpoch { current, got } => {
+                return Err(ShardError::ProducerFenced { current, got })
+            }
+        }
         let mut data = batch.to_vec();
         batch::patch(&mut data, base_offset, group.term() as i32);
         let (reply, receiver) = if wait {
@@ -316,8 +336,8 @@ impl Shard {
         } else {
             (None, None)
         };
-        group.propose(data, reply)?;
-        group.note_batch_proposed(header.offset_count());
+        let raft_index = group.propose(data, reply)?;
+        group.note_batch_proposed(header, base_offset, raft_index);
         self.dirty.insert(group_id);
         self.ring();
         Ok((base_offset, receiver))
@@ -538,7 +558,7 @@ impl Shard {
     pub fn apply_retention(&mut self, now_ms: i64) {
         for (&group_id, group) in &mut self.groups {
             let applied = group.node.store().applied();
-            let Machine::Partition { offsets, retention } = &mut group.machine else {
+            let Machine::Partition { offsets, retention, .. } = &mut group.machine else {
                 continue;
             };
             let Some((index, start_offset)) = offsets.expire(*retention, now_ms, applied) else {
