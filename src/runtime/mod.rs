@@ -199,6 +199,9 @@ fn serve_mesh(
 /// committed metadata to every shard.
 async fn start_controller(ctx: &Rc<ShardContext>) -> Result<(), String> {
     let (controller, machine) = Controller::new();
+    Shard::preload_recovered_data(&ctx.shard, CONTROLLER_GROUP_ID)
+        .await
+        .map_err(|e| format!("controller log: {e}"))?;
     ctx.shard
         .borrow_mut()
         .add_group(GroupSpec::Custom {

@@ -82,6 +82,10 @@ pub struct Shard {
     /// Recovered state of groups the metadata has not claimed yet.
     recovered: BTreeMap<u64, RecoveredGroup>,
     dirty: BTreeSet<u64>,
+    /// Groups whose commit index moved (LightReady) since their hard state was last written.
+    /// Written with the next group commit that happens anyway: Raft recovers the commit index
+    /// by itself, so this only bounds the work of a restart.
+    commit_unpersisted: BTreeSet<u64>,
     /// Per group: the compaction point that is durable in the WAL (retention input).
     durable_compacted: BTreeMap<u64, u64>,
     /// Compaction points written in the pass being flushed; durable once it completes.
@@ -157,6 +161,7 @@ impl Shard {
             groups: BTreeMap::new(),
             recovered: recovered_groups,
             dirty: BTreeSet::new(),
+            commit_unpersisted: BTreeSet::new(),
             durable_compacted: BTreeMap::new(),
             flushing_compactions: Vec::new(),
             pending_compactions: Vec::new(),
@@ -227,6 +232,31 @@ impl Shard {
         self.groups.insert(group_id, group);
         self.dirty.insert(group_id);
         self.ring();
+        Ok(())
+    }
+
+    /// Reads back the data of recovered entries that recovery did not keep in memory, for a
+    /// group whose state machine replays entries (the controller). Start-up only.
+    pub async fn preload_recovered_data(shard: &ShardRef, group_id: u64) -> Result<(), ShardError> {
+        let readers = {
+            let state = shard.borrow();
+            let Some(recovered) = state.recovered.get(&group_id) else { return Ok(()) };
+            recovered
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.data.is_none())
+                .map(|(position, e)| Ok((position, state.wal.reader(e.location)?)))
+                .collect::<Result<Vec<_>, ShardError>>()?
+        };
+        for (position, reader) in readers {
+            let payload = reader.read_payload().await?;
+            let data = payload.slice(ENTRY_HEADER_BYTES..);
+            let mut state = shard.borrow_mut();
+            if let Some(entry) = state.recovered.get_mut(&group_id).and_then(|g| g.entries.get_mut(position)) {
+                entry.data = Some(data);
+            }
+        }
         Ok(())
     }
 
@@ -485,6 +515,15 @@ impl Shard {
                 locations,
             });
         }
+        if !pending.is_empty() || self.wal.has_pending() {
+            for group_id in std::mem::take(&mut self.commit_unpersisted) {
+                let Some(group) = self.groups.get(&group_id) else { continue };
+                let hs = group.node.store().hard_state();
+                let record = crate::wal::recovery::HardStateRecord { term: hs.term, vote: hs.vote, commit: hs.commit };
+                let (_, roll) = self.wal.append(group_id, RecordKind::HardState, &[&record.encode()]);
+                rolled |= roll;
+            }
+        }
         if rolled {
             self.checkpoint();
         }
@@ -544,6 +583,7 @@ impl Shard {
             let mut light = group.node.advance(ready);
             if let Some(commit) = light.commit_index() {
                 group.node.mut_store().set_commit(commit);
+                self.commit_unpersisted.insert(group_id);
             }
             drop(light.take_messages());
             group.apply_committed(light.take_committed_entries());
