@@ -219,6 +219,9 @@ impl RaftGroup {
                 let data_len = entry.data.len() as u32;
                 if let Some(base_offset) = offsets.on_append(entry.index, &entry.data, data_len) {
                     if let Ok(header) = BatchHeader::parse(&entry.data) {
+                        // The leader answered the producer with the offset it patched in; the
+                        // log's fold must agree, or a client holds a wrong offset.
+                        assert_eq!(header.base_offset, base_offset, "proposed and persisted offsets agree");
                         producers.record(&header, base_offset, entry.index);
                     }
                 }
