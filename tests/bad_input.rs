@@ -12,8 +12,9 @@ use common::*;
 use kafka_protocol::messages::{
     create_topics_request::CreatableTopic,
     list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
-    metadata_request::MetadataRequestTopic, ApiKey, ApiVersionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+    metadata_request::MetadataRequestTopic,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, ListOffsetsRequest,
+    MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rand::rngs::StdRng;
@@ -32,7 +33,12 @@ fn assert_healthy(broker: &mut Broker, context: &str) {
     })();
     if let Err(e) = r {
         broker.assert_running(context);
-        panic!("broker does not answer ApiVersions after {context}: {e}\n{}", broker.log_tail(40));
+        panic!(
+            "broker does not answer ApiVersions after {context}: {e} (broker has {:?} open fds, {:?} threads)\n{}",
+            broker.open_fds(),
+            broker.threads(),
+            broker.log_tail(40)
+        );
     }
 }
 
@@ -75,7 +81,10 @@ fn oversized_frame_is_refused() {
         })
         .collect();
     for s in conns.iter_mut() {
-        assert!(wait_closed(s, Duration::from_secs(5)), "200 MiB frame not refused");
+        assert!(
+            wait_closed(s, Duration::from_secs(5)),
+            "200 MiB frame not refused"
+        );
     }
     assert_healthy(&mut broker, "20 concurrent 200 MiB frames");
 }
@@ -113,14 +122,19 @@ fn truncated_and_random_frames() {
     for _ in 0..8 {
         let mut s = connect(addr);
         let (_, payload) = request_frame(ApiKey::Metadata as i16, 4, &[0, 0, 0, 0, 1]);
-        s.write_all(&frame_with_len(payload.len() as i32 + 50, &payload)).unwrap();
+        s.write_all(&frame_with_len(payload.len() as i32 + 50, &payload))
+            .unwrap();
         stalled.push(s);
     }
     let t = Instant::now();
     create_topic(addr, "after-stall", 2);
     let r = produce_raw(addr, "after-stall", 1, simple_batch("s", 3, now_ms()), -1);
     assert_eq!(produce_result(&r), (NONE, 0));
-    assert!(t.elapsed() < Duration::from_secs(3), "requests took {:?} while other clients were stalled", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "requests took {:?} while other clients were stalled",
+        t.elapsed()
+    );
     drop(stalled);
 
     // Size-prefixed frames of random bytes.
@@ -138,11 +152,19 @@ fn truncated_and_random_frames() {
     }
     // Valid header, truncated body, for a few APIs (array counts promising huge sizes).
     let bodies: Vec<(ApiKey, i16, Vec<u8>)> = vec![
-        (ApiKey::Metadata, 4, vec![0x7f, 0xff, 0xff, 0xff]),          // 2^31-1 topics, none sent
-        (ApiKey::Metadata, 12, vec![0xff, 0xff, 0xff, 0xff, 0x07]),   // compact array, huge varint
-        (ApiKey::Produce, 7, vec![0xff, 0xff, 0, 0, 0, 10, 0x7f, 0xff, 0xff, 0xff]),
+        (ApiKey::Metadata, 4, vec![0x7f, 0xff, 0xff, 0xff]), // 2^31-1 topics, none sent
+        (ApiKey::Metadata, 12, vec![0xff, 0xff, 0xff, 0xff, 0x07]), // compact array, huge varint
+        (
+            ApiKey::Produce,
+            7,
+            vec![0xff, 0xff, 0, 0, 0, 10, 0x7f, 0xff, 0xff, 0xff],
+        ),
         (ApiKey::CreateTopics, 4, vec![0x7f, 0xff, 0xff, 0xff]),
-        (ApiKey::ListOffsets, 5, vec![0xff, 0xff, 0xff, 0xff, 0, 0x7f, 0xff, 0xff, 0xff]),
+        (
+            ApiKey::ListOffsets,
+            5,
+            vec![0xff, 0xff, 0xff, 0xff, 0, 0x7f, 0xff, 0xff, 0xff],
+        ),
         (ApiKey::Fetch, 11, vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]),
         (ApiKey::ApiVersions, 3, vec![0xff, 0xff, 0xff, 0xff, 0x0f]),
         (ApiKey::DeleteTopics, 4, vec![0xff, 0xff, 0xff, 0xff, 0x0f]),
@@ -153,10 +175,13 @@ fn truncated_and_random_frames() {
         let (_, payload) = request_frame(key as i16, v, &body);
         c.send_frame(&payload).unwrap();
         let outcome = c.read_outcome();
-        eprintln!("{key:?} v{v} with truncated body: {:?}", match &outcome {
-            ReadOutcome::Frame(f) => format!("response of {} bytes", f.len()),
-            o => format!("{o:?}"),
-        });
+        eprintln!(
+            "{key:?} v{v} with truncated body: {:?}",
+            match &outcome {
+                ReadOutcome::Frame(f) => format!("response of {} bytes", f.len()),
+                o => format!("{o:?}"),
+            }
+        );
         assert!(
             !matches!(outcome, ReadOutcome::Timeout),
             "{key:?} v{v} with a truncated body: no response and connection not closed within 5 s"
@@ -172,7 +197,8 @@ fn unknown_api_key_closes_connection() {
     for key in [9999i16, -1, i16::MAX] {
         let mut s = connect(addr);
         let (_, payload) = request_frame(key, 0, &[0u8; 8]);
-        s.write_all(&frame_with_len(payload.len() as i32, &payload)).unwrap();
+        s.write_all(&frame_with_len(payload.len() as i32, &payload))
+            .unwrap();
         assert!(
             wait_closed(&mut s, Duration::from_secs(5)),
             "request with unknown api key {key} did not close the connection within 5 s"
@@ -188,36 +214,70 @@ fn api_versions_unsupported_version() {
     // ApiVersions v99, header v2 (as a client that speaks v3+ would send), v3-style body.
     let body = [2u8, b'x', 2, b'1', 0]; // compact strings "x", "1", no tagged fields
     let mut c = RawConn::connect(addr).unwrap();
-    let resp = c.request(ApiKey::ApiVersions as i16, 99, &body).expect("ApiVersions v99 should be answered");
-    let (err, keys) = parse_api_versions_v0(&resp[4..])
-        .unwrap_or_else(|e| panic!("ApiVersions v99 response is not v0-shaped: {e}; bytes {:?}", &resp[..resp.len().min(64)]));
+    let resp = c
+        .request(ApiKey::ApiVersions as i16, 99, &body)
+        .expect("ApiVersions v99 should be answered");
+    let (err, keys) = parse_api_versions_v0(&resp[4..]).unwrap_or_else(|e| {
+        panic!(
+            "ApiVersions v99 response is not v0-shaped: {e}; bytes {:?}",
+            &resp[..resp.len().min(64)]
+        )
+    });
     assert_eq!(err, UNSUPPORTED_VERSION, "ApiVersions v99 error code");
-    assert!(!keys.is_empty(), "ApiVersions v99 answer must list supported versions");
+    assert!(
+        !keys.is_empty(),
+        "ApiVersions v99 answer must list supported versions"
+    );
     let av = keys.iter().find(|k| k.0 == ApiKey::ApiVersions as i16);
     assert!(
         matches!(av, Some(&(_, 0, max)) if max >= 3),
         "ApiVersions entry should be 0..>=3, got {av:?} in {keys:?}"
     );
     // The connection stays usable: a v0 request now succeeds.
-    let resp = c.request(ApiKey::ApiVersions as i16, 0, &[]).expect("ApiVersions v0 after v99");
+    let resp = c
+        .request(ApiKey::ApiVersions as i16, 0, &[])
+        .expect("ApiVersions v0 after v99");
     let (err, keys0) = parse_api_versions_v0(&resp[4..]).unwrap();
     assert_eq!(err, NONE);
-    assert_eq!(keys0, keys, "v0 answer and v99 error answer should list the same ranges");
+    assert_eq!(
+        keys0, keys,
+        "v0 answer and v99 error answer should list the same ranges"
+    );
     // Every advertised range is sane and the implemented APIs are there.
     for (k, min, max) in &keys0 {
-        assert!(0 <= *min && min <= max, "bad range for api {k}: {min}..{max}");
+        assert!(
+            0 <= *min && min <= max,
+            "bad range for api {k}: {min}..{max}"
+        );
     }
-    for needed in [ApiKey::Produce, ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::Metadata, ApiKey::ApiVersions, ApiKey::CreateTopics, ApiKey::DeleteTopics] {
-        assert!(keys0.iter().any(|k| k.0 == needed as i16), "{needed:?} not advertised: {keys0:?}");
+    for needed in [
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::Metadata,
+        ApiKey::ApiVersions,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+    ] {
+        assert!(
+            keys0.iter().any(|k| k.0 == needed as i16),
+            "{needed:?} not advertised: {keys0:?}"
+        );
     }
     // ApiVersions v3 (flexible) decodes with the crate and agrees.
     let mut c = RawConn::connect(addr).unwrap();
     let req = ApiVersionsRequest::default()
         .with_client_software_name(StrBytes::from_static_str("chronik-it"))
         .with_client_software_version(StrBytes::from_static_str("1.0"));
-    let r = c.typed(&req, 3).unwrap_or_else(|e| panic!("ApiVersions v3: {e}"));
+    let r = c
+        .typed(&req, 3)
+        .unwrap_or_else(|e| panic!("ApiVersions v3: {e}"));
     assert_eq!(r.error_code, NONE);
-    assert_eq!(r.api_keys.len(), keys0.len(), "v3 and v0 list the same number of APIs");
+    assert_eq!(
+        r.api_keys.len(),
+        keys0.len(),
+        "v3 and v0 list the same number of APIs"
+    );
     assert_healthy(&mut broker, "ApiVersions v99");
 }
 
@@ -239,33 +299,80 @@ fn invalid_produce_requests() {
     let mut bad = simple_batch("crc2-", 1, now_ms());
     bad[17] ^= 0xff;
     let r = produce_raw(addr, "victim", 0, bad, 1);
-    assert_eq!(produce_result(&r).0, CORRUPT_MESSAGE, "wrong CRC field: {r:?}");
+    assert_eq!(
+        produce_result(&r).0,
+        CORRUPT_MESSAGE,
+        "wrong CRC field: {r:?}"
+    );
 
     // Oversized batch: one 2 MiB record (> 1 MiB max.message.bytes).
     let big = vec![b'z'; 2 * 1024 * 1024];
-    let batch = encode_batch(&[RawRecord { key: None, value: Some(&big), headers: vec![], timestamp_delta: 0 }], now_ms());
+    let batch = encode_batch(
+        &[RawRecord {
+            key: None,
+            value: Some(&big),
+            headers: vec![],
+            timestamp_delta: 0,
+        }],
+        now_ms(),
+    );
     let r = produce_raw(addr, "victim", 0, batch, -1);
-    assert_eq!(produce_result(&r).0, MESSAGE_TOO_LARGE, "2 MiB batch: {r:?}");
+    assert_eq!(
+        produce_result(&r).0,
+        MESSAGE_TOO_LARGE,
+        "2 MiB batch: {r:?}"
+    );
 
     // Invalid topic name.
     let r = produce_raw(addr, "bad/name", 0, simple_batch("n-", 1, now_ms()), -1);
-    assert_eq!(produce_result(&r).0, INVALID_TOPIC_EXCEPTION, "produce to bad/name: {r:?}");
-    assert_eq!(topic_in_metadata(addr, "bad/name"), None, "bad/name must not be created");
+    assert_eq!(
+        produce_result(&r).0,
+        INVALID_TOPIC_EXCEPTION,
+        "produce to bad/name: {r:?}"
+    );
+    assert_eq!(
+        topic_in_metadata(addr, "bad/name"),
+        None,
+        "bad/name must not be created"
+    );
 
     // Unknown partition of an existing topic.
     let r = produce_raw(addr, "victim", 99, simple_batch("p-", 1, now_ms()), -1);
-    assert_eq!(produce_result(&r).0, UNKNOWN_TOPIC_OR_PARTITION, "produce to partition 99: {r:?}");
+    assert_eq!(
+        produce_result(&r).0,
+        UNKNOWN_TOPIC_OR_PARTITION,
+        "produce to partition 99: {r:?}"
+    );
     let r = produce_raw(addr, "victim", -1, simple_batch("p-", 1, now_ms()), -1);
-    assert_eq!(produce_result(&r).0, UNKNOWN_TOPIC_OR_PARTITION, "produce to partition -1: {r:?}");
-    assert_eq!(topic_in_metadata(addr, "victim"), Some((NONE, 2)), "partition count unchanged");
+    assert_eq!(
+        produce_result(&r).0,
+        UNKNOWN_TOPIC_OR_PARTITION,
+        "produce to partition -1: {r:?}"
+    );
+    assert_eq!(
+        topic_in_metadata(addr, "victim"),
+        Some((NONE, 2)),
+        "partition count unchanged"
+    );
 
     // Nothing of the rejected batches was appended, offsets continue at 2.
     let (err, _, latest) = list_offsets(addr, "victim", 0, -1);
-    assert_eq!((err, latest), (NONE, 2), "rejected batches must not be appended");
+    assert_eq!(
+        (err, latest),
+        (NONE, 2),
+        "rejected batches must not be appended"
+    );
     let r = produce_raw(addr, "victim", 0, simple_batch("ok2-", 2, now_ms()), -1);
-    assert_eq!(produce_result(&r), (NONE, 2), "valid produce after the rejected ones");
+    assert_eq!(
+        produce_result(&r),
+        (NONE, 2),
+        "valid produce after the rejected ones"
+    );
     let msgs = consume_all(&broker.bootstrap(), "victim", 1, 4, Duration::from_secs(30));
-    let vals: Vec<String> = msgs.iter().map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()).collect();
+    let vals: Vec<String> = msgs
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+        .collect();
     assert_eq!(vals, vec!["ok-0", "ok-1", "ok2-0", "ok2-1"]);
     assert_healthy(&mut broker, "invalid produce requests");
 }
@@ -317,12 +424,15 @@ fn inconsistent_batches_rejected() {
 
     let mut failures = Vec::new();
     for (what, batch) in cases {
+        let (_, _, before) = list_offsets(addr, "victim2", 0, -1);
         let r = produce_raw(addr, "victim2", 0, batch, -1);
         let (err, base) = produce_result(&r);
         let (_, _, latest) = list_offsets(addr, "victim2", 0, -1);
-        eprintln!("{what}: error code {err}, base offset {base}, log end now {latest}");
-        if err == NONE || latest != 0 {
-            failures.push(format!("{what}: error code {err}, log end {latest}"));
+        eprintln!("{what}: error code {err}, base offset {base}, log end {before} -> {latest}");
+        if err == NONE || latest != before {
+            failures.push(format!(
+                "{what}: error code {err}, log end {before} -> {latest}"
+            ));
         }
         assert_healthy(&mut broker, what);
     }
@@ -330,9 +440,20 @@ fn inconsistent_batches_rejected() {
     let r = produce_raw(addr, "victim2", 0, simple_batch("fine-", 2, now_ms()), -1);
     let (err, base) = produce_result(&r);
     assert_eq!(err, NONE, "valid produce after inconsistent batches");
-    let msgs = consume_all(&broker.bootstrap(), "victim2", 1, (base + 2) as usize, Duration::from_secs(20));
-    let tail: Vec<String> = msgs.iter().rev().take(2).rev()
-        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()).collect();
+    let msgs = consume_all(
+        &broker.bootstrap(),
+        "victim2",
+        1,
+        (base + 2) as usize,
+        Duration::from_secs(20),
+    );
+    let tail: Vec<String> = msgs
+        .iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+        .collect();
     assert!(
         failures.is_empty(),
         "inconsistent batches were accepted (expected a non-zero error code and nothing appended):\n  {}\n(consumer then read {} messages, last: {tail:?})",
@@ -357,7 +478,10 @@ fn templates(addr: SocketAddr) -> Vec<(&'static str, Vec<u8>)> {
     let cv = pick_version(addr, ApiKey::CreateTopics, (2, 7));
     let dv = pick_version(addr, ApiKey::DeleteTopics, (1, 5));
     vec![
-        ("ApiVersions v0", encode_request(&ApiVersionsRequest::default(), 0)),
+        (
+            "ApiVersions v0",
+            encode_request(&ApiVersionsRequest::default(), 0),
+        ),
         (
             "ApiVersions v3",
             encode_request(
@@ -371,22 +495,37 @@ fn templates(addr: SocketAddr) -> Vec<(&'static str, Vec<u8>)> {
             "Metadata",
             encode_request(
                 &MetadataRequest::default()
-                    .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(tn("fuzz-target")))]))
+                    .with_topics(Some(vec![
+                        MetadataRequestTopic::default().with_name(Some(tn("fuzz-target")))
+                    ]))
                     .with_allow_auto_topic_creation(false),
                 mv,
             ),
         ),
-        ("Produce", encode_request(&produce_request("fuzz-target", 0, simple_batch("fz", 3, now_ms()), 1), pv)),
+        (
+            "Produce",
+            encode_request(
+                &produce_request("fuzz-target", 0, simple_batch("fz", 3, now_ms()), 1),
+                pv,
+            ),
+        ),
         (
             "ListOffsets",
             encode_request(
-                &ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(tn("fuzz-target"))
-                    .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)])]),
+                &ListOffsetsRequest::default()
+                    .with_replica_id((-1).into())
+                    .with_topics(vec![ListOffsetsTopic::default()
+                        .with_name(tn("fuzz-target"))
+                        .with_partitions(vec![
+                            ListOffsetsPartition::default().with_timestamp(-1)
+                        ])]),
                 lv,
             ),
         ),
-        ("Fetch", encode_request(&fetch_request("fuzz-target", 0, 0, 10, 1 << 20), fv)),
+        (
+            "Fetch",
+            encode_request(&fetch_request("fuzz-target", 0, 0, 10, 1 << 20), fv),
+        ),
         (
             "CreateTopics",
             encode_request(
@@ -456,7 +595,10 @@ fn fuzz_case(rng: &mut StdRng, templates: &[(&'static str, Vec<u8>)]) -> (String
                 }
             }
             let (_, payload) = request_frame(key as i16, version, &body);
-            (format!("{key:?} v{version} random body"), frame_with_len(payload.len() as i32, &payload))
+            (
+                format!("{key:?} v{version} random body"),
+                frame_with_len(payload.len() as i32, &payload),
+            )
         }
         5..=7 => {
             // Bit-flipped valid request.
@@ -467,14 +609,24 @@ fn fuzz_case(rng: &mut StdRng, templates: &[(&'static str, Vec<u8>)]) -> (String
                 let i = rng.random_range(0..p.len());
                 p[i] ^= 1 << rng.random_range(0..8u32);
             }
-            (format!("{name} with {flips} bit flips"), frame_with_len(p.len() as i32, &p))
+            (
+                format!("{name} with {flips} bit flips"),
+                frame_with_len(p.len() as i32, &p),
+            )
         }
         8 => {
             // Valid request, truncated (prefix matching the truncated length, or the full one).
             let (name, t) = &templates[rng.random_range(0..templates.len())];
             let cut = rng.random_range(0..t.len());
-            let len = if rng.random_bool(0.5) { cut as i32 } else { t.len() as i32 };
-            (format!("{name} truncated to {cut} (prefix {len})"), frame_with_len(len, &t[..cut]))
+            let len = if rng.random_bool(0.5) {
+                cut as i32
+            } else {
+                t.len() as i32
+            };
+            (
+                format!("{name} truncated to {cut} (prefix {len})"),
+                frame_with_len(len, &t[..cut]),
+            )
         }
         _ => {
             // Valid request with random bytes appended, or a wrong size prefix.
@@ -484,8 +636,15 @@ fn fuzz_case(rng: &mut StdRng, templates: &[(&'static str, Vec<u8>)]) -> (String
             for _ in 0..extra {
                 p.push(rng.random());
             }
-            let len = if rng.random_bool(0.5) { p.len() as i32 } else { rng.random_range(-10..(p.len() as i32 + 10)) };
-            (format!("{name} + {extra} junk bytes (prefix {len})"), frame_with_len(len, &p))
+            let len = if rng.random_bool(0.5) {
+                p.len() as i32
+            } else {
+                rng.random_range(-10..(p.len() as i32 + 10))
+            };
+            (
+                format!("{name} + {extra} junk bytes (prefix {len})"),
+                frame_with_len(len, &p),
+            )
         }
     }
 }
@@ -496,7 +655,8 @@ fn fuzz_then_clients_and_data_still_fine() {
         Ok(s) => s.trim().parse().expect("CHRONIK_SEED must be a u64"),
         Err(_) => rand::random(),
     };
-    eprintln!("fuzz seed: CHRONIK_SEED={seed}");
+    eprintln!("fuzz seed: CHRONIK_SEED={seed} (CHRONIK_FUZZ_VERBOSE=1 prints every case)");
+    let verbose = std::env::var_os("CHRONIK_FUZZ_VERBOSE").is_some();
     let mut rng = StdRng::seed_from_u64(seed);
 
     let mut broker = Broker::start(2);
@@ -507,10 +667,24 @@ fn fuzz_then_clients_and_data_still_fine() {
     let p = producer(&bs, &[("acks", "all")]);
     for i in 0..1000 {
         let v = format!("keep-{i}");
-        send_retry(&p, BaseRecord::to("fuzz-data").partition(i % 2).key(v.as_bytes()).payload(v.as_bytes()));
+        send_retry(
+            &p,
+            BaseRecord::to("fuzz-data")
+                .partition(i % 2)
+                .key(v.as_bytes())
+                .payload(v.as_bytes()),
+        );
     }
     flush(&p, Duration::from_secs(30));
-    assert!(p.context().results.lock().unwrap().iter().all(|d| d.error.is_none()), "pre-fuzz produce failed");
+    assert!(
+        p.context()
+            .results
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|d| d.error.is_none()),
+        "pre-fuzz produce failed"
+    );
     drop(p);
 
     let templates = templates(addr);
@@ -524,7 +698,8 @@ fn fuzz_then_clients_and_data_still_fine() {
         if last_cases.len() > 10 {
             last_cases.remove(0);
         }
-        let reuse = conn.is_some() && rng.random_bool(0.3);
+        let reuse_draw = rng.random_bool(0.3); // always drawn: the case sequence depends only on the seed
+        let reuse = conn.is_some() && reuse_draw;
         if reuse {
             stats.reused += 1;
         } else {
@@ -535,7 +710,9 @@ fn fuzz_then_clients_and_data_still_fine() {
                     Ok(s) => conn = Some(s),
                     Err(e) => {
                         attempts += 1;
-                        broker.assert_running(&format!("fuzz case #{i} ({what}), after {last_cases:?}"));
+                        broker.assert_running(&format!(
+                            "fuzz case #{i} ({what}), after {last_cases:?}"
+                        ));
                         assert!(attempts < 20, "cannot connect during fuzzing at case #{i}: {e}; last cases: {last_cases:?}");
                         std::thread::sleep(Duration::from_millis(100));
                     }
@@ -551,8 +728,21 @@ fn fuzz_then_clients_and_data_still_fine() {
             continue;
         }
         s.set_read_timeout(Some(Duration::from_millis(25))).ok();
-        let mut rc = RawConn { stream: conn.take().unwrap() };
-        match rc.read_outcome() {
+        let mut rc = RawConn {
+            stream: conn.take().unwrap(),
+        };
+        let outcome = rc.read_outcome();
+        if verbose {
+            let o = match &outcome {
+                ReadOutcome::Frame(f) => format!("response {} bytes", f.len()),
+                o => format!("{o:?}"),
+            };
+            eprintln!(
+                "case #{i} ({}): {what} -> {o}",
+                if reuse { "reused conn" } else { "new conn" }
+            );
+        }
+        match outcome {
             ReadOutcome::Frame(_) => {
                 stats.responses += 1;
                 conn = Some(rc.stream);
@@ -564,9 +754,17 @@ fn fuzz_then_clients_and_data_still_fine() {
             }
         }
         if i % 250 == 249 {
-            assert_healthy(&mut broker, &format!("fuzz case #{i}; last cases: {last_cases:?}"));
+            eprintln!("case #{i}: {stats:?}, broker fds {:?}", broker.open_fds());
+            assert_healthy(
+                &mut broker,
+                &format!("fuzz case #{i}; last cases: {last_cases:?}"),
+            );
         }
-        assert!(started.elapsed() < Duration::from_secs(240), "fuzz loop too slow: {i} cases in {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "fuzz loop too slow: {i} cases in {:?}",
+            started.elapsed()
+        );
     }
     drop(conn);
     eprintln!("fuzzing took {:?}: {stats:?}", started.elapsed());
@@ -575,7 +773,11 @@ fn fuzz_then_clients_and_data_still_fine() {
     // Data from before the fuzzing is intact.
     for part in 0..2 {
         let (err, _, latest) = list_offsets(addr, "fuzz-data", part, -1);
-        assert_eq!((err, latest), (NONE, 500), "fuzz-data partition {part} log end after fuzzing");
+        assert_eq!(
+            (err, latest),
+            (NONE, 500),
+            "fuzz-data partition {part} log end after fuzzing"
+        );
     }
     let msgs = consume_all(&bs, "fuzz-data", 2, 1000, Duration::from_secs(60));
     assert_eq!(msgs.len(), 1000, "pre-fuzz data after fuzzing");
@@ -585,21 +787,43 @@ fn fuzz_then_clients_and_data_still_fine() {
             .filter(|m| m.partition() == part)
             .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
             .collect();
-        let want: Vec<String> = (0..1000).filter(|i| i % 2 == part).map(|i| format!("keep-{i}")).collect();
-        assert_eq!(vals, want, "fuzz-data partition {part} content after fuzzing");
+        let want: Vec<String> = (0..1000)
+            .filter(|i| i % 2 == part)
+            .map(|i| format!("keep-{i}"))
+            .collect();
+        assert_eq!(
+            vals, want,
+            "fuzz-data partition {part} content after fuzzing"
+        );
     }
 
     // A normal producer and consumer still work.
     let p = producer(&bs, &[("acks", "all")]);
     for i in 0..200 {
         let v = format!("post-{i}");
-        send_retry(&p, BaseRecord::to("post-fuzz").partition(0).payload(v.as_bytes()));
+        send_retry(
+            &p,
+            BaseRecord::to("post-fuzz")
+                .partition(0)
+                .payload(v.as_bytes()),
+        );
     }
     flush(&p, Duration::from_secs(30));
     let ds = p.context().results.lock().unwrap().clone();
-    assert!(ds.iter().all(|d| d.error.is_none()), "post-fuzz produce errors: {:?}", ds.iter().find(|d| d.error.is_some()));
+    assert!(
+        ds.iter().all(|d| d.error.is_none()),
+        "post-fuzz produce errors: {:?}",
+        ds.iter().find(|d| d.error.is_some())
+    );
     let msgs = consume_all(&bs, "post-fuzz", 1, 200, Duration::from_secs(60));
-    let vals: Vec<String> = msgs.iter().map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned()).collect();
-    assert_eq!(vals, (0..200).map(|i| format!("post-{i}")).collect::<Vec<_>>(), "post-fuzz round trip");
+    let vals: Vec<String> = msgs
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(
+        vals,
+        (0..200).map(|i| format!("post-{i}")).collect::<Vec<_>>(),
+        "post-fuzz round trip"
+    );
     broker.assert_running("end of fuzz test");
 }

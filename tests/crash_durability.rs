@@ -34,7 +34,9 @@ fn acked_messages_survive_kill9() {
         let acked_at_kill = acked_at_kill.clone();
         std::thread::spawn(move || {
             let start = Instant::now();
-            while ok_count.load(Ordering::SeqCst) < TOTAL / 2 && start.elapsed() < Duration::from_secs(60) {
+            while ok_count.load(Ordering::SeqCst) < TOTAL / 2
+                && start.elapsed() < Duration::from_secs(45)
+            {
                 std::thread::sleep(Duration::from_micros(200));
             }
             acked_at_kill.store(ok_count.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -51,8 +53,9 @@ fn acked_messages_survive_kill9() {
     let mut sent = 0usize;
     while sent < TOTAL && !killed.load(Ordering::SeqCst) {
         let v = format!("{sent:08}");
-        let rec: BaseRecord<'_, [u8], [u8]> =
-            BaseRecord::to(topic).partition((sent % PARTITIONS as usize) as i32).payload(v.as_bytes());
+        let rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition((sent % PARTITIONS as usize) as i32)
+            .payload(v.as_bytes());
         match p.send(rec) {
             Ok(()) => {
                 sent += 1;
@@ -63,8 +66,12 @@ fn acked_messages_survive_kill9() {
             Err((e, _)) => {
                 // Queue full: serve delivery reports and retry.
                 assert!(
-                    matches!(e, rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                    matches!(
+                        e,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ),
                     "unexpected send error: {e}"
                 );
                 p.poll(Duration::from_millis(5));
@@ -78,6 +85,16 @@ fn acked_messages_survive_kill9() {
         assert!(Instant::now() < deadline, "killer thread never fired");
     }
     let kill_after = killer.join().expect("killer thread");
+    // If the broker stopped acknowledging before half was acked (e.g. a stuck shard), requests
+    // time out and librdkafka retries them, which legitimately duplicates/reorders data: that
+    // is a broker failure before the crash, so report it as such.
+    assert!(
+        acked_at_kill.load(Ordering::SeqCst) >= TOTAL / 2,
+        "the broker stopped acknowledging before the kill: only {} of {sent} sent messages were \
+         acknowledged within {kill_after:?} (expected {} within 45 s)",
+        acked_at_kill.load(Ordering::SeqCst),
+        TOTAL / 2
+    );
     // Drain acknowledgements that arrived before the kill, then drop everything unacknowledged
     // so that nothing is retried against the restarted broker.
     let drain_end = Instant::now() + Duration::from_millis(1500);
@@ -101,7 +118,11 @@ fn acked_messages_survive_kill9() {
         acked.len(),
         deliveries.len() - acked.len()
     );
-    assert!(acked.len() >= 1000, "too few acknowledged messages ({}) to test anything", acked.len());
+    assert!(
+        acked.len() >= 1000,
+        "too few acknowledged messages ({}) to test anything",
+        acked.len()
+    );
 
     // Acked (partition, offset) pairs must be unique, and payloads must be unique.
     let mut acked_at: HashMap<(i32, i64), String> = HashMap::new();
@@ -125,20 +146,38 @@ fn acked_messages_survive_kill9() {
     let mut total_hw = 0i64;
     for part in 0..PARTITIONS {
         let (err, _, off) = list_offsets(broker.addr(), topic, part, -1);
-        assert_eq!(err, NONE, "ListOffsets latest for partition {part} after restart");
-        let max_acked = acked_at.keys().filter(|(p, _)| *p == part).map(|(_, o)| *o).max().unwrap_or(-1);
+        assert_eq!(
+            err, NONE,
+            "ListOffsets latest for partition {part} after restart"
+        );
+        let max_acked = acked_at
+            .keys()
+            .filter(|(p, _)| *p == part)
+            .map(|(_, o)| *o)
+            .max()
+            .unwrap_or(-1);
         assert!(
             off > max_acked,
             "partition {part}: log end {off} after restart, but offset {max_acked} was acknowledged"
         );
         let (err, _, start) = list_offsets(broker.addr(), topic, part, -2);
-        assert_eq!((err, start), (NONE, 0), "partition {part}: earliest offset after restart");
+        assert_eq!(
+            (err, start),
+            (NONE, 0),
+            "partition {part}: earliest offset after restart"
+        );
         hw.insert(part, off);
         total_hw += off;
     }
     eprintln!("high watermarks after restart: {hw:?}");
 
-    let msgs = consume_all(&broker.bootstrap(), topic, PARTITIONS, total_hw as usize, Duration::from_secs(90));
+    let msgs = consume_all(
+        &broker.bootstrap(),
+        topic,
+        PARTITIONS,
+        total_hw as usize,
+        Duration::from_secs(90),
+    );
     assert_eq!(
         msgs.len() as i64,
         total_hw,
@@ -154,7 +193,11 @@ fn acked_messages_survive_kill9() {
         let payload = String::from_utf8(m.payload().expect("null payload in log").to_vec())
             .unwrap_or_else(|_| panic!("non-UTF-8 payload at {part}/{}", m.offset()));
         let expect_off = next_offset.entry(part).or_insert(0);
-        assert_eq!(m.offset(), *expect_off, "partition {part}: offsets must be contiguous and in order");
+        assert_eq!(
+            m.offset(),
+            *expect_off,
+            "partition {part}: offsets must be contiguous and in order"
+        );
         *expect_off += 1;
         let seq: i64 = payload
             .parse()
@@ -165,7 +208,11 @@ fn acked_messages_survive_kill9() {
             "payload {payload} found in the wrong partition {part}"
         );
         if let Some(prev) = last_seq.insert(part, seq) {
-            assert!(prev < seq, "partition {part}: payload {seq} after {prev} (out of order) at offset {}", m.offset());
+            assert!(
+                prev < seq,
+                "partition {part}: payload {seq} after {prev} (out of order) at offset {}",
+                m.offset()
+            );
         }
         assert!(
             seen_payloads.insert(payload.clone()),
@@ -203,11 +250,18 @@ fn acked_messages_survive_kill9() {
     let p2 = producer(&broker.bootstrap(), &[("acks", "all")]);
     for part in 0..PARTITIONS {
         let v = format!("after-restart-{part}");
-        send_retry(&p2, BaseRecord::to(topic).partition(part).payload(v.as_bytes()));
+        send_retry(
+            &p2,
+            BaseRecord::to(topic).partition(part).payload(v.as_bytes()),
+        );
     }
     flush(&p2, Duration::from_secs(30));
     for d in p2.context().results.lock().unwrap().iter() {
         assert!(d.error.is_none(), "produce after restart failed: {d:?}");
-        assert_eq!(d.offset, hw[&d.partition], "first offset after restart in partition {}", d.partition);
+        assert_eq!(
+            d.offset, hw[&d.partition],
+            "first offset after restart in partition {}",
+            d.partition
+        );
     }
 }

@@ -16,7 +16,13 @@ fn poll_one(c: &BaseConsumer, timeout: Duration) -> Option<(i64, Vec<u8>, Instan
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match c.poll(Duration::from_millis(20)) {
-            Some(Ok(m)) => return Some((m.offset(), m.payload().unwrap_or_default().to_vec(), Instant::now())),
+            Some(Ok(m)) => {
+                return Some((
+                    m.offset(),
+                    m.payload().unwrap_or_default().to_vec(),
+                    Instant::now(),
+                ))
+            }
             Some(Err(e)) => eprintln!("consumer error (ignored): {e}"),
             None => {}
         }
@@ -32,15 +38,25 @@ fn waiting_consumer_is_woken_by_produce() {
     create_topic(broker.addr(), topic, 1);
     let p = producer(&bs, &[("acks", "1"), ("linger.ms", "0")]);
 
-    let c = consumer(&bs, &[("fetch.wait.max.ms", "5000"), ("fetch.min.bytes", "1")]);
+    let c = consumer(
+        &bs,
+        &[("fetch.wait.max.ms", "5000"), ("fetch.min.bytes", "1")],
+    );
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     c.assign(&tpl).unwrap();
 
     // Warm up: one message gets the consumer connected and positioned at the log end.
-    send_retry(&p, BaseRecord::to(topic).partition(0).payload(b"warm-up".as_slice()));
+    send_retry(
+        &p,
+        BaseRecord::to(topic)
+            .partition(0)
+            .payload(b"warm-up".as_slice()),
+    );
     flush(&p, Duration::from_secs(10));
-    let first = poll_one(&c, Duration::from_secs(30)).expect("warm-up message not received within 30 s");
+    let first =
+        poll_one(&c, Duration::from_secs(30)).expect("warm-up message not received within 30 s");
     assert_eq!((first.0, first.1.as_slice()), (0, b"warm-up".as_slice()));
 
     for round in 1..=3i64 {
@@ -57,10 +73,15 @@ fn waiting_consumer_is_woken_by_produce() {
         p.poll(Duration::ZERO);
         let got = poll_one(&c, Duration::from_secs(8));
         flush(&p, Duration::from_secs(10));
-        let (off, payload, at) = got.unwrap_or_else(|| panic!("round {round}: message not received within 8 s"));
+        let (off, payload, at) =
+            got.unwrap_or_else(|| panic!("round {round}: message not received within 8 s"));
         let latency = at.duration_since(sent_at);
         eprintln!("round {round}: produce -> receive {latency:?}");
-        assert_eq!((off, payload), (round, v.into_bytes()), "round {round}: wrong message");
+        assert_eq!(
+            (off, payload),
+            (round, v.into_bytes()),
+            "round {round}: wrong message"
+        );
         assert!(
             latency < Duration::from_millis(2500),
             "round {round}: a fetch waiting at the log end (fetch.wait.max.ms=5000) was not woken \
@@ -84,7 +105,11 @@ fn raw_fetch_at_log_end_waits_then_returns_empty() {
     let took = t.elapsed();
     assert_eq!(err, NONE, "fetch at log end");
     assert_eq!(hw, 3, "high watermark");
-    assert!(parse_batches(&records).is_empty(), "no batches expected at the log end, got {} bytes", records.len());
+    assert!(
+        parse_batches(&records).is_empty(),
+        "no batches expected at the log end, got {} bytes",
+        records.len()
+    );
     assert!(
         took >= Duration::from_millis(800) && took < Duration::from_millis(4000),
         "fetch at log end with max_wait_ms=1000 answered after {took:?} (expected ~1 s)"
@@ -98,7 +123,10 @@ fn raw_fetch_at_log_end_waits_then_returns_empty() {
     let batches = parse_batches(&records);
     assert_eq!(batches.len(), 1, "one stored batch: {batches:?}");
     assert_eq!(batches[0].record_count, 3);
-    assert!(took < Duration::from_millis(1500), "fetch with data available took {took:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "fetch with data available took {took:?}"
+    );
 
     // A raw long poll woken by a produce from another thread.
     let (tx, rx) = mpsc::channel();
@@ -111,20 +139,40 @@ fn raw_fetch_at_log_end_waits_then_returns_empty() {
     std::thread::sleep(Duration::from_millis(1000));
     let sent_at = Instant::now();
     let r = produce_raw(addr, topic, 0, simple_batch("late-", 2, now_ms()), 1);
-    assert_eq!(produce_result(&r), (NONE, 3), "raw produce while a fetch waits: {r:?}");
-    let woke_at = rx.recv_timeout(Duration::from_secs(10)).expect("waiting fetch never returned");
+    assert_eq!(
+        produce_result(&r),
+        (NONE, 3),
+        "raw produce while a fetch waits: {r:?}"
+    );
+    let woke_at = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("waiting fetch never returned");
     let ((err, hw, records), _) = waiter.join().unwrap();
     let latency = woke_at.saturating_duration_since(sent_at);
     assert_eq!(err, NONE);
     assert_eq!(hw, 5);
     let batches = parse_batches(&records);
-    assert_eq!(batches.len(), 1, "woken fetch should return the new batch: {batches:?}");
+    assert_eq!(
+        batches.len(),
+        1,
+        "woken fetch should return the new batch: {batches:?}"
+    );
     assert_eq!(batches[0].base_offset, 3);
-    assert!(latency < Duration::from_millis(2500), "woken fetch returned {latency:?} after the produce");
+    assert!(
+        latency < Duration::from_millis(2500),
+        "woken fetch returned {latency:?} after the produce"
+    );
 
     // Fetch beyond the log end: OFFSET_OUT_OF_RANGE (1), promptly.
     let t = Instant::now();
     let (err, _, _) = fetch_raw(addr, topic, 0, 100, 3000, 1 << 20);
-    assert_eq!(err, 1, "fetch beyond the log end should be OFFSET_OUT_OF_RANGE");
-    assert!(t.elapsed() < Duration::from_millis(2500), "out-of-range fetch took {:?}", t.elapsed());
+    assert_eq!(
+        err, 1,
+        "fetch beyond the log end should be OFFSET_OUT_OF_RANGE"
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "out-of-range fetch took {:?}",
+        t.elapsed()
+    );
 }

@@ -82,7 +82,11 @@ fn actual(m: &OwnedMessage) -> Expected {
         headers,
         timestamp: match m.timestamp() {
             Timestamp::CreateTime(t) => t,
-            other => panic!("expected CreateTime timestamp, got {other:?} at {}/{}", m.partition(), m.offset()),
+            other => panic!(
+                "expected CreateTime timestamp, got {other:?} at {}/{}",
+                m.partition(),
+                m.offset()
+            ),
         },
     }
 }
@@ -120,7 +124,12 @@ fn round_trip_8_partitions_2_shards() {
     let total = PARTITIONS as usize * PER_PARTITION;
     assert_eq!(deliveries.len(), total, "delivery report count");
     let errors: Vec<_> = deliveries.iter().filter(|d| d.error.is_some()).collect();
-    assert!(errors.is_empty(), "{} delivery errors, first: {:?}", errors.len(), errors.first());
+    assert!(
+        errors.is_empty(),
+        "{} delivery errors, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
     // Delivery offsets: each partition gets exactly 0..PER_PARTITION.
     let mut by_part: HashMap<i32, Vec<i64>> = HashMap::new();
     for d in &deliveries {
@@ -146,7 +155,11 @@ fn round_trip_8_partitions_2_shards() {
             .unwrap_or_else(|| panic!("no messages consumed from partition {part}"));
         assert_eq!(ms.len(), PER_PARTITION, "messages in partition {part}");
         for (i, m) in ms.iter().enumerate() {
-            assert_eq!(m.offset(), i as i64, "partition {part}: offsets must be 0,1,2,... in order");
+            assert_eq!(
+                m.offset(),
+                i as i64,
+                "partition {part}: offsets must be 0,1,2,... in order"
+            );
             let want = expected_message(part, i);
             let got = actual(m);
             assert_eq!(got, want, "partition {part} offset {i}: message differs");
@@ -156,7 +169,11 @@ fn round_trip_8_partitions_2_shards() {
     // ListOffsets agrees with what was consumed.
     for part in 0..PARTITIONS {
         let (err, _, off) = list_offsets(broker.addr(), topic, part, -1);
-        assert_eq!((err, off), (NONE, PER_PARTITION as i64), "ListOffsets latest of partition {part}");
+        assert_eq!(
+            (err, off),
+            (NONE, PER_PARTITION as i64),
+            "ListOffsets latest of partition {part}"
+        );
     }
 }
 
@@ -170,16 +187,31 @@ fn auto_created_topic_round_trip() {
     for i in 0..200 {
         let v = format!("auto-{i}");
         let k = format!("k{i}");
-        send_retry(&p, BaseRecord::to(topic).key(k.as_bytes()).payload(v.as_bytes()));
+        send_retry(
+            &p,
+            BaseRecord::to(topic)
+                .key(k.as_bytes())
+                .payload(v.as_bytes()),
+        );
     }
     flush(&p, Duration::from_secs(30));
     let deliveries = p.context().results.lock().unwrap().clone();
-    assert!(deliveries.iter().all(|d| d.error.is_none()), "delivery errors: {:?}",
-        deliveries.iter().find(|d| d.error.is_some()));
+    assert!(
+        deliveries.iter().all(|d| d.error.is_none()),
+        "delivery errors: {:?}",
+        deliveries.iter().find(|d| d.error.is_some())
+    );
     let parts: std::collections::HashSet<i32> = deliveries.iter().map(|d| d.partition).collect();
-    assert!(parts.len() > 1, "200 keyed messages should spread over >1 of 8 partitions: {parts:?}");
+    assert!(
+        parts.len() > 1,
+        "200 keyed messages should spread over >1 of 8 partitions: {parts:?}"
+    );
     let md = topic_in_metadata(broker.addr(), topic);
-    assert_eq!(md, Some((NONE, 8)), "auto-created topic should have --default-partitions 8");
+    assert_eq!(
+        md,
+        Some((NONE, 8)),
+        "auto-created topic should have --default-partitions 8"
+    );
 
     let msgs = consume_all(&bs, topic, 8, 200, Duration::from_secs(60));
     assert_eq!(msgs.len(), 200);
@@ -210,7 +242,12 @@ fn acks_round_trip(acks: &str) {
     let n = 500usize;
     for i in 0..n {
         let v = format!("{acks}-{i}");
-        send_retry(&p, BaseRecord::to(&topic).partition((i % 2) as i32).payload(v.as_bytes()));
+        send_retry(
+            &p,
+            BaseRecord::to(&topic)
+                .partition((i % 2) as i32)
+                .payload(v.as_bytes()),
+        );
         p.poll(Duration::ZERO);
     }
     flush(&p, Duration::from_secs(30));
@@ -231,9 +268,17 @@ fn acks_round_trip(acks: &str) {
         );
     } else {
         for part in 0..2 {
-            let mut offs: Vec<i64> = deliveries.iter().filter(|d| d.partition == part).map(|d| d.offset).collect();
+            let mut offs: Vec<i64> = deliveries
+                .iter()
+                .filter(|d| d.partition == part)
+                .map(|d| d.offset)
+                .collect();
             offs.sort();
-            assert_eq!(offs, (0..(n / 2) as i64).collect::<Vec<_>>(), "acks={acks} partition {part} offsets");
+            assert_eq!(
+                offs,
+                (0..(n / 2) as i64).collect::<Vec<_>>(),
+                "acks={acks} partition {part} offsets"
+            );
         }
     }
     let msgs = consume_all(&bs, &topic, 2, n, Duration::from_secs(60));
@@ -244,9 +289,16 @@ fn acks_round_trip(acks: &str) {
             .filter(|m| m.partition() == part)
             .map(|m| String::from_utf8_lossy(m.payload().unwrap_or(b"<null>")).into_owned())
             .collect();
-        let want: Vec<String> = (0..n).filter(|i| (i % 2) as i32 == part).map(|i| format!("{acks}-{i}")).collect();
+        let want: Vec<String> = (0..n)
+            .filter(|i| (i % 2) as i32 == part)
+            .map(|i| format!("{acks}-{i}"))
+            .collect();
         assert_eq!(vals, want, "acks={acks} partition {part}: content/order");
-        let offs: Vec<i64> = msgs.iter().filter(|m| m.partition() == part).map(|m| m.offset()).collect();
+        let offs: Vec<i64> = msgs
+            .iter()
+            .filter(|m| m.partition() == part)
+            .map(|m| m.offset())
+            .collect();
         assert_eq!(offs, (0..(n / 2) as i64).collect::<Vec<_>>());
     }
 }
@@ -276,12 +328,19 @@ fn clean_shutdown_and_restart_keeps_data() {
     let p = producer(&bs, &[("acks", "all")]);
     for i in 0..400 {
         let v = format!("r-{i}");
-        send_retry(&p, BaseRecord::to(topic).partition(i % 4).payload(v.as_bytes()));
+        send_retry(
+            &p,
+            BaseRecord::to(topic).partition(i % 4).payload(v.as_bytes()),
+        );
     }
     flush(&p, Duration::from_secs(30));
     drop(p);
     let status = broker.terminate();
-    assert!(status.success(), "SIGTERM should exit with code 0, got {status}\n{}", broker.log_tail(40));
+    assert!(
+        status.success(),
+        "SIGTERM should exit with code 0, got {status}\n{}",
+        broker.log_tail(40)
+    );
     broker.restart();
     let msgs = consume_all(&broker.bootstrap(), topic, 4, 400, Duration::from_secs(60));
     assert_eq!(msgs.len(), 400, "messages after clean restart");
@@ -291,8 +350,78 @@ fn clean_shutdown_and_restart_keeps_data() {
             .filter(|m| m.partition() == part)
             .map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap())
             .collect();
-        let want: Vec<String> = (0..400).filter(|i| i % 4 == part).map(|i| format!("r-{i}")).collect();
+        let want: Vec<String> = (0..400)
+            .filter(|i| i % 4 == part)
+            .map(|i| format!("r-{i}"))
+            .collect();
         assert_eq!(vals, want, "partition {part} after restart");
     }
     assert_eq!(topic_in_metadata(broker.addr(), topic), Some((NONE, 4)));
+}
+
+/// Many produce requests in flight at once (pipelined on one connection and from several
+/// connections) to freshly created partitions: all succeed with distinct, contiguous offsets.
+#[test]
+fn pipelined_and_concurrent_produce_requests() {
+    let broker = Broker::start(2);
+    let addr = broker.addr();
+    let v = pick_version(addr, kafka_protocol::messages::ApiKey::Produce, (3, 9));
+    for round in 0..5 {
+        let topic = format!("pipelined-{round}");
+        create_topic(addr, &topic, 2);
+        let mut handles = Vec::new();
+        for conn_no in 0..3 {
+            let topic = topic.clone();
+            handles.push(std::thread::spawn(move || {
+                let mut c = RawConn::connect(addr).expect("connect");
+                c.set_timeout(Duration::from_secs(15)).unwrap();
+                let n = 10;
+                let mut corrs = Vec::new();
+                for i in 0..n {
+                    let req = produce_request(&topic, (i % 2) as i32, simple_batch(&format!("c{conn_no}-{i}-"), 5, now_ms()), -1);
+                    let frame = encode_request(&req, v);
+                    corrs.push(i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]));
+                    c.send_frame(&frame).expect("send");
+                }
+                let mut results = Vec::new();
+                for (i, corr) in corrs.iter().enumerate() {
+                    let resp = c.recv_frame().unwrap_or_else(|e| panic!("response {i} of connection {conn_no}: {e}"));
+                    let got = i32::from_be_bytes([resp[0], resp[1], resp[2], resp[3]]);
+                    assert_eq!(got, *corr, "responses must come back in request order");
+                    let mut b = bytes::Bytes::from(resp);
+                    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+                    let hv = <kafka_protocol::messages::ProduceResponse as HeaderVersion>::header_version(v);
+                    kafka_protocol::messages::ResponseHeader::decode(&mut b, hv).expect("header");
+                    let r = kafka_protocol::messages::ProduceResponse::decode(&mut b, v).expect("decode");
+                    results.push(((i % 2) as i32, produce_result(&r)));
+                }
+                results
+            }));
+        }
+        let mut offsets: HashMap<i32, Vec<i64>> = HashMap::new();
+        for h in handles {
+            for (part, (err, base)) in h.join().expect("producer thread panicked") {
+                assert_eq!(
+                    err, NONE,
+                    "round {round}: produce error on partition {part}"
+                );
+                offsets.entry(part).or_default().push(base);
+            }
+        }
+        for part in 0..2 {
+            let mut o = offsets.remove(&part).unwrap();
+            o.sort();
+            let want: Vec<i64> = (0..15).map(|k| k * 5).collect();
+            assert_eq!(
+                o, want,
+                "round {round} partition {part}: base offsets of 15 batches of 5"
+            );
+            let (err, _, latest) = list_offsets(addr, &topic, part, -1);
+            assert_eq!(
+                (err, latest),
+                (NONE, 75),
+                "round {round} partition {part}: log end"
+            );
+        }
+    }
 }

@@ -15,7 +15,8 @@ use glommio::sync::Semaphore;
 use prost::Message;
 
 use commands::{
-    AllocateProducerIds, Command, CreateTopic, DeleteTopic, InitCluster, MetadataSnapshot, TopicRecord,
+    AllocateProducerIds, Command, CreateTopic, DeleteTopic, InitCluster, MetadataSnapshot,
+    TopicRecord,
 };
 use state::{MetadataState, CONTROLLER_GROUP_ID};
 
@@ -187,7 +188,14 @@ impl Controller {
 
     async fn allocate_producer_id(&self, ctx: &ShardContext) -> Result<i64, ControllerError> {
         let allocate = AllocateProducerIds { count: 1 };
-        self.commit(ctx, Command { allocate_producer_ids: Some(allocate), ..Command::default() }).await?;
+        self.commit(
+            ctx,
+            Command {
+                allocate_producer_ids: Some(allocate),
+                ..Command::default()
+            },
+        )
+        .await?;
         // Changes are serialized, so the id just reserved is the one before the new next id.
         Ok(self.state.borrow().next_producer_id as i64 - 1)
     }

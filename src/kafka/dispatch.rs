@@ -14,7 +14,7 @@ use crate::runtime::context::ShardContext;
 
 /// (API, versions we accept). Produce advertises v0-v2 as Kafka 4.0 does (KAFKA-18659:
 /// librdkafka infers codec support from them) but only v3+ decodes.
-pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 8] {
+pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 9] {
     [
         (ApiKey::Produce, handlers::produce::VERSIONS),
         (ApiKey::Fetch, handlers::fetch::VERSIONS),
@@ -24,6 +24,10 @@ pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 8] {
         (ApiKey::CreateTopics, handlers::create_topics::VERSIONS),
         (ApiKey::DeleteTopics, handlers::delete_topics::VERSIONS),
         (ApiKey::InitProducerId, handlers::init_producer_id::VERSIONS),
+        (
+            ApiKey::FindCoordinator,
+            handlers::find_coordinator::VERSIONS,
+        ),
     ]
 }
 
@@ -117,9 +121,12 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Option<Bytes> {
         RequestKind::DeleteTopics(req) => {
             ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, version, req).await)
         }
-        RequestKind::InitProducerId(req) => {
-            ResponseKind::InitProducerId(handlers::init_producer_id::handle(&ctx, version, req).await)
+        RequestKind::FindCoordinator(req) => {
+            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(&ctx, version, req))
         }
+        RequestKind::InitProducerId(req) => ResponseKind::InitProducerId(
+            handlers::init_producer_id::handle(&ctx, version, req).await,
+        ),
         _ => {
             tracing::warn!("decoded an API that has no handler");
             return None;

@@ -39,10 +39,11 @@ pub fn route_error(_: &RouteError) -> ResponseError {
 pub fn batch_error(error: &BatchError) -> ResponseError {
     match error {
         BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-        BatchError::TooShort
-        | BatchError::LengthMismatch { .. }
-        | BatchError::CrcMismatch
-        | BatchError::BadCount => ResponseError::CorruptMessage,
+        BatchError::TooShort | BatchError::LengthMismatch { .. } | BatchError::CrcMismatch => {
+            ResponseError::CorruptMessage
+        }
+        // Well-formed bytes that break the batch's own rules, as Kafka answers it.
+        BatchError::BadCount => ResponseError::InvalidRecord,
     }
 }
 

@@ -45,7 +45,7 @@ pub fn execute(
             ShardRequest::ListOffset {
                 group_id,
                 timestamp,
-            } => ShardReply::ListOffset(list_offset(&ctx, group_id, timestamp)),
+            } => ShardReply::ListOffset(list_offset(&ctx, group_id, timestamp).await),
             ShardRequest::Describe { group_ids } => {
                 ShardReply::Describe(describe(&ctx, &group_ids))
             }
@@ -74,7 +74,8 @@ fn not_controller(request: ControllerRequest) -> ControllerReply {
         }
         ControllerRequest::DeleteTopics { names } => names,
         ControllerRequest::AllocateProducerId => {
-            let error = crate::controller::ControllerError::NotCommitted("not the controller shard".into());
+            let error =
+                crate::controller::ControllerError::NotCommitted("not the controller shard".into());
             return ControllerReply::ProducerId(Err(error));
         }
     };
@@ -151,31 +152,98 @@ async fn wait_for_data(ctx: &ShardContext, group_ids: &[u64], wait_ms: u64) {
     futures::future::select(any, std::pin::pin!(timeout)).await;
 }
 
-fn list_offset(
+/// Which batch (and in it, which record) answers a ListOffsets timestamp.
+enum Lookup {
+    Done(ListedOffset),
+    /// The first record at or after `timestamp` inside the batch at `base_offset`.
+    InBatch {
+        base_offset: i64,
+        timestamp: i64,
+        leader_epoch: i32,
+    },
+}
+
+async fn list_offset(
     ctx: &ShardContext,
     group_id: u64,
     timestamp: i64,
 ) -> Result<ListedOffset, ShardError> {
+    let (base_offset, timestamp, leader_epoch) = match find_listed_batch(ctx, group_id, timestamp)?
+    {
+        Lookup::Done(listed) => return Ok(listed),
+        Lookup::InBatch {
+            base_offset,
+            timestamp,
+            leader_epoch,
+        } => (base_offset, timestamp, leader_epoch),
+    };
+    let plan = ctx
+        .shard
+        .borrow()
+        .plan_read(group_id, base_offset, 1, true)?;
+    let mut batch = match plan.pieces.into_iter().next() {
+        Some(piece) => piece.load().await?,
+        None => {
+            return Ok(ListedOffset {
+                offset: -1,
+                timestamp: -1,
+                leader_epoch,
+            })
+        }
+    };
+    // Decoding (and decompressing) a stored batch is only ever done here, off the hot path.
+    let records = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        kafka_protocol::records::RecordBatchDecoder::decode(&mut batch)
+    }));
+    let found = match records {
+        Ok(Ok(set)) => set
+            .records
+            .into_iter()
+            .find(|r| r.timestamp >= timestamp)
+            .map(|r| (r.offset, r.timestamp)),
+        _ => None,
+    };
+    let (offset, record_timestamp) = found.unwrap_or((base_offset, timestamp));
+    Ok(ListedOffset {
+        offset,
+        timestamp: record_timestamp,
+        leader_epoch,
+    })
+}
+
+fn find_listed_batch(
+    ctx: &ShardContext,
+    group_id: u64,
+    timestamp: i64,
+) -> Result<Lookup, ShardError> {
     let shard = ctx.shard.borrow();
     let offsets = shard.offsets(group_id)?;
     let leader_epoch = shard.leader_epoch(group_id)?;
-    let listed = |offset, timestamp| ListedOffset {
-        offset,
-        timestamp,
-        leader_epoch,
+    let listed = |offset, timestamp| {
+        Lookup::Done(ListedOffset {
+            offset,
+            timestamp,
+            leader_epoch,
+        })
     };
     Ok(match timestamp {
         -2 => listed(offsets.log_start_offset(), -1),
         -1 => listed(offsets.high_watermark(), -1),
+        // The record with the largest timestamp: the first one reaching its batch's maximum.
         -3 => match offsets.max_timestamp_batch() {
-            Some(batch) => listed(batch.base_offset, batch.max_timestamp),
+            Some(batch) => Lookup::InBatch {
+                base_offset: batch.base_offset,
+                timestamp: batch.max_timestamp,
+                leader_epoch,
+            },
             None => listed(-1, -1),
         },
         t => match offsets.offset_for_timestamp(t) {
-            Some(batch) => listed(
-                batch.base_offset.max(offsets.log_start_offset()),
-                batch.max_timestamp,
-            ),
+            Some(batch) => Lookup::InBatch {
+                base_offset: batch.base_offset,
+                timestamp: t,
+                leader_epoch,
+            },
             None => listed(-1, -1),
         },
     })

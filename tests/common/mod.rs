@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    create_topics_request::CreatableTopic, delete_topics_request::DeleteTopicState,
+    create_topics_request::CreatableTopic,
+    delete_topics_request::DeleteTopicState,
     fetch_request::{FetchPartition, FetchTopic},
     list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
     metadata_request::MetadataRequestTopic,
@@ -28,8 +29,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 pub use rdkafka::producer::Producer;
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 // ---------------------------------------------------------------------------------------------
@@ -188,11 +189,41 @@ impl Broker {
         }
         let all: Vec<&str> = s.lines().collect();
         let from = all.len().saturating_sub(lines);
+        // Panics anywhere in the log (a panicking shard thread may leave the process running).
+        let full = std::fs::read(&self.log_path).unwrap_or_default();
+        let full = String::from_utf8_lossy(&full);
+        let flines: Vec<&str> = full.lines().collect();
+        let mut panics = String::new();
+        for (i, l) in flines.iter().enumerate() {
+            if l.contains("panicked") && panics.len() < 4000 {
+                panics.push_str(&flines[i.saturating_sub(1)..(i + 2).min(flines.len())].join("\n"));
+                panics.push('\n');
+            }
+        }
+        if !panics.is_empty() {
+            panics = format!("----- panics in broker log -----\n{panics}");
+        }
         format!(
-            "----- tail of broker log {} -----\n{}\n----- end of broker log -----",
+            "{panics}----- tail of broker log {} -----\n{}\n----- end of broker log -----",
             self.log_path.display(),
             all[from..].join("\n")
         )
+    }
+
+    /// Number of open file descriptors of the broker process (Linux /proc), for diagnostics.
+    pub fn open_fds(&self) -> Option<usize> {
+        let pid = self.pid()?;
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()
+            .map(|d| d.count())
+    }
+
+    /// Number of threads of the broker process (Linux /proc), for diagnostics.
+    pub fn threads(&self) -> Option<usize> {
+        let pid = self.pid()?;
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()
+            .map(|d| d.count())
     }
 
     /// True if the broker process is still running.
@@ -269,6 +300,14 @@ impl Drop for Broker {
             eprintln!("{}", self.log_tail(80));
         }
         self.kill9();
+        // CHRONIK_IT_KEEP_LOGS=<dir>: keep every broker log as <dir>/broker-<port>.log.
+        if let Some(dir) = std::env::var_os("CHRONIK_IT_KEEP_LOGS") {
+            let dest = Path::new(&dir).join(format!("broker-{}.log", self.port));
+            if std::fs::create_dir_all(&dir).is_ok() && std::fs::copy(&self.log_path, &dest).is_ok()
+            {
+                eprintln!("broker log kept at {}", dest.display());
+            }
+        }
     }
 }
 
@@ -370,9 +409,12 @@ pub fn send_retry(
     loop {
         match p.send(rec) {
             Ok(()) => return,
-            Err((rdkafka::error::KafkaError::MessageProduction(
-                rdkafka::types::RDKafkaErrorCode::QueueFull,
-            ), r)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
                 rec = r;
                 p.poll(Duration::from_millis(10));
                 assert!(Instant::now() < deadline, "producer queue full for 30 s");
@@ -688,7 +730,10 @@ pub fn parse_api_versions_v0(b: &[u8]) -> Result<(i16, Vec<(i16, i16, i16)>), St
     let err = i16::from_be_bytes([b[0], b[1]]);
     let n = i32::from_be_bytes([b[2], b[3], b[4], b[5]]);
     if n < 0 || (n as usize) * 6 > b.len() - 6 {
-        return Err(format!("bad api_keys count {n} for body of {} bytes", b.len()));
+        return Err(format!(
+            "bad api_keys count {n} for body of {} bytes",
+            b.len()
+        ));
     }
     let mut out = Vec::new();
     for i in 0..n as usize {
@@ -765,7 +810,10 @@ pub fn create_topics(
 pub fn create_topic(addr: SocketAddr, name: &str, partitions: i32) {
     let r = create_topics(addr, &[(name, partitions)], false);
     assert_eq!(r.len(), 1, "CreateTopics({name}) returned {r:?}");
-    assert_eq!(r[0].1, NONE, "CreateTopics({name}, {partitions}) failed: {r:?}");
+    assert_eq!(
+        r[0].1, NONE,
+        "CreateTopics({name}, {partitions}) failed: {r:?}"
+    );
 }
 
 /// DeleteTopics by name; returns (name, error_code).
@@ -790,7 +838,11 @@ pub fn delete_topics(addr: SocketAddr, names: &[&str]) -> Vec<(Option<String>, i
 }
 
 /// Metadata for the given topics (None = all topics).
-pub fn metadata(addr: SocketAddr, topics: Option<&[&str]>, allow_auto_create: bool) -> MetadataResponse {
+pub fn metadata(
+    addr: SocketAddr,
+    topics: Option<&[&str]>,
+    allow_auto_create: bool,
+) -> MetadataResponse {
     let v = pick_version(addr, ApiKey::Metadata, (4, 12));
     let req = MetadataRequest::default()
         .with_topics(topics.map(|ts| {
@@ -812,7 +864,12 @@ pub fn topic_in_metadata(addr: SocketAddr, topic: &str) -> Option<(i16, usize)> 
 }
 
 /// ListOffsets for one partition: (error_code, timestamp, offset).
-pub fn list_offsets(addr: SocketAddr, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+pub fn list_offsets(
+    addr: SocketAddr,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> (i16, i64, i64) {
     let v = pick_version(addr, ApiKey::ListOffsets, (1, 7));
     let req = ListOffsetsRequest::default()
         .with_replica_id((-1).into())
@@ -870,7 +927,13 @@ pub fn produce_result(resp: &ProduceResponse) -> (i16, i64) {
     (p.error_code, p.base_offset)
 }
 
-pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32, max_bytes: i32) -> FetchRequest {
+pub fn fetch_request(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    max_bytes: i32,
+) -> FetchRequest {
     FetchRequest::default()
         .with_replica_id((-1).into())
         .with_max_wait_ms(max_wait_ms)
@@ -1040,7 +1103,9 @@ pub fn encode_batch(records: &[RawRecord<'_>], base_timestamp: i64) -> Vec<u8> {
 
 /// A batch of `n` simple records with values `"{prefix}{i}"`.
 pub fn simple_batch(prefix: &str, n: usize, base_timestamp: i64) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = (0..n).map(|i| format!("{prefix}{i}").into_bytes()).collect();
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("{prefix}{i}").into_bytes())
+        .collect();
     let recs: Vec<RawRecord<'_>> = values
         .iter()
         .map(|v| RawRecord {

@@ -89,11 +89,14 @@ impl RaftGroup {
         let log = self.node.store();
         let commit = log.hard_state().commit;
         match &mut self.machine {
-            Machine::Partition { offsets, producers, .. } => {
+            Machine::Partition {
+                offsets, producers, ..
+            } => {
                 *offsets = PartitionOffsets::starting_at(decode_start_offset(log.snapshot_state()));
                 *producers = ProducerState::default();
                 for (index, entry) in log.entries_from(log.first_index()) {
-                    if let Some(base_offset) = offsets.on_append(index, &entry.head, entry.data_len) {
+                    if let Some(base_offset) = offsets.on_append(index, &entry.head, entry.data_len)
+                    {
                         if let Ok(header) = BatchHeader::parse(&entry.head) {
                             producers.record(&header, base_offset, index);
                         }
@@ -203,7 +206,8 @@ impl RaftGroup {
 
     pub fn note_batch_proposed(&mut self, header: &BatchHeader, base_offset: i64, raft_index: u64) {
         self.next_offset_proposed += header.offset_count();
-        self.proposed_producers.record(header, base_offset, raft_index);
+        self.proposed_producers
+            .record(header, base_offset, raft_index);
     }
 
     /// Indexes entries that were just persisted.
@@ -214,14 +218,20 @@ impl RaftGroup {
             self.rebuild_machine();
             return;
         }
-        if let Machine::Partition { offsets, producers, .. } = &mut self.machine {
+        if let Machine::Partition {
+            offsets, producers, ..
+        } = &mut self.machine
+        {
             for entry in entries {
                 let data_len = entry.data.len() as u32;
                 if let Some(base_offset) = offsets.on_append(entry.index, &entry.data, data_len) {
                     if let Ok(header) = BatchHeader::parse(&entry.data) {
                         // The leader answered the producer with the offset it patched in; the
                         // log's fold must agree, or a client holds a wrong offset.
-                        assert_eq!(header.base_offset, base_offset, "proposed and persisted offsets agree");
+                        assert_eq!(
+                            header.base_offset, base_offset,
+                            "proposed and persisted offsets agree"
+                        );
                         producers.record(&header, base_offset, entry.index);
                     }
                 }

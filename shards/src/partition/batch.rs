@@ -25,7 +25,7 @@ pub enum BatchError {
     UnsupportedMagic(i8),
     #[error("record batch CRC-32C mismatch")]
     CrcMismatch,
-    #[error("record batch has an invalid record count or offset delta")]
+    #[error("record batch's record count and last offset delta disagree")]
     BadCount,
 }
 
@@ -101,9 +101,9 @@ impl BatchHeader {
         if crc32c::crc32c(&bytes[CRC_COVERAGE_START..]) != header.crc {
             return Err(BatchError::CrcMismatch);
         }
-        // A producer's batch has lastOffsetDelta = recordCount - 1; compaction may leave holes,
-        // so a larger delta is fine, a smaller one is not.
-        if header.record_count <= 0 || header.last_offset_delta < header.record_count - 1 {
+        // A producer's batch has lastOffsetDelta = recordCount - 1 (only log compaction leaves
+        // holes, and no client produces compacted batches).
+        if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
             return Err(BatchError::BadCount);
         }
         Ok(header)

@@ -35,9 +35,15 @@ pub enum SequenceCheck {
     Accept,
     /// The same batch was written before at this offset and Raft index.
     Duplicate(SequenceRange),
-    OutOfOrder { expected: i32, got: i32 },
+    OutOfOrder {
+        expected: i32,
+        got: i32,
+    },
     /// The batch's epoch is older than the producer's current one (a zombie).
-    FencedEpoch { current: i16, got: i16 },
+    FencedEpoch {
+        current: i16,
+        got: i16,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,7 +52,11 @@ pub struct ProducerState {
 }
 
 fn next_sequence(sequence: i32) -> i32 {
-    if sequence == i32::MAX { 0 } else { sequence + 1 }
+    if sequence == i32::MAX {
+        0
+    } else {
+        sequence + 1
+    }
 }
 
 fn last_sequence(header: &BatchHeader) -> i32 {
@@ -64,7 +74,10 @@ impl ProducerState {
             return SequenceCheck::Accept;
         };
         if header.producer_epoch < entry.epoch {
-            return SequenceCheck::FencedEpoch { current: entry.epoch, got: header.producer_epoch };
+            return SequenceCheck::FencedEpoch {
+                current: entry.epoch,
+                got: header.producer_epoch,
+            };
         }
         if header.producer_epoch > entry.epoch {
             return match header.base_sequence {
@@ -73,14 +86,24 @@ impl ProducerState {
             };
         }
         let last = last_sequence(header);
-        if let Some(previous) = entry.batches.iter().find(|b| b.base_sequence == header.base_sequence && b.last_sequence == last) {
+        if let Some(previous) = entry
+            .batches
+            .iter()
+            .find(|b| b.base_sequence == header.base_sequence && b.last_sequence == last)
+        {
             return SequenceCheck::Duplicate(*previous);
         }
-        let expected = entry.batches.back().map_or(header.base_sequence, |b| next_sequence(b.last_sequence));
+        let expected = entry
+            .batches
+            .back()
+            .map_or(header.base_sequence, |b| next_sequence(b.last_sequence));
         if header.base_sequence == expected {
             SequenceCheck::Accept
         } else {
-            SequenceCheck::OutOfOrder { expected, got: header.base_sequence }
+            SequenceCheck::OutOfOrder {
+                expected,
+                got: header.base_sequence,
+            }
         }
     }
 
@@ -105,7 +128,11 @@ impl ProducerState {
             entry.batches.pop_front();
         }
         if self.producers.len() > PRODUCERS_MAX {
-            let oldest = self.producers.iter().min_by_key(|(_, e)| e.last_write_index).map(|(&id, _)| id);
+            let oldest = self
+                .producers
+                .iter()
+                .min_by_key(|(_, e)| e.last_write_index)
+                .map(|(&id, _)| id);
             if let Some(id) = oldest {
                 self.producers.remove(&id);
             }
@@ -142,15 +169,30 @@ mod tests {
         assert_eq!(state.check(&first), SequenceCheck::Accept);
         state.record(&first, 100, 1);
         assert!(matches!(state.check(&first), SequenceCheck::Duplicate(r) if r.base_offset == 100));
-        assert_eq!(state.check(&header(7, 0, 5, 1)), SequenceCheck::OutOfOrder { expected: 3, got: 5 });
+        assert_eq!(
+            state.check(&header(7, 0, 5, 1)),
+            SequenceCheck::OutOfOrder {
+                expected: 3,
+                got: 5
+            }
+        );
         let second = header(7, 0, 3, 2);
         assert_eq!(state.check(&second), SequenceCheck::Accept);
         state.record(&second, 103, 2);
-        assert_eq!(state.check(&header(7, 1, 4, 1)), SequenceCheck::OutOfOrder { expected: 0, got: 4 });
+        assert_eq!(
+            state.check(&header(7, 1, 4, 1)),
+            SequenceCheck::OutOfOrder {
+                expected: 0,
+                got: 4
+            }
+        );
         let bumped = header(7, 1, 0, 1);
         assert_eq!(state.check(&bumped), SequenceCheck::Accept);
         state.record(&bumped, 105, 3);
-        assert_eq!(state.check(&header(7, 0, 5, 1)), SequenceCheck::FencedEpoch { current: 1, got: 0 });
+        assert_eq!(
+            state.check(&header(7, 0, 5, 1)),
+            SequenceCheck::FencedEpoch { current: 1, got: 0 }
+        );
         assert_eq!(state.check(&header(-1, -1, -1, 1)), SequenceCheck::Accept);
     }
 }

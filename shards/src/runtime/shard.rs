@@ -19,8 +19,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::Timer;
-use raft::eraftpb::Entry;
-use raft::{RawNode, Ready};
+use raft::RawNode;
 
 use crate::error::ShardError;
 use crate::group::log::{entry_type_byte, GroupLog};
@@ -29,8 +28,10 @@ use crate::partition::batch::{self, BatchHeader};
 use crate::partition::offsets::{BatchMeta, PartitionOffsets, RetentionLimits};
 use crate::partition::producer_state::SequenceCheck;
 use crate::wal::record::RecordKind;
-use crate::wal::recovery::{EntryHeader, RecoveredGroup, SnapshotRecord, ENTRY_HEADER_BYTES};
-use crate::wal::{RecordReader, Wal, WalConfig, WalLocation};
+use crate::wal::recovery::{
+    EntryHeader, HardStateRecord, RecoveredGroup, SnapshotRecord, ENTRY_HEADER_BYTES,
+};
+use crate::wal::{RecordReader, Wal, WalConfig};
 
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -69,10 +70,10 @@ pub type ShardRef = Rc<RefCell<Shard>>;
 /// Resolves with the Raft index once the proposal commits.
 pub type CommitReceiver = oneshot::Receiver<Result<u64, ShardError>>;
 
-struct PendingReady {
+/// A Ready handed to Raft with `advance_append_async`, to be confirmed after the group commit.
+struct PendingPersist {
     group_id: u64,
-    ready: Ready,
-    locations: Vec<WalLocation>,
+    number: u64,
 }
 
 pub struct Shard {
@@ -240,7 +241,9 @@ impl Shard {
     pub async fn preload_recovered_data(shard: &ShardRef, group_id: u64) -> Result<(), ShardError> {
         let readers = {
             let state = shard.borrow();
-            let Some(recovered) = state.recovered.get(&group_id) else { return Ok(()) };
+            let Some(recovered) = state.recovered.get(&group_id) else {
+                return Ok(());
+            };
             recovered
                 .entries
                 .iter()
@@ -253,7 +256,11 @@ impl Shard {
             let payload = reader.read_payload().await?;
             let data = payload.slice(ENTRY_HEADER_BYTES..);
             let mut state = shard.borrow_mut();
-            if let Some(entry) = state.recovered.get_mut(&group_id).and_then(|g| g.entries.get_mut(position)) {
+            if let Some(entry) = state
+                .recovered
+                .get_mut(&group_id)
+                .and_then(|g| g.entries.get_mut(position))
+            {
                 entry.data = Some(data);
             }
         }
@@ -344,11 +351,15 @@ impl Shard {
             SequenceCheck::Accept => {}
             SequenceCheck::Duplicate(previous) => {
                 // A retry of a batch already written: answer with its offset once committed.
-                let committed = group.offsets().is_some_and(|o| previous.base_offset < o.high_watermark());
+                let committed = group
+                    .offsets()
+                    .is_some_and(|o| previous.base_offset < o.high_watermark());
                 return if committed {
                     Ok((previous.base_offset, None))
                 } else {
-                    Err(ShardError::OutcomeUnknown("the original of this retried batch is not committed yet"))
+                    Err(ShardError::OutcomeUnknown(
+                        "the original of this retried batch is not committed yet",
+                    ))
                 };
             }
             SequenceCheck::OutOfOrder { expected, got } => {
@@ -467,8 +478,12 @@ impl Shard {
         !self.dirty.is_empty() || self.wal.has_pending()
     }
 
-    /// Collects the Ready of every dirty group and appends what it must persist to the WAL.
-    fn collect_ready(&mut self) -> Vec<PendingReady> {
+    /// One Ready pass: for every dirty group, apply what Raft says is committed (answering
+    /// its proposals), queue new entries and term/vote changes for the WAL, and hand the
+    /// entries to the group's log at once (raft-rs reads them from `Storage` from
+    /// `advance_append_async` on). They are durable, and Raft learns so through
+    /// `on_persist_ready`, only after the group commit (`finish_persist`).
+    fn collect_ready(&mut self) -> Vec<PendingPersist> {
         let mut pending = Vec::new();
         let mut rolled = false;
         for group_id in std::mem::take(&mut self.dirty) {
@@ -481,8 +496,10 @@ impl Shard {
             let mut ready = group.node.ready();
             // Messages to other replicas go out with the transport; a lone voter has none.
             drop(ready.take_messages());
-            let mut locations = Vec::with_capacity(ready.entries().len());
-            for entry in ready.entries() {
+            let committed = ready.take_committed_entries();
+            let entries = ready.take_entries();
+            let mut locations = Vec::with_capacity(entries.len());
+            for entry in &entries {
                 let header = EntryHeader {
                     term: entry.term,
                     index: entry.index,
@@ -497,30 +514,51 @@ impl Shard {
                 rolled |= roll;
                 locations.push(location);
             }
+            let truncated = group.node.mut_store().append(&entries, &locations);
+            group.on_persisted(&entries, truncated);
             if let Some(hard_state) = ready.hs() {
-                let record = crate::wal::recovery::HardStateRecord {
-                    term: hard_state.term,
-                    vote: hard_state.vote,
-                    commit: hard_state.commit,
+                let stored = group.node.store().hard_state();
+                let vote_or_term_changed =
+                    hard_state.term != stored.term || hard_state.vote != stored.vote;
+                if vote_or_term_changed {
+                    // Term and vote must be durable before this replica acts on them.
+                    let record = HardStateRecord {
+                        term: hard_state.term,
+                        vote: hard_state.vote,
+                        commit: hard_state.commit,
+                    };
+                    let (_, roll) =
+                        self.wal
+                            .append(group_id, RecordKind::HardState, &[&record.encode()]);
+                    rolled |= roll;
+                } else {
+                    // A commit index alone may be written lazily (see `commit_unpersisted`).
+                    self.commit_unpersisted.insert(group_id);
+                }
+                group.node.mut_store().set_hard_state(hard_state.clone());
+            }
+            // Votes and append responses wait for the group commit (persisted messages).
+            drop(ready.take_persisted_messages());
+            let number = ready.number();
+            group.node.advance_append_async(ready);
+            group.apply_committed(committed);
+            group.node.advance_apply();
+            pending.push(PendingPersist { group_id, number });
+        }
+        if self.wal.has_pending() {
+            for group_id in std::mem::take(&mut self.commit_unpersisted) {
+                let Some(group) = self.groups.get(&group_id) else {
+                    continue;
+                };
+                let hs = group.node.store().hard_state();
+                let record = HardStateRecord {
+                    term: hs.term,
+                    vote: hs.vote,
+                    commit: hs.commit,
                 };
                 let (_, roll) =
                     self.wal
                         .append(group_id, RecordKind::HardState, &[&record.encode()]);
-                rolled |= roll;
-                group.node.mut_store().set_hard_state(hard_state.clone());
-            }
-            pending.push(PendingReady {
-                group_id,
-                ready,
-                locations,
-            });
-        }
-        if !pending.is_empty() || self.wal.has_pending() {
-            for group_id in std::mem::take(&mut self.commit_unpersisted) {
-                let Some(group) = self.groups.get(&group_id) else { continue };
-                let hs = group.node.store().hard_state();
-                let record = crate::wal::recovery::HardStateRecord { term: hs.term, vote: hs.vote, commit: hs.commit };
-                let (_, roll) = self.wal.append(group_id, RecordKind::HardState, &[&record.encode()]);
                 rolled |= roll;
             }
         }
@@ -564,30 +602,14 @@ impl Shard {
         }
     }
 
-    /// After the group commit: hand persisted entries to Raft, advance, apply, answer.
-    fn finish_ready(&mut self, pending: Vec<PendingReady>) {
-        for PendingReady {
-            group_id,
-            mut ready,
-            locations,
-        } in pending
-        {
+    /// After the group commit: tell Raft what is durable. Groups with newly committed entries
+    /// get them in the next pass.
+    fn finish_persist(&mut self, pending: Vec<PendingPersist>) {
+        for PendingPersist { group_id, number } in pending {
             let Some(group) = self.groups.get_mut(&group_id) else {
                 continue;
             };
-            let entries: Vec<Entry> = ready.take_entries();
-            let truncated = group.node.mut_store().append(&entries, &locations);
-            group.on_persisted(&entries, truncated);
-            group.apply_committed(ready.take_committed_entries());
-            drop(ready.take_persisted_messages());
-            let mut light = group.node.advance(ready);
-            if let Some(commit) = light.commit_index() {
-                group.node.mut_store().set_commit(commit);
-                self.commit_unpersisted.insert(group_id);
-            }
-            drop(light.take_messages());
-            group.apply_committed(light.take_committed_entries());
-            group.node.advance_apply();
+            group.node.on_persist_ready(number);
             if group.node.has_ready() {
                 self.dirty.insert(group_id);
             }
@@ -598,7 +620,10 @@ impl Shard {
     pub fn apply_retention(&mut self, now_ms: i64) {
         for (&group_id, group) in &mut self.groups {
             let applied = group.node.store().applied();
-            let Machine::Partition { offsets, retention, .. } = &mut group.machine else {
+            let Machine::Partition {
+                offsets, retention, ..
+            } = &mut group.machine
+            else {
                 continue;
             };
             let Some((index, start_offset)) = offsets.expire(*retention, now_ms, applied) else {
@@ -697,7 +722,7 @@ pub async fn run_pump(
             let slot = state.durable_compacted.entry(group_id).or_default();
             *slot = (*slot).max(index);
         }
-        state.finish_ready(pending);
+        state.finish_persist(pending);
         if let Err(error) = state.reclaim_segments() {
             tracing::warn!(%error, "retention could not remove a segment");
         }
