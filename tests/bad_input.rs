@@ -44,7 +44,8 @@ fn assert_healthy(broker: &mut Broker, context: &str) {
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("write timeout");
     s.set_nodelay(true).ok();
     s
 }
@@ -99,7 +100,7 @@ fn truncated_and_random_frames() {
     for (claimed, sent) in [(100, 10), (100, 0), (20, 19), (4, 2)] {
         let mut s = connect(addr);
         let (_, payload) = request_frame(ApiKey::ApiVersions as i16, 0, &[0u8; 100]);
-        let mut bytes = (claimed as i32).to_be_bytes().to_vec();
+        let mut bytes = claimed.to_be_bytes().to_vec();
         bytes.extend_from_slice(&payload[..sent]);
         s.write_all(&bytes).unwrap();
         s.shutdown(Shutdown::Write).ok();

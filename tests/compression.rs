@@ -44,7 +44,7 @@ fn codec_round_trip(codec: &str, attr_codec: i16) {
         p.poll(Duration::ZERO);
     }
     flush(&p, Duration::from_secs(30));
-    let deliveries = p.context().results.lock().unwrap().clone();
+    let deliveries = p.context().results.lock().expect("delivery lock").clone();
     assert_eq!(deliveries.len(), N);
     assert!(
         deliveries.iter().all(|d| d.error.is_none()),

@@ -59,7 +59,7 @@ fn acked_messages_survive_kill9() {
         match p.send(rec) {
             Ok(()) => {
                 sent += 1;
-                if sent % 64 == 0 {
+                if sent.is_multiple_of(64) {
                     p.poll(Duration::ZERO);
                 }
             }

@@ -120,7 +120,7 @@ fn round_trip_8_partitions_2_shards() {
     }
     flush(&p, Duration::from_secs(30));
 
-    let deliveries = p.context().results.lock().unwrap().clone();
+    let deliveries = p.context().results.lock().expect("delivery lock").clone();
     let total = PARTITIONS as usize * PER_PARTITION;
     assert_eq!(deliveries.len(), total, "delivery report count");
     let errors: Vec<_> = deliveries.iter().filter(|d| d.error.is_some()).collect();
@@ -195,7 +195,7 @@ fn auto_created_topic_round_trip() {
         );
     }
     flush(&p, Duration::from_secs(30));
-    let deliveries = p.context().results.lock().unwrap().clone();
+    let deliveries = p.context().results.lock().expect("delivery lock").clone();
     assert!(
         deliveries.iter().all(|d| d.error.is_none()),
         "delivery errors: {:?}",
@@ -251,7 +251,7 @@ fn acks_round_trip(acks: &str) {
         p.poll(Duration::ZERO);
     }
     flush(&p, Duration::from_secs(30));
-    let deliveries = p.context().results.lock().unwrap().clone();
+    let deliveries = p.context().results.lock().expect("delivery lock").clone();
     assert_eq!(deliveries.len(), n);
     assert!(
         deliveries.iter().all(|d| d.error.is_none()),
@@ -378,7 +378,7 @@ fn pipelined_and_concurrent_produce_requests() {
                 let n = 10;
                 let mut corrs = Vec::new();
                 for i in 0..n {
-                    let req = produce_request(&topic, (i % 2) as i32, simple_batch(&format!("c{conn_no}-{i}-"), 5, now_ms()), -1);
+                    let req = produce_request(&topic, i % 2, simple_batch(&format!("c{conn_no}-{i}-"), 5, now_ms()), -1);
                     let frame = encode_request(&req, v);
                     corrs.push(i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]));
                     c.send_frame(&frame).expect("send");

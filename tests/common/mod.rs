@@ -481,11 +481,8 @@ pub fn consume_with(
         }
         match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => out.push(m.detach()),
-            Some(Err(e)) => {
-                if errors.len() < 20 {
-                    errors.push(e.to_string());
-                }
-            }
+            Some(Err(e)) if errors.len() < 20 => errors.push(e.to_string()),
+            Some(Err(_)) => {}
             None => {}
         }
         if out.len() >= expected && grace_end.is_none() {
@@ -723,7 +720,10 @@ pub fn api_versions(addr: SocketAddr) -> HashMap<i16, (i16, i16)> {
 
 /// Parses a v0-shaped ApiVersions response body (after the correlation id):
 /// error_code i16, [api_key i16, min i16, max i16] (int32 count).
-pub fn parse_api_versions_v0(b: &[u8]) -> Result<(i16, Vec<(i16, i16, i16)>), String> {
+/// (api key, min version, max version)
+pub type ApiVersionRange = (i16, i16, i16);
+
+pub fn parse_api_versions_v0(b: &[u8]) -> Result<(i16, Vec<ApiVersionRange>), String> {
     if b.len() < 6 {
         return Err(format!("body too short: {} bytes", b.len()));
     }
