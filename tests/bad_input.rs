@@ -97,7 +97,7 @@ fn truncated_and_random_frames() {
     let mut rng = StdRng::seed_from_u64(7);
 
     // Truncated: the size prefix promises more than is sent, then the client half-closes.
-    for (claimed, sent) in [(100, 10), (100, 0), (20, 19), (4, 2)] {
+    for (claimed, sent) in [(100i32, 10), (100, 0), (20, 19), (4, 2)] {
         let mut s = connect(addr);
         let (_, payload) = request_frame(ApiKey::ApiVersions as i16, 0, &[0u8; 100]);
         let mut bytes = claimed.to_be_bytes().to_vec();
