@@ -40,6 +40,35 @@ pub enum StartError {
     Shard(usize, String),
     #[error("cannot start executor: {0}")]
     Executor(String),
+    #[error("data directory {0} is in use by another chronik process")]
+    DataDirLocked(String),
+    #[error("cannot listen on {0}: {1} (is another broker running there?)")]
+    PortInUse(std::net::SocketAddr, std::io::Error),
+}
+
+/// Holds an exclusive lock on the data directory for the life of the process, so two brokers
+/// never write the same WAL.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::os::fd::AsRawFd;
+    let name = dir.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|e| StartError::DataDir(name.clone(), e))?;
+    // SAFETY: flock on a descriptor we own; no memory is shared with the kernel.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(StartError::DataDirLocked(name));
+    }
+    Ok(file)
+}
+
+/// Every shard binds the listen address with SO_REUSEPORT, which would also let a second
+/// broker share the port silently. A plain bind first fails if anyone holds it.
+fn check_port_free(address: std::net::SocketAddr) -> Result<(), StartError> {
+    std::net::TcpListener::bind(address).map(drop).map_err(|e| StartError::PortInUse(address, e))
 }
 
 /// Runs the node until `stop` is set; returns once every shard has drained and synced.
@@ -47,6 +76,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     let data_dir = config.data_dir.display().to_string();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    check_port_free(config.listen)?;
     // glommio probes polled-I/O support on the first file it opens; an empty file passes the
     // probe wrongly (virtio disks then fail every read with EOPNOTSUPP). Open a non-empty one
     // first, on the same device.
