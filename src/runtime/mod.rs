@@ -31,6 +31,8 @@ use frame::ShardMessage;
 const CROSS_SHARD_CHANNEL_CAPACITY: usize = 1024;
 const STARTUP_WAIT: Duration = Duration::from_secs(60);
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// How long another listener must keep answering before start-up refuses the port.
+const PORT_HELD_FOR: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -66,9 +68,29 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
 }
 
 /// Every shard binds the listen address with SO_REUSEPORT, which would also let a second
-/// broker share the port silently. A plain bind first fails if anyone holds it.
+/// broker share the port silently. If something keeps accepting connections there, refuse.
+/// It must keep doing so for a while: a broker killed a moment ago leaves its listening
+/// socket open until the kernel tears down its io_uring, and a plain test bind would also
+/// trip over the previous run's lingering connections.
 fn check_port_free(address: std::net::SocketAddr) -> Result<(), StartError> {
-    std::net::TcpListener::bind(address).map(drop).map_err(|e| StartError::PortInUse(address, e))
+    let mut probe = address;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let started = Instant::now();
+    while started.elapsed() < PORT_HELD_FOR {
+        match std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)) {
+            // A connection to itself (simultaneous open when the kernel picks the target port
+            // as the source port) means nobody listens there.
+            Ok(stream) if stream.local_addr().ok() == stream.peer_addr().ok() => return Ok(()),
+            Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+            Err(_) => return Ok(()),
+        }
+    }
+    Err(StartError::PortInUse(
+        address,
+        std::io::ErrorKind::AddrInUse.into(),
+    ))
 }
 
 /// Runs the node until `stop` is set; returns once every shard has drained and synced.

@@ -83,6 +83,9 @@ pub struct Shard {
     /// Recovered state of groups the metadata has not claimed yet.
     recovered: BTreeMap<u64, RecoveredGroup>,
     dirty: BTreeSet<u64>,
+    /// Removed groups whose entries may still sit in a kept segment: each checkpoint restates
+    /// their tombstone.
+    removed: BTreeSet<u64>,
     /// Groups whose commit index moved (LightReady) since their hard state was last written.
     /// Written with the next group commit that happens anyway: Raft recovers the commit index
     /// by itself, so this only bounds the work of a restart.
@@ -145,6 +148,12 @@ impl Shard {
         let (wal, recovered) = Wal::open(config.wal.clone()).await?;
         let (doorbell, doorbell_rx) = local_channel::new_bounded(1);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let removed: BTreeSet<u64> = recovered
+            .groups
+            .iter()
+            .filter(|(_, g)| g.removed)
+            .map(|(&id, _)| id)
+            .collect();
         let recovered_groups: BTreeMap<u64, RecoveredGroup> = recovered
             .groups
             .into_iter()
@@ -164,6 +173,7 @@ impl Shard {
             dirty: BTreeSet::new(),
             commit_unpersisted: BTreeSet::new(),
             durable_compacted: BTreeMap::new(),
+            removed,
             flushing_compactions: Vec::new(),
             pending_compactions: Vec::new(),
             groups_installed: false,
@@ -285,6 +295,7 @@ impl Shard {
         }
         self.recovered.remove(&group_id);
         self.dirty.remove(&group_id);
+        self.removed.insert(group_id);
         self.wal.append(group_id, RecordKind::GroupRemoved, &[]);
         self.pending_compactions.push((group_id, u64::MAX));
         self.ring();
@@ -485,7 +496,6 @@ impl Shard {
     /// `on_persist_ready`, only after the group commit (`finish_persist`).
     fn collect_ready(&mut self) -> Vec<PendingPersist> {
         let mut pending = Vec::new();
-        let mut rolled = false;
         for group_id in std::mem::take(&mut self.dirty) {
             let Some(group) = self.groups.get_mut(&group_id) else {
                 continue;
@@ -505,13 +515,12 @@ impl Shard {
                     index: entry.index,
                     entry_type: entry_type_byte(entry.get_entry_type()),
                 };
-                let (location, roll) = self.wal.append(
+                let (location, _) = self.wal.append(
                     group_id,
                     RecordKind::Entry,
                     &[&header.encode(), &entry.data],
                 );
                 self.wal.note_entry(location, group_id, entry.index);
-                rolled |= roll;
                 locations.push(location);
             }
             let truncated = group.node.mut_store().append(&entries, &locations);
@@ -527,10 +536,8 @@ impl Shard {
                         vote: hard_state.vote,
                         commit: hard_state.commit,
                     };
-                    let (_, roll) =
-                        self.wal
-                            .append(group_id, RecordKind::HardState, &[&record.encode()]);
-                    rolled |= roll;
+                    self.wal
+                        .append(group_id, RecordKind::HardState, &[&record.encode()]);
                 } else {
                     // A commit index alone may be written lazily (see `commit_unpersisted`).
                     self.commit_unpersisted.insert(group_id);
@@ -556,14 +563,9 @@ impl Shard {
                     vote: hs.vote,
                     commit: hs.commit,
                 };
-                let (_, roll) =
-                    self.wal
-                        .append(group_id, RecordKind::HardState, &[&record.encode()]);
-                rolled |= roll;
+                self.wal
+                    .append(group_id, RecordKind::HardState, &[&record.encode()]);
             }
-        }
-        if rolled {
-            self.checkpoint();
         }
         pending
     }
@@ -579,27 +581,36 @@ impl Shard {
             }
             let log = group.node.store();
             let hs = log.hard_state();
-            let record = crate::wal::recovery::HardStateRecord {
+            let hard_state = HardStateRecord {
                 term: hs.term,
                 vote: hs.vote,
                 commit: hs.commit,
             };
-            self.wal
-                .append(group_id, RecordKind::HardState, &[&record.encode()]);
-            if log.snapshot_index() > 0 {
-                let snapshot = SnapshotRecord {
-                    index: log.snapshot_index(),
-                    term: log.snapshot_term(),
-                    state: log.snapshot_state().clone(),
-                };
-                self.wal.append(
-                    group_id,
-                    RecordKind::Snapshot,
-                    &[&snapshot.encode_header(), &snapshot.state],
-                );
-                self.pending_compactions.push((group_id, snapshot.index));
+            let snapshot = SnapshotRecord {
+                index: log.snapshot_index(),
+                term: log.snapshot_term(),
+                state: log.snapshot_state().clone(),
+            };
+            if let Some(index) = append_group_state(&mut self.wal, group_id, &hard_state, &snapshot)
+            {
+                self.pending_compactions.push((group_id, index));
             }
         }
+        // Groups recovered but not yet claimed by metadata keep their state too.
+        for (&group_id, recovered) in &self.recovered {
+            append_group_state(
+                &mut self.wal,
+                group_id,
+                &recovered.hard_state,
+                &recovered.snapshot,
+            );
+        }
+        // Tombstones of removed groups stay until no segment holds their entries, so an old
+        // segment kept alive by another group cannot bring a deleted topic back.
+        for &group_id in &self.removed {
+            self.wal.append(group_id, RecordKind::GroupRemoved, &[]);
+        }
+        self.wal.note_checkpoint_written();
     }
 
     /// After the group commit: tell Raft what is durable. Groups with newly committed entries
@@ -664,6 +675,9 @@ impl Shard {
                 "retention: removing wal segments"
             );
             self.wal.remove_segments(&reclaimable)?;
+            let wal = &self.wal;
+            self.removed
+                .retain(|&group_id| wal.holds_entries_of(group_id));
         }
         Ok(())
     }
@@ -671,6 +685,26 @@ impl Shard {
     pub fn wal_segment_count(&self) -> usize {
         self.wal.segment_count()
     }
+}
+
+/// Appends a group's hard state and, when it has one, its compaction point. Returns the
+/// compaction index written.
+fn append_group_state(
+    wal: &mut Wal,
+    group_id: u64,
+    hard_state: &HardStateRecord,
+    snapshot: &SnapshotRecord,
+) -> Option<u64> {
+    wal.append(group_id, RecordKind::HardState, &[&hard_state.encode()]);
+    if snapshot.index == 0 {
+        return None;
+    }
+    wal.append(
+        group_id,
+        RecordKind::Snapshot,
+        &[&snapshot.encode_header(), &snapshot.state],
+    );
+    Some(snapshot.index)
 }
 
 /// Drives the shard until `stop` resolves and everything queued is durable.
@@ -702,6 +736,14 @@ pub async fn run_pump(
         let (pending, job) = {
             let mut state = shard.borrow_mut();
             let pending = state.collect_ready();
+            // Every roll owes a checkpoint before older segments may go; a checkpoint that
+            // itself spills over owes another (bounded: a checkpoint is far below a segment).
+            for _ in 0..3 {
+                if !state.wal.checkpoint_owed() {
+                    break;
+                }
+                state.checkpoint();
+            }
             let compactions = std::mem::take(&mut state.pending_compactions);
             state.flushing_compactions = compactions;
             (pending, state.wal.take_flush_job())

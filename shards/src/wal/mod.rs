@@ -111,6 +111,14 @@ pub struct Wal {
     /// every group has compacted past its entry there.
     segment_entry_max: BTreeMap<u64, BTreeMap<u64, u64>>,
     flush_in_flight: bool,
+    /// A segment was opened (or the log recovered) and has no checkpoint yet: the shard must
+    /// write one before older segments may be reclaimed.
+    checkpoint_owed: bool,
+    /// Segment holding a complete checkpoint that is queued / being flushed / durable.
+    checkpoint_pending: Option<u64>,
+    checkpoint_flushing: Option<u64>,
+    /// Newest segment with a durable, complete checkpoint: only older segments can go.
+    checkpointed_segment: u64,
 }
 
 /// A group commit ready to run: aligned writes, each followed by fdatasync of its file.
@@ -233,9 +241,27 @@ impl Wal {
                     scan.valid_bytes as u64,
                     content[tail_start..scan.valid_bytes].to_vec(),
                 ));
-                for &later in &sequence[position_in_sequence + 1..] {
-                    let later_path = segment_path(&config.dir, later);
+                // A segment is created only after the one before it is synced, so a torn
+                // record can only be followed by segments that were never written. Anything
+                // else is corruption: refuse rather than drop acknowledged data after it.
+                let later = &sequence[position_in_sequence + 1..];
+                for &later_segment in later {
+                    let later_path = segment_path(&config.dir, later_segment);
+                    let first = std::fs::read(&later_path).map_err(io_error(&later_path))?;
+                    if record::decode(&first).is_ok() {
+                        return Err(WalError::Damaged {
+                            segment,
+                            position: scan.valid_bytes as u64,
+                            stop: scan.stop,
+                        });
+                    }
+                }
+                for &later_segment in later {
+                    let later_path = segment_path(&config.dir, later_segment);
                     std::fs::remove_file(&later_path).map_err(io_error(&later_path))?;
+                }
+                if !later.is_empty() {
+                    sync_dir(&config.dir)?;
                 }
                 break;
             }
@@ -250,6 +276,10 @@ impl Wal {
             tail_block: Vec::new(),
             pending: Vec::new(),
             flush_in_flight: false,
+            checkpoint_owed: true,
+            checkpoint_pending: None,
+            checkpoint_flushing: None,
+            checkpointed_segment: 0,
         };
         match end {
             Some((segment, valid_bytes, tail_block)) => {
@@ -319,6 +349,7 @@ impl Wal {
         };
         let rolled = position + record_bytes as u64 > self.config.segment_bytes_max;
         if rolled {
+            self.checkpoint_owed = true;
             self.pending.push(PendingChunk {
                 segment: segment + 1,
                 start: 0,
@@ -351,6 +382,30 @@ impl Wal {
             .entry(group_id)
             .or_default();
         *slot = (*slot).max(index);
+    }
+
+    pub fn checkpoint_owed(&self) -> bool {
+        self.checkpoint_owed
+    }
+
+    /// The shard has appended a complete checkpoint of every group after the last roll.
+    pub fn note_checkpoint_written(&mut self) {
+        let segment = self
+            .pending
+            .last()
+            .map_or(self.active_segment, |c| c.segment);
+        self.checkpoint_pending = Some(segment);
+        // A checkpoint that spilled into yet another segment leaves the flag set: write again.
+        if !self.pending.iter().any(|c| c.segment > segment) {
+            self.checkpoint_owed = false;
+        }
+    }
+
+    /// Whether any segment still holds entries of `group_id`.
+    pub fn holds_entries_of(&self, group_id: u64) -> bool {
+        self.segment_entry_max
+            .values()
+            .any(|groups| groups.contains_key(&group_id))
     }
 
     pub fn has_pending(&self) -> bool {
@@ -400,6 +455,7 @@ impl Wal {
             });
         }
         self.flush_in_flight = true;
+        self.checkpoint_flushing = self.checkpoint_pending.take();
         Some(FlushJob {
             writes,
             segment_bytes_max: self.config.segment_bytes_max,
@@ -412,6 +468,9 @@ impl Wal {
         self.flush_in_flight = false;
         for (segment, file) in done.created {
             self.segments.insert(segment, file);
+        }
+        if let Some(segment) = self.checkpoint_flushing.take() {
+            self.checkpointed_segment = self.checkpointed_segment.max(segment);
         }
     }
 
@@ -431,12 +490,13 @@ impl Wal {
 
     /// Segments that no group needs any more: every group has compacted past all of its
     /// entries there. `compacted_index(group)` is the group's durable compaction point
-    /// (u64::MAX for a removed group). The active segment is never reclaimable.
+    /// (u64::MAX for a removed group). Only segments older than the newest durable checkpoint
+    /// are candidates, so the state they held is restated in a later segment.
     pub fn reclaimable_segments(&self, compacted_index: impl Fn(u64) -> u64) -> Vec<u64> {
         self.segments
             .keys()
             .copied()
-            .filter(|&segment| segment < self.active_segment)
+            .filter(|&segment| segment < self.checkpointed_segment)
             .filter(|segment| {
                 self.segment_entry_max.get(segment).is_none_or(|groups| {
                     groups
@@ -450,8 +510,8 @@ impl Wal {
     pub fn remove_segments(&mut self, segments: &[u64]) -> Result<(), WalError> {
         for segment in segments {
             assert!(
-                *segment < self.active_segment,
-                "the active segment is never removed"
+                *segment < self.checkpointed_segment,
+                "only checkpointed-over segments go"
             );
             self.segments.remove(segment);
             self.segment_entry_max.remove(segment);
