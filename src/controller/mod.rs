@@ -53,6 +53,8 @@ pub enum ControllerError {
     NameCollision(String),
     #[error("the controller could not commit the change: {0}")]
     NotCommitted(String),
+    #[error("the change would make the cluster metadata larger than {0} bytes")]
+    MetadataTooLarge(usize),
 }
 
 pub type TopicOutcome = (String, Result<TopicRecord, ControllerError>);
@@ -114,6 +116,13 @@ impl Controller {
     }
 
     async fn commit(&self, ctx: &ShardContext, command: Command) -> Result<(), ControllerError> {
+        // The whole metadata is written as one WAL record at every checkpoint, so it must stay
+        // well inside a segment; refuse before proposing rather than fail at the next roll.
+        let metadata_bytes_max = (ctx.config.segment_bytes / 8) as usize;
+        let projected = self.state.borrow().to_snapshot().encoded_len() + command.encoded_len();
+        if projected > metadata_bytes_max {
+            return Err(ControllerError::MetadataTooLarge(metadata_bytes_max));
+        }
         let receiver = ctx
             .shard
             .borrow_mut()

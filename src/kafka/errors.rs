@@ -39,9 +39,10 @@ pub fn route_error(_: &RouteError) -> ResponseError {
 pub fn batch_error(error: &BatchError) -> ResponseError {
     match error {
         BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
-        BatchError::TooShort | BatchError::LengthMismatch { .. } | BatchError::CrcMismatch => {
-            ResponseError::CorruptMessage
-        }
+        BatchError::TooShort
+        | BatchError::LengthMismatch { .. }
+        | BatchError::CrcMismatch
+        | BatchError::RecordCountMismatch { .. } => ResponseError::CorruptMessage,
         // Well-formed bytes that break the batch's own rules, as Kafka answers it.
         BatchError::BadCount => ResponseError::InvalidRecord,
     }
@@ -53,5 +54,6 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::UnknownTopic => ResponseError::UnknownTopicOrPartition,
         ControllerError::NameCollision(_) => ResponseError::InvalidTopicException,
         ControllerError::NotCommitted(_) => ResponseError::RequestTimedOut,
+        ControllerError::MetadataTooLarge(_) => ResponseError::PolicyViolation,
     }
 }

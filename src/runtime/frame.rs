@@ -24,8 +24,10 @@ pub enum ShardRequest {
         max_bytes: usize,
     },
     /// Resolves when any of the groups commits new data, or after `wait_ms`.
+    /// Each (group, high watermark the fetch saw): answers at once if any group's high
+    /// watermark has moved past it, so a commit between the read and the wait is not missed.
     WaitForData {
-        group_ids: Vec<u64>,
+        waits: Vec<(u64, i64)>,
         wait_ms: u64,
     },
     ListOffset {

@@ -48,6 +48,16 @@ pub enum StartError {
     PortInUse(std::net::SocketAddr, std::io::Error),
 }
 
+/// A panic on any shard is a bug that may have left its state half-changed: stop the whole
+/// node (every shard drains and syncs) rather than serve on with a dead shard.
+fn install_fail_stop(stop: Arc<AtomicBool>) {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        stop.store(true, Ordering::SeqCst);
+        default_hook(info);
+    }));
+}
+
 /// Holds an exclusive lock on the data directory for the life of the process, so two brokers
 /// never write the same WAL.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
@@ -95,6 +105,7 @@ fn check_port_free(address: std::net::SocketAddr) -> Result<(), StartError> {
 
 /// Runs the node until `stop` is set; returns once every shard has drained and synced.
 pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
+    install_fail_stop(stop.clone());
     let data_dir = config.data_dir.display().to_string();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
@@ -120,7 +131,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                run_shard(config, mesh, stop, drained).await
+                let result = run_shard(config, mesh, stop.clone(), drained).await;
+                if result.is_err() {
+                    // Fail-stop: a node missing a shard would time out that shard's
+                    // partitions forever; stop every shard and exit non-zero instead.
+                    stop.store(true, Ordering::SeqCst);
+                }
+                result
             })
             .map_err(|e| StartError::Executor(e.to_string()))?;
         executors.push(executor);
@@ -185,10 +202,18 @@ async fn run_shard(
     if shard_id == 0 {
         start_controller(&ctx).await.map_err(fail)?;
     }
-    let started = Instant::now();
+    let mut started = Instant::now();
+    // No time limit: shard 0 may be recovering a much larger WAL. A failed shard 0 sets
+    // `stop`, which ends the wait.
     while !ctx.metadata_installed.get() {
-        if started.elapsed() > STARTUP_WAIT || stop.load(Ordering::Relaxed) {
-            return Err(fail("no metadata from the controller".into()));
+        if stop.load(Ordering::Relaxed) {
+            return Err(fail(
+                "stopped before the controller published metadata".into(),
+            ));
+        }
+        if started.elapsed() > STARTUP_WAIT {
+            tracing::warn!(shard = shard_id, "still waiting for metadata from shard 0");
+            started = Instant::now();
         }
         sleep(Duration::from_millis(5)).await;
     }

@@ -38,8 +38,8 @@ pub fn execute(
                 offset,
                 max_bytes,
             } => ShardReply::Read(read(&ctx, group_id, offset, max_bytes).await),
-            ShardRequest::WaitForData { group_ids, wait_ms } => {
-                wait_for_data(&ctx, &group_ids, wait_ms).await;
+            ShardRequest::WaitForData { waits, wait_ms } => {
+                wait_for_data(&ctx, &waits, wait_ms).await;
                 ShardReply::Waited
             }
             ShardRequest::ListOffset {
@@ -132,17 +132,33 @@ async fn read(
     })
 }
 
-async fn wait_for_data(ctx: &ShardContext, group_ids: &[u64], wait_ms: u64) {
-    let mut waiters = Vec::with_capacity(group_ids.len());
-    {
+async fn wait_for_data(ctx: &ShardContext, waits: &[(u64, i64)], wait_ms: u64) {
+    let mut waiters = Vec::with_capacity(waits.len());
+    let overloaded = {
         let mut shard = ctx.shard.borrow_mut();
-        for &group_id in group_ids {
+        let mut overloaded = false;
+        for &(group_id, seen_high_watermark) in waits {
+            // Checked under the same borrow as the registration: no commit can slip between.
+            let available = shard
+                .offsets(group_id)
+                .map_or(true, |o| o.high_watermark() > seen_high_watermark);
+            if available {
+                return;
+            }
             match shard.fetch_waiter(group_id) {
                 Ok(waiter) => waiters.push(waiter),
-                // Unknown group or too many waiters: answer now rather than queue unbounded.
-                Err(_) => return,
+                Err(_) => overloaded = true,
             }
         }
+        overloaded
+    };
+    if overloaded {
+        // Too many waiters: poll again shortly instead of queueing without bound.
+        glommio::timer::sleep(Duration::from_millis(
+            wait_ms.min(FETCH_POLL_WHEN_OVERLOADED_MS),
+        ))
+        .await;
+        return;
     }
     if waiters.is_empty() {
         return;
@@ -151,6 +167,14 @@ async fn wait_for_data(ctx: &ShardContext, group_ids: &[u64], wait_ms: u64) {
     let timeout = Timer::new(Duration::from_millis(wait_ms));
     futures::future::select(any, std::pin::pin!(timeout)).await;
 }
+
+/// How often a long poll re-checks when the partition's waiter list is full.
+const FETCH_POLL_WHEN_OVERLOADED_MS: u64 = 50;
+
+/// Bounds on decoding a batch to find a record by timestamp (a larger batch answers with its
+/// base offset).
+const LIST_OFFSETS_DECODE_RECORDS_MAX: i32 = 100_000;
+const LIST_OFFSETS_DECODE_BYTES_MAX: usize = 4 << 20;
 
 /// Which batch (and in it, which record) answers a ListOffsets timestamp.
 enum Lookup {
@@ -191,17 +215,23 @@ async fn list_offset(
             })
         }
     };
-    // Decoding (and decompressing) a stored batch is only ever done here, off the hot path.
-    let records = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        kafka_protocol::records::RecordBatchDecoder::decode(&mut batch)
-    }));
-    let found = match records {
-        Ok(Ok(set)) => set
-            .records
-            .into_iter()
-            .find(|r| r.timestamp >= timestamp)
-            .map(|r| (r.offset, r.timestamp)),
-        _ => None,
+    // Decoding (and decompressing) a stored batch is only ever done here, off the hot path,
+    // and only for batches small enough that the work stays bounded.
+    let decodable = BatchHeader::parse(&batch).is_ok_and(|h| {
+        h.record_count <= LIST_OFFSETS_DECODE_RECORDS_MAX
+            && batch.len() <= LIST_OFFSETS_DECODE_BYTES_MAX
+    });
+    let found = if decodable {
+        match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
+            Ok(set) => set
+                .records
+                .into_iter()
+                .find(|r| r.timestamp >= timestamp)
+                .map(|r| (r.offset, r.timestamp)),
+            Err(_) => None,
+        }
+    } else {
+        None
     };
     let (offset, record_timestamp) = found.unwrap_or((base_offset, timestamp));
     Ok(ListedOffset {

@@ -27,6 +27,8 @@ pub enum BatchError {
     CrcMismatch,
     #[error("record batch's record count and last offset delta disagree")]
     BadCount,
+    #[error("record batch holds {actual} records but claims {claimed}")]
+    RecordCountMismatch { claimed: i32, actual: i64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +108,24 @@ impl BatchHeader {
         if header.record_count <= 0 || header.last_offset_delta != header.record_count - 1 {
             return Err(BatchError::BadCount);
         }
+        if header.compression() == 0 {
+            // Uncompressed records can be counted without decoding them: a forged count would
+            // otherwise claim offsets (and allocations downstream) for records that do not exist.
+            let actual = count_records(&bytes[BATCH_HEADER_BYTES..]);
+            if actual != Some(header.record_count as i64) {
+                let actual = actual.unwrap_or(-1);
+                return Err(BatchError::RecordCountMismatch {
+                    claimed: header.record_count,
+                    actual,
+                });
+            }
+        }
         Ok(header)
+    }
+
+    /// Compression codec (attributes bits 0-2): 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+    pub fn compression(&self) -> i16 {
+        self.attributes & 0x7
     }
 
     pub fn is_control(&self) -> bool {
@@ -117,6 +136,36 @@ impl BatchHeader {
     pub fn offset_count(&self) -> i64 {
         self.last_offset_delta as i64 + 1
     }
+}
+
+/// Reads a zigzag varint (Kafka's signed varint) at the start of `bytes`.
+fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+    let mut value: u64 = 0;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let decoded = (value >> 1) as i64 ^ -((value & 1) as i64);
+            return Some((decoded, i + 1));
+        }
+    }
+    None
+}
+
+/// Counts the length-prefixed records of an uncompressed records section; `None` when the
+/// lengths do not tile the section exactly.
+fn count_records(mut records: &[u8]) -> Option<i64> {
+    let mut count = 0i64;
+    while !records.is_empty() {
+        let (length, prefix) = read_varint(records)?;
+        let length = usize::try_from(length).ok()?;
+        let end = prefix.checked_add(length)?;
+        if length == 0 || end > records.len() {
+            return None;
+        }
+        records = &records[end..];
+        count += 1;
+    }
+    Some(count)
 }
 
 /// Rewrites base offset and partition leader epoch in place (outside the CRC's coverage).
@@ -145,4 +194,40 @@ pub fn split_batches(mut bytes: &[u8]) -> Result<Vec<&[u8]>, BatchError> {
         bytes = rest;
     }
     Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn varint(value: i64) -> Vec<u8> {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        let mut out = Vec::new();
+        loop {
+            let byte = (zigzag & 0x7f) as u8;
+            zigzag >>= 7;
+            if zigzag == 0 {
+                out.push(byte);
+                return out;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    #[test]
+    fn counts_length_prefixed_records() {
+        let mut records = Vec::new();
+        for length in [7i64, 200, 1] {
+            records.extend(varint(length));
+            records.extend(vec![0u8; length as usize]);
+        }
+        assert_eq!(count_records(&records), Some(3));
+        assert_eq!(
+            count_records(&records[..records.len() - 1]),
+            None,
+            "cut short"
+        );
+        assert_eq!(count_records(&[]), Some(0));
+        assert_eq!(count_records(&varint(-5)), None, "negative length");
+    }
 }

@@ -21,6 +21,9 @@ use crate::runtime::context::ShardContext;
 
 pub const VERSIONS: RangeInclusive<i16> = 2..=7;
 const PARTITIONS_MAX: i32 = 10_000;
+/// Topic configs are short settings; the bounds keep the metadata record small.
+const CONFIG_VALUE_CHARS_MAX: usize = 1024;
+const CONFIGS_PER_TOPIC_MAX: usize = 64;
 
 /// Topic configs we understand, each with a validator of its value.
 type ConfigCheck = (&'static str, fn(&str) -> bool);
@@ -94,8 +97,25 @@ fn validate(
             "manual replica assignments are not supported".into(),
         ));
     }
+    if topic.configs.len() > CONFIGS_PER_TOPIC_MAX {
+        return Err((
+            ResponseError::InvalidConfig,
+            format!("more than {CONFIGS_PER_TOPIC_MAX} configs"),
+        ));
+    }
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
+        if config
+            .value
+            .as_ref()
+            .is_some_and(|v| v.len() > CONFIG_VALUE_CHARS_MAX)
+        {
+            let message = format!(
+                "value of {} is longer than {CONFIG_VALUE_CHARS_MAX} characters",
+                config.name.as_str()
+            );
+            return Err((ResponseError::InvalidConfig, message));
+        }
         let key = config.name.to_string();
         let value = config
             .value

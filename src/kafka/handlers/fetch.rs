@@ -54,7 +54,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: FetchRequest
         if available >= request.min_bytes.max(1) as usize || any_error || now >= deadline {
             return respond(&request, &wanted, outcomes, max_bytes);
         }
-        wait_for_data(ctx, &wanted, deadline - now).await;
+        wait_for_data(ctx, &wanted, &outcomes, deadline - now).await;
     }
 }
 
@@ -97,16 +97,26 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
     futures::future::join_all(reads).await
 }
 
-async fn wait_for_data(ctx: &Rc<ShardContext>, wanted: &[Wanted], wait: Duration) {
-    let mut by_shard: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
-    for (shard, group_id) in wanted.iter().filter_map(|w| w.placement) {
-        by_shard.entry(shard).or_default().push(group_id);
+async fn wait_for_data(
+    ctx: &Rc<ShardContext>,
+    wanted: &[Wanted],
+    outcomes: &[Outcome],
+    wait: Duration,
+) {
+    let mut by_shard: BTreeMap<usize, Vec<(u64, i64)>> = BTreeMap::new();
+    for (w, outcome) in wanted.iter().zip(outcomes) {
+        if let (Some((shard, group_id)), Ok(read)) = (w.placement, outcome) {
+            by_shard
+                .entry(shard)
+                .or_default()
+                .push((group_id, read.high_watermark));
+        }
     }
     let wait_ms = wait.as_millis() as u64;
     let waits: Vec<_> = by_shard
         .into_iter()
-        .map(|(shard, group_ids)| {
-            Box::pin(ctx.call(shard, ShardRequest::WaitForData { group_ids, wait_ms }))
+        .map(|(shard, waits)| {
+            Box::pin(ctx.call(shard, ShardRequest::WaitForData { waits, wait_ms }))
         })
         .collect();
     if waits.is_empty() {
