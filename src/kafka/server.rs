@@ -81,6 +81,9 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
                 break;
             }
         };
+        if ctx.stopping.get() {
+            break;
+        }
         let task = match dispatch::decode(frame) {
             Ok(Decoded::Request(request)) => {
                 let guard = InFlight::start(&ctx);

@@ -25,6 +25,8 @@ pub struct ShardContext {
     senders: Senders<ShardMessage>,
     pub controller: RefCell<Option<Rc<Controller>>>,
     pub requests_in_flight: Cell<usize>,
+    /// Set at shutdown: connections take no new requests.
+    pub stopping: Cell<bool>,
 }
 
 impl ShardContext {
@@ -43,6 +45,7 @@ impl ShardContext {
             senders,
             controller: RefCell::new(None),
             requests_in_flight: Cell::new(0),
+            stopping: Cell::new(false),
         }
     }
 

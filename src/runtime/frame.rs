@@ -18,10 +18,11 @@ pub enum ShardRequest {
         batch: Bytes,
         acks: i16,
     },
+    /// Reads several partitions in order under one byte budget. Each read returns at most
+    /// its own `max_bytes`; the first batch found is returned whole even if larger.
     Read {
-        group_id: u64,
-        offset: i64,
-        max_bytes: usize,
+        reads: Vec<PartitionRead>,
+        budget_bytes: usize,
     },
     /// Resolves when any of the groups commits new data, or after `wait_ms`.
     /// Each (group, high watermark the fetch saw): answers at once if any group's high
@@ -42,13 +43,20 @@ pub enum ShardRequest {
     Controller(ControllerRequest),
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionRead {
+    pub group_id: u64,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
 #[derive(Debug)]
 pub struct AppendResult {
     pub base_offset: i64,
     pub log_start_offset: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReadResult {
     pub high_watermark: i64,
     pub log_start_offset: i64,
@@ -70,7 +78,7 @@ pub struct PartitionDescription {
 
 pub enum ShardReply {
     Append(Result<AppendResult, ShardError>),
-    Read(Result<ReadResult, ShardError>),
+    Read(Vec<Result<ReadResult, ShardError>>),
     Waited,
     ListOffset(Result<ListedOffset, ShardError>),
     Describe(Vec<Option<PartitionDescription>>),

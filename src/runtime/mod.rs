@@ -228,6 +228,7 @@ async fn run_shard(
     }
     tracing::debug!(shard = shard_id, "stopping: acceptor");
     acceptor.cancel().await;
+    ctx.stopping.set(true);
     tracing::debug!(shard = shard_id, "stopping: retention");
     retention.cancel().await;
     tracing::debug!(shard = shard_id, "stopping: drain");
@@ -247,6 +248,8 @@ async fn run_shard(
         sleep(Duration::from_millis(5)).await;
     }
     tracing::debug!(shard = shard_id, "stopping: pump");
+    // Anything proposed from now on would never be answered: refuse it (retriable).
+    ctx.shard.borrow_mut().refuse_proposals();
     pump_stop.set(true);
     pump.await;
     tracing::info!(shard = shard_id, "stopped");

@@ -16,7 +16,8 @@ use chronik_shards::runtime::shard::GroupSpec;
 
 use super::context::ShardContext;
 use super::frame::{
-    AppendResult, ListedOffset, PartitionDescription, ReadResult, ShardReply, ShardRequest,
+    AppendResult, ListedOffset, PartitionDescription, PartitionRead, ReadResult, ShardReply,
+    ShardRequest,
 };
 use crate::controller::state::CONTROLLER_GROUP_ID;
 use crate::controller::{ControllerReply, ControllerRequest};
@@ -34,10 +35,9 @@ pub fn execute(
                 acks,
             } => ShardReply::Append(append(&ctx, group_id, batch, acks).await),
             ShardRequest::Read {
-                group_id,
-                offset,
-                max_bytes,
-            } => ShardReply::Read(read(&ctx, group_id, offset, max_bytes).await),
+                reads,
+                budget_bytes,
+            } => ShardReply::Read(read_many(&ctx, &reads, budget_bytes).await),
             ShardRequest::WaitForData { waits, wait_ms } => {
                 wait_for_data(&ctx, &waits, wait_ms).await;
                 ShardReply::Waited
@@ -111,16 +111,39 @@ async fn append(
     })
 }
 
-async fn read(
+/// Reads partitions in order, sharing `budget_bytes`: memory per request stays within the
+/// budget plus one whole batch (the first found, which Kafka requires to be returned whole).
+async fn read_many(
     ctx: &ShardContext,
-    group_id: u64,
-    offset: i64,
-    max_bytes: usize,
+    reads: &[PartitionRead],
+    budget_bytes: usize,
+) -> Vec<Result<ReadResult, ShardError>> {
+    let mut remaining = budget_bytes;
+    let mut first_whole = true;
+    let mut results = Vec::with_capacity(reads.len());
+    for read in reads {
+        let result = read_one(ctx, read, remaining, first_whole).await;
+        if let Ok(result) = &result {
+            let bytes: usize = result.batches.iter().map(Bytes::len).sum();
+            remaining = remaining.saturating_sub(bytes);
+            first_whole &= result.batches.is_empty();
+        }
+        results.push(result);
+    }
+    results
+}
+
+async fn read_one(
+    ctx: &ShardContext,
+    read: &PartitionRead,
+    remaining: usize,
+    first_whole: bool,
 ) -> Result<ReadResult, ShardError> {
+    let max_bytes = read.max_bytes.min(remaining);
     let plan = ctx
         .shard
         .borrow()
-        .plan_read(group_id, offset, max_bytes, true)?;
+        .plan_read(read.group_id, read.offset, max_bytes, first_whole)?;
     let mut batches = Vec::with_capacity(plan.pieces.len());
     for piece in plan.pieces {
         batches.push(piece.load().await?);
@@ -257,8 +280,11 @@ fn find_listed_batch(
         })
     };
     Ok(match timestamp {
-        -2 => listed(offsets.log_start_offset(), -1),
+        // -4 is the earliest offset in local storage: all of ours is local.
+        -2 | -4 => listed(offsets.log_start_offset(), -1),
         -1 => listed(offsets.high_watermark(), -1),
+        // -5 is the latest offset in tiered storage: there is none.
+        -5 => listed(-1, -1),
         // The record with the largest timestamp: the first one reaching its batch's maximum.
         -3 => match offsets.max_timestamp_batch() {
             Some(batch) => Lookup::InBatch {

@@ -67,6 +67,10 @@ impl GroupSpec {
 
 pub type ShardRef = Rc<RefCell<Shard>>;
 
+/// How long a stopping pump keeps flushing before it gives up (everything acknowledged is
+/// already durable; this only bounds shutdown).
+const PUMP_DRAIN_MAX: Duration = Duration::from_secs(5);
+
 /// Resolves with the Raft index once the proposal commits.
 pub type CommitReceiver = oneshot::Receiver<Result<u64, ShardError>>;
 
@@ -96,6 +100,8 @@ pub struct Shard {
     flushing_compactions: Vec<(u64, u64)>,
     pending_compactions: Vec<(u64, u64)>,
     groups_installed: bool,
+    /// Shutting down: new proposals are refused with NotLeader (retriable).
+    refusing_proposals: bool,
     doorbell: LocalSender<()>,
     logger: slog::Logger,
 }
@@ -177,6 +183,7 @@ impl Shard {
             flushing_compactions: Vec::new(),
             pending_compactions: Vec::new(),
             groups_installed: false,
+            refusing_proposals: false,
             doorbell,
             logger,
         };
@@ -316,7 +323,17 @@ impl Shard {
         self.groups_installed = true;
     }
 
+    pub fn refuse_proposals(&mut self) {
+        self.refusing_proposals = true;
+    }
+
     fn group_mut(&mut self, group_id: u64) -> Result<&mut RaftGroup, ShardError> {
+        if self.refusing_proposals {
+            return Err(ShardError::NotLeader {
+                group_id,
+                leader: None,
+            });
+        }
         self.groups
             .get_mut(&group_id)
             .ok_or(ShardError::UnknownGroup(group_id))
@@ -715,8 +732,13 @@ pub async fn run_pump(
 ) {
     let tick = Duration::from_millis(shard.borrow().config.tick_interval_ms);
     let mut next_tick = Instant::now() + tick;
+    let mut stop_seen: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        if stop.get() && stop_seen.get_or_insert(now).elapsed() > PUMP_DRAIN_MAX {
+            tracing::warn!("pump still busy at shutdown; stopping anyway");
+            return;
+        }
         if now >= next_tick {
             shard.borrow_mut().tick_all();
             next_tick = now + tick;

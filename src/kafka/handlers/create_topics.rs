@@ -203,9 +203,10 @@ pub async fn handle(
             match outcomes.next() {
                 Some((_, Ok(record))) => {
                     let partitions = if request.validate_only {
-                        topic
-                            .num_partitions
-                            .max(ctx.config.default_partitions as i32)
+                        match topic.num_partitions {
+                            -1 => ctx.config.default_partitions as i32,
+                            n => n,
+                        }
                     } else {
                         record.partitions.len() as i32
                     };

@@ -19,7 +19,7 @@ use kafka_protocol::messages::TopicName;
 use crate::kafka::errors;
 use crate::metadata::MetadataView;
 use crate::runtime::context::ShardContext;
-use crate::runtime::frame::{ReadResult, ShardReply, ShardRequest};
+use crate::runtime::frame::{PartitionRead, ReadResult, ShardReply, ShardRequest};
 
 pub const VERSIONS: RangeInclusive<i16> = 4..=12;
 
@@ -77,24 +77,47 @@ fn plan(view: &MetadataView, request: &FetchRequest) -> Vec<Wanted> {
     wanted
 }
 
+/// One read request per shard, all shards at once; each shard reads its partitions in
+/// request order under the request's byte budget, and `respond` trims the merged result.
 async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -> Vec<Outcome> {
-    let reads = wanted.iter().map(|w| async move {
-        let Some((shard, group_id)) = w.placement else {
-            return Err(ResponseError::UnknownTopicOrPartition);
-        };
-        let request = ShardRequest::Read {
-            group_id,
-            offset: w.fetch_offset,
-            max_bytes: w.partition_max_bytes.min(max_bytes),
-        };
-        match ctx.call(shard, request).await {
-            Ok(ShardReply::Read(Ok(result))) => Ok(result),
-            Ok(ShardReply::Read(Err(error))) => Err(errors::shard_error(&error)),
-            Ok(_) => Err(ResponseError::UnknownServerError),
-            Err(error) => Err(errors::route_error(&error)),
+    let mut outcomes: Vec<Outcome> =
+        vec![Err(ResponseError::UnknownTopicOrPartition); wanted.len()];
+    let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<PartitionRead>)> = BTreeMap::new();
+    for (position, w) in wanted.iter().enumerate() {
+        if let Some((shard, group_id)) = w.placement {
+            let (positions, reads) = by_shard.entry(shard).or_default();
+            positions.push(position);
+            reads.push(PartitionRead {
+                group_id,
+                offset: w.fetch_offset,
+                max_bytes: w.partition_max_bytes,
+            });
         }
-    });
-    futures::future::join_all(reads).await
+    }
+    let calls = by_shard
+        .into_iter()
+        .map(|(shard, (positions, reads))| async move {
+            let count = reads.len();
+            let request = ShardRequest::Read {
+                reads,
+                budget_bytes: max_bytes,
+            };
+            let results: Vec<Outcome> = match ctx.call(shard, request).await {
+                Ok(ShardReply::Read(results)) => results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| errors::shard_error(&e)))
+                    .collect(),
+                Ok(_) => vec![Err(ResponseError::UnknownServerError); count],
+                Err(error) => vec![Err(errors::route_error(&error)); count],
+            };
+            (positions, results)
+        });
+    for (positions, results) in futures::future::join_all(calls).await {
+        for (position, result) in positions.into_iter().zip(results) {
+            outcomes[position] = result;
+        }
+    }
+    outcomes
 }
 
 async fn wait_for_data(
