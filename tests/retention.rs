@@ -131,3 +131,138 @@ fn retention_bytes_reclaims_segments_and_survives_restart() {
     );
     assert!(again.iter().all(|m| m.payload() == Some(&payload[..])));
 }
+
+fn create_with_configs(addr: std::net::SocketAddr, name: &str, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableTopic, CreatableTopicConfig, CreateTopicsRequest,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let topic = CreatableTopic::default()
+        .with_name(common::tn(name))
+        .with_num_partitions(1)
+        .with_replication_factor(-1)
+        .with_configs(configs);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(10_000);
+    let response: kafka_protocol::messages::CreateTopicsResponse =
+        common::typed_request(addr, &request, 5);
+    assert_eq!(
+        response.topics[0].error_code, 0,
+        "create {name}: {response:?}"
+    );
+}
+
+fn produce_n(broker: &Broker, topic: &str, count: usize, payload: &[u8]) {
+    let producer = producer(
+        &broker.bootstrap(),
+        &[("acks", "all"), ("linger.ms", "2"), ("batch.size", "60000")],
+    );
+    for i in 0..count {
+        let key = format!("{i}");
+        send_retry(
+            &producer,
+            BaseRecord::to(topic)
+                .partition(0)
+                .key(key.as_bytes())
+                .payload(payload),
+        );
+    }
+    flush(&producer, Duration::from_secs(60));
+    assert_eq!(
+        producer
+            .context()
+            .err_count
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "all delivered"
+    );
+}
+
+/// Segments shared by a topic that keeps everything, a deleted topic and a topic with tight
+/// retention: old segments go, the kept topic keeps its data, the deleted topic stays deleted,
+/// and the node restarts cleanly (twice, so state written after the first restart is checked).
+#[test]
+fn mixed_retention_and_deleted_topics_survive_restarts() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = scratch.path().join("chronik.toml");
+    std::fs::write(
+        &config,
+        "retention_check_interval_ms = 200\nmessage_bytes_max = 200000\n",
+    )
+    .expect("config");
+    let config_arg = config.to_string_lossy().to_string();
+    let mut broker = Broker::start_with(
+        1,
+        &["--config", &config_arg, "--segment-bytes", "1048576"],
+        None,
+    );
+    let addr = broker.addr();
+    create_with_configs(
+        addr,
+        "keep",
+        &[("retention.ms", "-1"), ("retention.bytes", "-1")],
+    );
+    create_with_configs(addr, "gone", &[]);
+    create_with_configs(addr, "tight", &[("retention.bytes", "1000000")]);
+    let payload = vec![b'x'; 10_000];
+    produce_n(&broker, "keep", 20, &payload);
+    produce_n(&broker, "gone", 150, &payload);
+    assert_eq!(
+        common::delete_topics(addr, &["gone"])[0].1,
+        0,
+        "delete gone"
+    );
+    produce_n(&broker, "tight", 600, &payload);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && list_offsets(addr, "tight", 0, -2).2 == 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tight_start = list_offsets(addr, "tight", 0, -2).2;
+    assert!(
+        tight_start > 0,
+        "tight retention moved its log start\n{}",
+        broker.log_tail(30)
+    );
+    for round in 0..2 {
+        broker.restart();
+        let addr = broker.addr();
+        assert_eq!(
+            list_offsets(addr, "keep", 0, -2).2,
+            0,
+            "round {round}: keep starts at 0"
+        );
+        assert_eq!(
+            list_offsets(addr, "keep", 0, -1).2,
+            20,
+            "round {round}: keep ends at 20"
+        );
+        assert!(
+            list_offsets(addr, "tight", 0, -2).2 >= tight_start,
+            "round {round}: tight start kept"
+        );
+        assert_eq!(
+            list_offsets(addr, "tight", 0, -1).2,
+            600,
+            "round {round}: tight end kept"
+        );
+        let gone = common::metadata(addr, Some(&["gone"]), false);
+        assert_eq!(
+            gone.topics[0].error_code, 3,
+            "round {round}: deleted topic stays deleted"
+        );
+        let kept = consume_all(&broker.bootstrap(), "keep", 1, 20, Duration::from_secs(30));
+        assert_eq!(kept.len(), 20, "round {round}: keep readable");
+        // Write a little after each restart so the next recovery sees post-restart state too.
+        produce_n(&broker, "tight", 0, &payload);
+    }
+}

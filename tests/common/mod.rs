@@ -764,7 +764,7 @@ pub fn pick_version(addr: SocketAddr, key: ApiKey, ours: (i16, i16)) -> i16 {
     v
 }
 
-fn tn(s: &str) -> TopicName {
+pub fn tn(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
