@@ -1,3 +1,6 @@
 //! The per-core runtime: the shard (WAL + Raft groups + pump).
 
 pub mod shard;
+
+#[cfg(test)]
+mod tests;
