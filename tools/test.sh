@@ -25,6 +25,20 @@ if [ ${#needed[@]} -gt 0 ]; then
   $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
 fi
 
+# The Python clients the acceptance tests drive (tests/python_clients.rs), in a venv of our own.
+python_env=target/python
+if [ ! -x "$python_env/bin/python" ]; then
+  if ! python3 -m venv "$python_env" 2>/dev/null; then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    python3 -m venv "$python_env"
+  fi
+fi
+"$python_env/bin/python" -m pip install --quiet --disable-pip-version-check \
+  'kafka-python>=2.2,<4' 'confluent-kafka>=2.6,<3'
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -1,0 +1,50 @@
+//! The Python clients people use most, confluent-kafka and kafka-python (idempotent by
+//! default), produce and consume against a broker this test starts. `tools/test.sh` installs
+//! them into target/python; `CHRONIK_PYTHON` names another interpreter that has them.
+
+mod common;
+
+use std::process::Command;
+
+use common::Broker;
+
+#[test]
+fn confluent_kafka_and_kafka_python_round_trip() {
+    let python = std::env::var("CHRONIK_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/python/bin/python");
+        if std::path::Path::new(venv).exists() {
+            venv.to_string()
+        } else {
+            "python3".to_string()
+        }
+    });
+    let broker = Broker::start(2);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/python_clients.py"
+    );
+    let output = Command::new(&python)
+        .arg(script)
+        .arg(broker.bootstrap())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python}: {e} (tools/test.sh installs the Python clients)")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "Python clients failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}\n\
+         (missing modules? run tools/test.sh, which installs kafka-python and confluent-kafka)\n{}",
+        output.status,
+        broker.log_tail(40)
+    );
+    assert!(
+        stdout.contains("confluent-kafka: 200 messages round-tripped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("kafka-python: 200 messages round-tripped"),
+        "{stdout}"
+    );
+}
