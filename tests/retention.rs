@@ -1,6 +1,9 @@
 //! Retention: a topic's retention.bytes moves its log start offset forward, whole WAL segments
 //! that no partition needs are deleted from disk, and both survive a restart.
 
+// A test reads as one scenario, top to bottom; the 70-line rule is for the broker.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use std::time::{Duration, Instant};

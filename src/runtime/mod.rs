@@ -17,8 +17,9 @@ use glommio::timer::sleep;
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
-use chronik_shards::runtime::shard::{run_pump, GroupSpec, Shard, ShardConfig};
+use chronik_shards::runtime::shard::{run_pump, GroupSpec, Shard, ShardConfig, ShardRef};
 use chronik_shards::wal::WalConfig;
+use glommio::channels::local_channel::LocalReceiver;
 
 use crate::config::Config;
 use crate::controller::state::CONTROLLER_GROUP_ID;
@@ -167,10 +168,45 @@ async fn run_shard(
         .map_err(|_| StartError::Shard(0, "channel mesh".into()))?;
     let shard_id = senders.peer_id();
     let fail = |text: String| StartError::Shard(shard_id, text);
+    let (shard, doorbell) = open_shard(&config, shard_id).await.map_err(fail)?;
+    let pump_stop = Rc::new(std::cell::Cell::new(false));
+    let pump = glommio::spawn_local(run_pump(shard.clone(), doorbell, pump_stop.clone()));
+    let ctx = Rc::new(ShardContext::new(shard_id, config.clone(), shard, senders));
+    serve_mesh(&ctx, receivers);
+    if shard_id == 0 {
+        start_controller(&ctx).await.map_err(fail)?;
+    }
+    wait_for_metadata(&ctx, &stop).await.map_err(fail)?;
+    let retention = glommio::spawn_local(retention_loop(ctx.clone()));
+    let listener = crate::kafka::server::listen(&ctx)
+        .map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
+    let acceptor = glommio::spawn_local(crate::kafka::server::accept_loop(ctx.clone(), listener));
+    tracing::info!(shard = shard_id, listen = %config.listen, "serving Kafka clients");
+
+    while !stop.load(Ordering::Relaxed) {
+        sleep(Duration::from_millis(50)).await;
+    }
+    acceptor.cancel().await;
+    ctx.stopping.set(true);
+    retention.cancel().await;
+    drain(&ctx, &drained).await;
+    // Anything proposed from now on would never be answered: refuse it (retriable).
+    ctx.shard.borrow_mut().refuse_proposals();
+    pump_stop.set(true);
+    pump.await;
+    tracing::info!(shard = shard_id, "stopped");
+    Ok(())
+}
+
+/// Opens this shard's WAL (recovering it) after glommio's polled-I/O probe is settled.
+async fn open_shard(
+    config: &Config,
+    shard_id: usize,
+) -> Result<(ShardRef, LocalReceiver<()>), String> {
     let probe = config.data_dir.join("io-probe");
     let probe_file = DmaFile::open(&probe)
         .await
-        .map_err(|e| fail(format!("io probe {}: {e}", probe.display())))?;
+        .map_err(|e| format!("io probe {}: {e}", probe.display()))?;
     let _ = probe_file.close().await;
     let shard_config = ShardConfig {
         shard_id,
@@ -185,75 +221,42 @@ async fn run_shard(
         fetch_waiters_max: 10_000,
         uncommitted_bytes_max: 256 << 20,
     };
-    shard_config.wal.validate().map_err(fail)?;
-    let (shard, doorbell) = Shard::open(shard_config)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let pump_stop = Rc::new(std::cell::Cell::new(false));
-    let pump = glommio::spawn_local(run_pump(shard.clone(), doorbell, pump_stop.clone()));
-    let ctx = Rc::new(ShardContext::new(
-        shard_id,
-        config.clone(),
-        shard.clone(),
-        senders,
-    ));
-    serve_mesh(&ctx, receivers);
+    shard_config.wal.validate()?;
+    Shard::open(shard_config).await.map_err(|e| e.to_string())
+}
 
-    if shard_id == 0 {
-        start_controller(&ctx).await.map_err(fail)?;
-    }
+/// No shard serves clients before it holds committed metadata. No time limit: shard 0 may be
+/// recovering a much larger WAL; a failed shard 0 sets `stop`, which ends the wait.
+async fn wait_for_metadata(ctx: &ShardContext, stop: &AtomicBool) -> Result<(), String> {
     let mut started = Instant::now();
-    // No time limit: shard 0 may be recovering a much larger WAL. A failed shard 0 sets
-    // `stop`, which ends the wait.
     while !ctx.metadata_installed.get() {
         if stop.load(Ordering::Relaxed) {
-            return Err(fail(
-                "stopped before the controller published metadata".into(),
-            ));
+            return Err("stopped before the controller published metadata".into());
         }
         if started.elapsed() > STARTUP_WAIT {
-            tracing::warn!(shard = shard_id, "still waiting for metadata from shard 0");
+            tracing::warn!(
+                shard = ctx.shard_id,
+                "still waiting for metadata from shard 0"
+            );
             started = Instant::now();
         }
         sleep(Duration::from_millis(5)).await;
     }
-    let retention = glommio::spawn_local(retention_loop(ctx.clone()));
-    let listener = crate::kafka::server::listen(&ctx)
-        .map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
-    let acceptor = glommio::spawn_local(crate::kafka::server::accept_loop(ctx.clone(), listener));
-    tracing::info!(shard = shard_id, listen = %config.listen, "serving Kafka clients");
+    Ok(())
+}
 
-    while !stop.load(Ordering::Relaxed) {
-        sleep(Duration::from_millis(50)).await;
-    }
-    tracing::debug!(shard = shard_id, "stopping: acceptor");
-    acceptor.cancel().await;
-    ctx.stopping.set(true);
-    tracing::debug!(shard = shard_id, "stopping: retention");
-    retention.cancel().await;
-    tracing::debug!(shard = shard_id, "stopping: drain");
+/// Waits (bounded) for this shard's requests in flight, then keeps answering other shards'
+/// requests until every shard has drained its own.
+async fn drain(ctx: &ShardContext, drained: &AtomicUsize) {
     let draining = Instant::now();
     while ctx.requests_in_flight.get() > 0 && draining.elapsed() < SHUTDOWN_DRAIN {
-        tracing::debug!(
-            shard = shard_id,
-            in_flight = ctx.requests_in_flight.get(),
-            "draining"
-        );
         sleep(Duration::from_millis(10)).await;
     }
-    // Keep answering other shards' requests until every shard has drained its own.
     drained.fetch_add(1, Ordering::SeqCst);
     let waiting = Instant::now();
-    while drained.load(Ordering::SeqCst) < config.shards && waiting.elapsed() < SHUTDOWN_DRAIN {
+    while drained.load(Ordering::SeqCst) < ctx.shard_count() && waiting.elapsed() < SHUTDOWN_DRAIN {
         sleep(Duration::from_millis(5)).await;
     }
-    tracing::debug!(shard = shard_id, "stopping: pump");
-    // Anything proposed from now on would never be answered: refuse it (retriable).
-    ctx.shard.borrow_mut().refuse_proposals();
-    pump_stop.set(true);
-    pump.await;
-    tracing::info!(shard = shard_id, "stopped");
-    Ok(())
 }
 
 fn serve_mesh(

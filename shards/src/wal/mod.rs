@@ -196,26 +196,62 @@ async fn read_whole(file: &DmaFile, path: &Path) -> Result<Vec<u8>, WalError> {
     Ok(content)
 }
 
+/// Segment numbers present in `dir`, oldest first.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
+    let mut sequence: Vec<u64> = std::fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            entry
+                .file_name()
+                .to_str()?
+                .strip_suffix(".wal")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    sequence.sort_unstable();
+    Ok(sequence)
+}
+
+/// Removes the segments after the end of the log. A segment is created only after the one
+/// before it is synced, so a torn record can only be followed by segments never written to;
+/// anything else is corruption, and the broker refuses to start rather than drop acknowledged
+/// data that follows it.
+fn drop_unwritten_segments(
+    dir: &Path,
+    later: &[u64],
+    segment: u64,
+    scan: &record::Scan<'_>,
+) -> Result<(), WalError> {
+    for &later_segment in later {
+        let path = segment_path(dir, later_segment);
+        let first = std::fs::read(&path).map_err(io_error(&path))?;
+        if record::decode(&first).is_ok() {
+            return Err(WalError::Damaged {
+                segment,
+                position: scan.valid_bytes as u64,
+                stop: scan.stop,
+            });
+        }
+    }
+    for &later_segment in later {
+        let path = segment_path(dir, later_segment);
+        std::fs::remove_file(&path).map_err(io_error(&path))?;
+    }
+    if !later.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 impl Wal {
     /// Opens (or creates) the WAL in `config.dir`, recovering every group's durable state.
-    /// The log is cut at the first torn or damaged record and everything after it is zeroed,
-    /// so nothing that was never acknowledged can reappear later.
+    /// The log is cut at the first torn record and everything after it is zeroed, so the
+    /// remains of a torn write can never reappear later.
     pub async fn open(config: WalConfig) -> Result<(Wal, RecoveredLog), WalError> {
         std::fs::create_dir_all(&config.dir).map_err(io_error(&config.dir))?;
-        let mut sequence: Vec<u64> = std::fs::read_dir(&config.dir)
-            .map_err(io_error(&config.dir))?
-            .filter_map(|entry| entry.ok())
-            .filter_map(|entry| {
-                entry
-                    .file_name()
-                    .to_str()?
-                    .strip_suffix(".wal")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        sequence.sort_unstable();
-
+        let sequence = list_segments(&config.dir)?;
         let mut recovery = Recovery::default();
         let mut segments = BTreeMap::new();
         let mut end = None;
@@ -235,34 +271,11 @@ impl Wal {
                     tracing::warn!(segment, valid_bytes = scan.valid_bytes, stop = %scan.stop,
                         "wal: torn or damaged tail, cutting the log here");
                 }
-                let tail_start = align_down(scan.valid_bytes as u64) as usize;
-                end = Some((
-                    segment,
-                    scan.valid_bytes as u64,
-                    content[tail_start..scan.valid_bytes].to_vec(),
-                ));
-                // A segment is created only after the one before it is synced, so a torn
-                // record can only be followed by segments that were never written. Anything
-                // else is corruption: refuse rather than drop acknowledged data after it.
                 let later = &sequence[position_in_sequence + 1..];
-                for &later_segment in later {
-                    let later_path = segment_path(&config.dir, later_segment);
-                    let first = std::fs::read(&later_path).map_err(io_error(&later_path))?;
-                    if record::decode(&first).is_ok() {
-                        return Err(WalError::Damaged {
-                            segment,
-                            position: scan.valid_bytes as u64,
-                            stop: scan.stop,
-                        });
-                    }
-                }
-                for &later_segment in later {
-                    let later_path = segment_path(&config.dir, later_segment);
-                    std::fs::remove_file(&later_path).map_err(io_error(&later_path))?;
-                }
-                if !later.is_empty() {
-                    sync_dir(&config.dir)?;
-                }
+                drop_unwritten_segments(&config.dir, later, segment, &scan)?;
+                let tail_start = align_down(scan.valid_bytes as u64) as usize;
+                let tail_block = content[tail_start..scan.valid_bytes].to_vec();
+                end = Some((segment, scan.valid_bytes as u64, tail_block));
                 break;
             }
         }
@@ -281,22 +294,28 @@ impl Wal {
             checkpoint_flushing: None,
             checkpointed_segment: 0,
         };
+        wal.continue_at(end).await?;
+        Ok((wal, recovered))
+    }
+
+    /// Makes the recovered end of the log (or a first segment) the place appends continue.
+    async fn continue_at(&mut self, end: Option<(u64, u64, Vec<u8>)>) -> Result<(), WalError> {
         match end {
             Some((segment, valid_bytes, tail_block)) => {
-                wal.segment_entry_max.retain(|&s, _| s <= segment);
-                wal.segments.retain(|&s, _| s <= segment);
-                wal.active_segment = segment;
-                wal.write_position = valid_bytes;
-                wal.tail_block = tail_block;
-                wal.zero_after_end().await?;
+                self.segment_entry_max.retain(|&s, _| s <= segment);
+                self.segments.retain(|&s, _| s <= segment);
+                self.active_segment = segment;
+                self.write_position = valid_bytes;
+                self.tail_block = tail_block;
+                self.zero_after_end().await
             }
             None => {
-                let path = segment_path(&wal.config.dir, 1);
-                let file = open_segment(&path, true, wal.config.segment_bytes_max).await?;
-                wal.segments.insert(1, Rc::new(file));
+                let path = segment_path(&self.config.dir, 1);
+                let file = open_segment(&path, true, self.config.segment_bytes_max).await?;
+                self.segments.insert(1, Rc::new(file));
+                Ok(())
             }
         }
-        Ok((wal, recovered))
     }
 
     /// Zeroes the active segment after the last valid record: the partial block is rewritten

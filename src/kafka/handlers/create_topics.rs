@@ -15,6 +15,7 @@ use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
 use super::call_controller;
+use crate::controller::commands::TopicRecord;
 use crate::controller::{ControllerRequest, NewTopic};
 use crate::kafka::{errors, topic_name};
 use crate::runtime::context::ShardContext;
@@ -25,9 +26,10 @@ const PARTITIONS_MAX: i32 = 10_000;
 const CONFIG_VALUE_CHARS_MAX: usize = 1024;
 const CONFIGS_PER_TOPIC_MAX: usize = 64;
 
-/// Topic configs we understand, each with a validator of its value.
 type ConfigCheck = (&'static str, fn(&str) -> bool);
+type Invalid = (ResponseError, String);
 
+/// Topic configs we understand, each with a validator of its value.
 const KNOWN_CONFIGS: &[ConfigCheck] = &[
     ("retention.ms", |v| v.parse::<i64>().is_ok_and(|n| n >= -1)),
     ("retention.bytes", |v| {
@@ -51,44 +53,37 @@ const KNOWN_CONFIGS: &[ConfigCheck] = &[
     ("message.timestamp.type", |v| v == "CreateTime"),
 ];
 
-fn error_result(name: &str, error: ResponseError, message: String) -> CreatableTopicResult {
+fn name_of(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn error_result(name: &str, (error, message): Invalid) -> CreatableTopicResult {
     CreatableTopicResult::default()
-        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+        .with_name(name_of(name))
         .with_error_code(error.code())
         .with_error_message(Some(StrBytes::from_string(message)))
         .with_num_partitions(-1)
         .with_replication_factor(-1)
 }
 
-fn validate(
-    ctx: &ShardContext,
-    topic: &CreatableTopic,
-) -> Result<NewTopic, (ResponseError, String)> {
-    let name = topic.name.0.to_string();
-    topic_name::validate(&name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
+fn validate_partitions(ctx: &ShardContext, topic: &CreatableTopic) -> Result<u32, Invalid> {
     let partitions = match topic.num_partitions {
         -1 => ctx.config.default_partitions as i32,
         n if (1..=PARTITIONS_MAX).contains(&n) => n,
         n => {
-            return Err((
-                ResponseError::InvalidPartitions,
-                format!("num_partitions must be 1..={PARTITIONS_MAX} or -1, got {n}"),
-            ))
+            let message = format!("num_partitions must be 1..={PARTITIONS_MAX} or -1, got {n}");
+            return Err((ResponseError::InvalidPartitions, message));
         }
     };
     match topic.replication_factor {
         -1 | 1 => {}
         n if n > 1 => {
-            return Err((
-                ResponseError::InvalidReplicationFactor,
-                format!("replication factor {n} is larger than the 1 available broker"),
-            ))
+            let message = format!("replication factor {n} is larger than the 1 available broker");
+            return Err((ResponseError::InvalidReplicationFactor, message));
         }
         n => {
-            return Err((
-                ResponseError::InvalidReplicationFactor,
-                format!("replication factor must be positive, got {n}"),
-            ))
+            let message = format!("replication factor must be positive, got {n}");
+            return Err((ResponseError::InvalidReplicationFactor, message));
         }
     }
     if !topic.assignments.is_empty() {
@@ -97,6 +92,10 @@ fn validate(
             "manual replica assignments are not supported".into(),
         ));
     }
+    Ok(partitions as u32)
+}
+
+fn validate_configs(topic: &CreatableTopic) -> Result<BTreeMap<String, String>, Invalid> {
     if topic.configs.len() > CONFIGS_PER_TOPIC_MAX {
         return Err((
             ResponseError::InvalidConfig,
@@ -105,23 +104,17 @@ fn validate(
     }
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
-        if config
-            .value
-            .as_ref()
-            .is_some_and(|v| v.len() > CONFIG_VALUE_CHARS_MAX)
-        {
-            let message = format!(
-                "value of {} is longer than {CONFIG_VALUE_CHARS_MAX} characters",
-                config.name.as_str()
-            );
-            return Err((ResponseError::InvalidConfig, message));
-        }
         let key = config.name.to_string();
         let value = config
             .value
             .as_ref()
             .map(|v| v.to_string())
             .unwrap_or_default();
+        if value.len() > CONFIG_VALUE_CHARS_MAX {
+            let message =
+                format!("value of {key} is longer than {CONFIG_VALUE_CHARS_MAX} characters");
+            return Err((ResponseError::InvalidConfig, message));
+        }
         match KNOWN_CONFIGS.iter().find(|(known, _)| *known == key) {
             Some((_, valid)) if valid(&value) => {
                 configs.insert(key, value);
@@ -140,12 +133,56 @@ fn validate(
             }
         }
     }
+    Ok(configs)
+}
+
+fn validate(
+    ctx: &ShardContext,
+    request: &CreateTopicsRequest,
+    topic: &CreatableTopic,
+) -> Result<NewTopic, Invalid> {
+    if request
+        .topics
+        .iter()
+        .filter(|t| t.name == topic.name)
+        .count()
+        > 1
+    {
+        return Err((
+            ResponseError::InvalidRequest,
+            "topic named more than once".into(),
+        ));
+    }
+    let name = topic.name.0.to_string();
+    topic_name::validate(&name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
+    let partitions = validate_partitions(ctx, topic)?;
+    let configs = validate_configs(topic)?;
     Ok(NewTopic {
         name,
-        partitions: partitions as u32,
+        partitions,
         replication_factor: 1,
         configs,
     })
+}
+
+fn created_result(version: i16, partitions: i32, record: &TopicRecord) -> CreatableTopicResult {
+    let configs = record
+        .configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_value(Some(StrBytes::from_string(v.clone())))
+                .with_config_source(1)
+        })
+        .collect();
+    CreatableTopicResult::default()
+        .with_name(name_of(&record.name))
+        .with_topic_id(uuid::Uuid::from_slice(&record.topic_id).unwrap_or_default())
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        // Per-topic configs in the response exist from v5.
+        .with_configs((version >= 5).then_some(configs))
 }
 
 pub async fn handle(
@@ -153,88 +190,53 @@ pub async fn handle(
     version: i16,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    let mut results: Vec<Option<CreatableTopicResult>> = Vec::with_capacity(request.topics.len());
-    let mut valid = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let duplicate = request
-            .topics
-            .iter()
-            .filter(|t| t.name == topic.name)
-            .count()
-            > 1;
-        if duplicate {
-            results.push(Some(error_result(
-                &name,
-                ResponseError::InvalidRequest,
-                "topic named more than once".into(),
-            )));
-            continue;
-        }
-        match validate(ctx, topic) {
-            Ok(new_topic) => {
-                valid.push(new_topic);
-                results.push(None);
-            }
-            Err((error, message)) => results.push(Some(error_result(&name, error, message))),
-        }
-    }
-    let outcomes = if valid.is_empty() {
+    let validated: Vec<Result<NewTopic, Invalid>> = request
+        .topics
+        .iter()
+        .map(|t| validate(ctx, &request, t))
+        .collect();
+    let valid: Vec<NewTopic> = validated
+        .iter()
+        .filter_map(|v| v.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = if valid.is_empty() {
         Vec::new()
     } else {
-        call_controller(
-            ctx,
-            ControllerRequest::CreateTopics {
-                topics: valid,
-                validate_only: request.validate_only,
-            },
-        )
-        .await
-    };
-    let mut outcomes = outcomes.into_iter();
-    let topics = results
+        let change = ControllerRequest::CreateTopics {
+            topics: valid,
+            validate_only: request.validate_only,
+        };
+        call_controller(ctx, change).await
+    }
+    .into_iter();
+    let topics = validated
         .into_iter()
         .zip(&request.topics)
-        .map(|(result, topic)| {
-            if let Some(result) = result {
-                return result;
-            }
+        .map(|(validated, topic)| {
             let name = topic.name.0.to_string();
+            let new_topic = match validated {
+                Ok(new_topic) => new_topic,
+                Err(invalid) => return error_result(&name, invalid),
+            };
             match outcomes.next() {
                 Some((_, Ok(record))) => {
+                    // validate_only creates nothing: report what would have been created.
                     let partitions = if request.validate_only {
-                        match topic.num_partitions {
-                            -1 => ctx.config.default_partitions as i32,
-                            n => n,
-                        }
+                        new_topic.partitions as i32
                     } else {
                         record.partitions.len() as i32
                     };
-                    let configs = record
-                        .configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfigs::default()
-                                .with_name(StrBytes::from_string(k.clone()))
-                                .with_value(Some(StrBytes::from_string(v.clone())))
-                                .with_config_source(1)
-                        })
-                        .collect();
-                    CreatableTopicResult::default()
-                        .with_name(TopicName(StrBytes::from_string(name)))
-                        .with_topic_id(uuid::Uuid::from_slice(&record.topic_id).unwrap_or_default())
-                        .with_num_partitions(partitions)
-                        .with_replication_factor(1)
-                        // Per-topic configs in the response exist from v5.
-                        .with_configs((version >= 5).then_some(configs))
+                    created_result(version, partitions, &record)
                 }
                 Some((_, Err(error))) => {
-                    error_result(&name, errors::controller_error(&error), error.to_string())
+                    error_result(&name, (errors::controller_error(&error), error.to_string()))
                 }
                 None => error_result(
                     &name,
-                    ResponseError::RequestTimedOut,
-                    "controller did not answer".into(),
+                    (
+                        ResponseError::RequestTimedOut,
+                        "controller did not answer".into(),
+                    ),
                 ),
             }
         })
