@@ -39,31 +39,9 @@ fn retention_bytes_reclaims_segments_and_survives_restart() {
         None,
     );
     let topic = "retained";
-    let producer = producer(
-        &broker.bootstrap(),
-        &[("acks", "all"), ("linger.ms", "2"), ("batch.size", "60000")],
-    );
     let payload = vec![b'r'; 10_000];
     let count = 1000; // about 10 MB
-    for i in 0..count {
-        let key = format!("{i}");
-        send_retry(
-            &producer,
-            BaseRecord::to(topic)
-                .partition(0)
-                .key(key.as_bytes())
-                .payload(&payload[..]),
-        );
-    }
-    flush(&producer, Duration::from_secs(60));
-    assert_eq!(
-        producer
-            .context()
-            .err_count
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "all delivered"
-    );
+    produce_n(&broker, topic, count as usize, &payload);
 
     let addr = broker.addr();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -548,11 +548,7 @@ impl Shard {
                     hard_state.term != stored.term || hard_state.vote != stored.vote;
                 if vote_or_term_changed {
                     // Term and vote must be durable before this replica acts on them.
-                    let record = HardStateRecord {
-                        term: hard_state.term,
-                        vote: hard_state.vote,
-                        commit: hard_state.commit,
-                    };
+                    let record = HardStateRecord::from(hard_state);
                     self.wal
                         .append(group_id, RecordKind::HardState, &[&record.encode()]);
                 } else {
@@ -574,12 +570,7 @@ impl Shard {
                 let Some(group) = self.groups.get(&group_id) else {
                     continue;
                 };
-                let hs = group.node.store().hard_state();
-                let record = HardStateRecord {
-                    term: hs.term,
-                    vote: hs.vote,
-                    commit: hs.commit,
-                };
+                let record = HardStateRecord::from(group.node.store().hard_state());
                 self.wal
                     .append(group_id, RecordKind::HardState, &[&record.encode()]);
             }
@@ -597,12 +588,7 @@ impl Shard {
                 group.node.mut_store().compact(applied, state);
             }
             let log = group.node.store();
-            let hs = log.hard_state();
-            let hard_state = HardStateRecord {
-                term: hs.term,
-                vote: hs.vote,
-                commit: hs.commit,
-            };
+            let hard_state = HardStateRecord::from(log.hard_state());
             let snapshot = SnapshotRecord {
                 index: log.snapshot_index(),
                 term: log.snapshot_term(),

@@ -34,6 +34,16 @@ pub struct HardStateRecord {
     pub commit: u64,
 }
 
+impl From<&raft::eraftpb::HardState> for HardStateRecord {
+    fn from(hs: &raft::eraftpb::HardState) -> Self {
+        Self {
+            term: hs.term,
+            vote: hs.vote,
+            commit: hs.commit,
+        }
+    }
+}
+
 impl HardStateRecord {
     pub fn encode(&self) -> [u8; HARD_STATE_BYTES] {
         let mut out = [0u8; HARD_STATE_BYTES];
