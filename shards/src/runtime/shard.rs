@@ -218,7 +218,13 @@ impl Shard {
         self.durable_compacted
             .insert(group_id, recovered.snapshot.index);
         let voters = vec![self.config.replica_id];
-        let log = GroupLog::recovered(recovered, voters.clone(), self.config.entry_cache_bytes_max);
+        // A custom state machine replays its entries from memory (its log is compacted at
+        // every checkpoint instead), so its entries are never evicted.
+        let cache_bytes_max = match spec {
+            GroupSpec::Partition { .. } => self.config.entry_cache_bytes_max,
+            GroupSpec::Custom { .. } => usize::MAX,
+        };
+        let log = GroupLog::recovered(recovered, voters.clone(), cache_bytes_max);
         let applied = log.hard_state().commit;
         let raft_config = raft_config(
             self.config.replica_id,
