@@ -13,9 +13,10 @@ use crate::controller::{ControllerReply, ControllerRequest};
 use crate::metadata::MetadataView;
 
 pub enum ShardRequest {
+    /// Record batches for partitions of this shard, proposed in order in one go so they share
+    /// a group commit; each answers when committed (unless acks = 0).
     Append {
-        group_id: u64,
-        batch: Bytes,
+        appends: Vec<(u64, Bytes)>,
         acks: i16,
     },
     /// Reads several partitions in order under one byte budget. Each read returns at most
@@ -77,7 +78,7 @@ pub struct PartitionDescription {
 }
 
 pub enum ShardReply {
-    Append(Result<AppendResult, ShardError>),
+    Append(Vec<Result<AppendResult, ShardError>>),
     Read(Vec<Result<ReadResult, ShardError>>),
     Waited,
     ListOffset(Result<ListedOffset, ShardError>),

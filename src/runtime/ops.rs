@@ -12,7 +12,7 @@ use glommio::timer::Timer;
 use chronik_shards::error::ShardError;
 use chronik_shards::partition::batch::BatchHeader;
 use chronik_shards::partition::offsets::RetentionLimits;
-use chronik_shards::runtime::shard::GroupSpec;
+use chronik_shards::runtime::shard::{CommitReceiver, GroupSpec};
 
 use super::context::ShardContext;
 use super::frame::{
@@ -29,11 +29,9 @@ pub fn execute(
 ) -> LocalBoxFuture<'static, ShardReply> {
     async move {
         match request {
-            ShardRequest::Append {
-                group_id,
-                batch,
-                acks,
-            } => ShardReply::Append(append(&ctx, group_id, batch, acks).await),
+            ShardRequest::Append { appends, acks } => {
+                ShardReply::Append(append_many(&ctx, appends, acks).await)
+            }
             ShardRequest::Read {
                 reads,
                 budget_bytes,
@@ -83,18 +81,36 @@ fn not_controller(request: ControllerRequest) -> ControllerReply {
     ControllerReply::Topics(names.into_iter().map(|n| (n, Err(error.clone()))).collect())
 }
 
-async fn append(
+async fn append_many(
+    ctx: &ShardContext,
+    appends: Vec<(u64, Bytes)>,
+    acks: i16,
+) -> Vec<Result<AppendResult, ShardError>> {
+    // Propose everything first (one borrow, request order), then wait for the commits.
+    let proposed: Vec<_> = {
+        let mut shard = ctx.shard.borrow_mut();
+        appends
+            .iter()
+            .map(|(group_id, batch)| {
+                let header = BatchHeader::parse(batch)
+                    .map_err(|_| ShardError::OutcomeUnknown("batch header unreadable"))?;
+                shard.propose_batch(*group_id, batch, &header, acks != 0)
+            })
+            .collect()
+    };
+    let mut results = Vec::with_capacity(proposed.len());
+    for ((group_id, _), proposal) in appends.iter().zip(proposed) {
+        results.push(finish_append(ctx, *group_id, proposal).await);
+    }
+    results
+}
+
+async fn finish_append(
     ctx: &ShardContext,
     group_id: u64,
-    batch: Bytes,
-    acks: i16,
+    proposal: Result<(i64, Option<CommitReceiver>), ShardError>,
 ) -> Result<AppendResult, ShardError> {
-    let header = BatchHeader::parse(&batch)
-        .map_err(|_| ShardError::OutcomeUnknown("batch header unreadable"))?;
-    let (base_offset, receiver) =
-        ctx.shard
-            .borrow_mut()
-            .propose_batch(group_id, &batch, &header, acks != 0)?;
+    let (base_offset, receiver) = proposal?;
     if let Some(receiver) = receiver {
         receiver
             .await

@@ -19,7 +19,9 @@ use super::auto_create;
 use crate::kafka::{errors, topic_name};
 use crate::metadata::{MetadataView, TopicSettings};
 use crate::runtime::context::ShardContext;
-use crate::runtime::frame::{ShardReply, ShardRequest};
+use crate::runtime::frame::{AppendResult, ShardReply, ShardRequest};
+use chronik_shards::error::ShardError;
+use std::collections::BTreeMap;
 
 /// v0-v2 are advertised (librdkafka's feature detection reads them) but never decode.
 pub const VERSIONS: RangeInclusive<i16> = 0..=9;
@@ -63,21 +65,7 @@ pub async fn handle(
             .collect();
         plans.push((name, partitions));
     }
-    let mut responses = Vec::with_capacity(plans.len());
-    // Appends of all partitions run concurrently; join_all keeps request order.
-    let topic_futures = plans.into_iter().map(|(name, partitions)| async move {
-        let partition_futures = partitions.into_iter().map(|plan| execute(ctx, plan, acks));
-        (name, futures::future::join_all(partition_futures).await)
-    });
-    for (name, partitions) in futures::future::join_all(topic_futures).await {
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
-                    name,
-                )))
-                .with_partition_responses(partitions),
-        );
-    }
+    let responses = execute(ctx, plans, acks).await;
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
@@ -145,45 +133,93 @@ fn plan_partition(
     }
 }
 
-async fn execute(ctx: &Rc<ShardContext>, plan: Plan, acks: i16) -> PartitionProduceResponse {
-    let (index, shard, group_id, batch) = match plan {
-        Plan::Done(response) => return response,
-        Plan::Append {
-            index,
-            shard,
-            group_id,
-            batch,
-        } => (index, shard, group_id, batch),
-    };
+/// Per shard: where each answer goes (topic position, partition position, partition index)
+/// and the (group, batch) appends, in the same order.
+type ShardAppends = (Vec<(usize, usize, i32)>, Vec<(u64, Bytes)>);
+
+/// Sends each shard its partitions' batches in one request (all shards at once) and puts
+/// the answers back in request order.
+async fn execute(
+    ctx: &Rc<ShardContext>,
+    plans: Vec<(String, Vec<Plan>)>,
+    acks: i16,
+) -> Vec<TopicProduceResponse> {
+    let mut answers: Vec<Vec<Option<PartitionProduceResponse>>> = Vec::with_capacity(plans.len());
+    let mut names = Vec::with_capacity(plans.len());
+    let mut by_shard: BTreeMap<usize, ShardAppends> = BTreeMap::new();
+    for (topic_position, (name, partitions)) in plans.into_iter().enumerate() {
+        let mut topic_answers = Vec::with_capacity(partitions.len());
+        for (partition_position, plan) in partitions.into_iter().enumerate() {
+            match plan {
+                Plan::Done(response) => topic_answers.push(Some(response)),
+                Plan::Append {
+                    index,
+                    shard,
+                    group_id,
+                    batch,
+                } => {
+                    topic_answers.push(None);
+                    let (slots, appends) = by_shard.entry(shard).or_default();
+                    slots.push((topic_position, partition_position, index));
+                    appends.push((group_id, batch));
+                }
+            }
+        }
+        answers.push(topic_answers);
+        names.push(name);
+    }
+    let calls = by_shard
+        .into_iter()
+        .map(|(shard, (slots, appends))| async move {
+            let count = appends.len();
+            let results: Vec<Result<Result<AppendResult, ShardError>, ResponseError>> = match ctx
+                .call(shard, ShardRequest::Append { appends, acks })
+                .await
+            {
+                Ok(ShardReply::Append(results)) => results.into_iter().map(Ok).collect(),
+                Ok(_) => (0..count)
+                    .map(|_| Err(ResponseError::UnknownServerError))
+                    .collect(),
+                Err(error) => (0..count)
+                    .map(|_| Err(errors::route_error(&error)))
+                    .collect(),
+            };
+            (slots, results)
+        });
+    for (slots, results) in futures::future::join_all(calls).await {
+        for ((topic_position, partition_position, index), result) in slots.into_iter().zip(results)
+        {
+            answers[topic_position][partition_position] = Some(partition_answer(index, result));
+        }
+    }
+    names
+        .into_iter()
+        .zip(answers)
+        .map(|(name, partitions)| {
+            TopicProduceResponse::default()
+                .with_name(kafka_protocol::messages::TopicName(StrBytes::from_string(
+                    name,
+                )))
+                .with_partition_responses(partitions.into_iter().flatten().collect())
+        })
+        .collect()
+}
+
+fn partition_answer(
+    index: i32,
+    result: Result<Result<AppendResult, ShardError>, ResponseError>,
+) -> PartitionProduceResponse {
     let response = PartitionProduceResponse::default()
         .with_index(index)
         .with_log_append_time_ms(-1);
-    match ctx
-        .call(
-            shard,
-            ShardRequest::Append {
-                group_id,
-                batch,
-                acks,
-            },
-        )
-        .await
-    {
-        Ok(ShardReply::Append(Ok(appended))) => response
+    match result {
+        Ok(Ok(appended)) => response
             .with_base_offset(appended.base_offset)
             .with_log_start_offset(appended.log_start_offset),
-        Ok(ShardReply::Append(Err(error))) => {
-            let message = StrBytes::from_string(error.to_string());
-            response
-                .with_error_code(errors::shard_error(&error).code())
-                .with_error_message(Some(message))
-                .with_base_offset(-1)
-        }
-        Ok(_) => response
-            .with_error_code(ResponseError::UnknownServerError.code())
+        Ok(Err(error)) => response
+            .with_error_code(errors::shard_error(&error).code())
+            .with_error_message(Some(StrBytes::from_string(error.to_string())))
             .with_base_offset(-1),
-        Err(error) => response
-            .with_error_code(errors::route_error(&error).code())
-            .with_base_offset(-1),
+        Err(code) => response.with_error_code(code.code()).with_base_offset(-1),
     }
 }
