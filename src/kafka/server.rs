@@ -90,9 +90,9 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
                 let ctx = ctx.clone();
                 glommio::spawn_local(async move {
                     let (api, correlation_id) = (request.api_key, request.header.correlation_id);
-                    tracing::debug!(?api, correlation_id, "request start");
+                    tracing::trace!(?api, correlation_id, "request start");
                     let response = dispatch::handle(ctx, *request).await;
-                    tracing::debug!(?api, correlation_id, "request done");
+                    tracing::trace!(?api, correlation_id, "request done");
                     drop(guard);
                     response
                 })
