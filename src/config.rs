@@ -82,6 +82,7 @@ pub struct FileConfig {
     pub entry_cache_bytes_max: Option<usize>,
     pub connection_requests_in_flight_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
+    pub fetch_bytes_max: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +107,8 @@ pub struct Config {
     pub entry_cache_bytes_max: usize,
     pub connection_requests_in_flight_max: usize,
     pub fetch_wait_ms_max: u64,
+    /// Kafka's `fetch.max.bytes`: the most one fetch response carries (beyond one batch).
+    pub fetch_bytes_max: usize,
 }
 
 impl Config {
@@ -152,6 +155,7 @@ impl Config {
             entry_cache_bytes_max: file.entry_cache_bytes_max.unwrap_or(8 << 20),
             connection_requests_in_flight_max: file.connection_requests_in_flight_max.unwrap_or(32),
             fetch_wait_ms_max: file.fetch_wait_ms_max.unwrap_or(30_000),
+            fetch_bytes_max: file.fetch_bytes_max.unwrap_or(57_671_680),
         };
         config.validate()?;
         Ok(config)

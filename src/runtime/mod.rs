@@ -188,6 +188,7 @@ async fn run_shard(
     }
     acceptor.cancel().await;
     ctx.stopping.set(true);
+    ctx.shard.borrow_mut().wake_all_fetches();
     retention.cancel().await;
     drain(&ctx, &drained).await;
     // Anything proposed from now on would never be answered: refuse it (retriable).
@@ -268,15 +269,29 @@ fn serve_mesh(
         glommio::spawn_local(async move {
             while let Some(message) = receiver.recv().await {
                 let ctx = ctx.clone();
-                glommio::spawn_local(async move {
-                    let reply = ops::execute(ctx, message.request).await;
-                    let _ = message.reply.send(reply);
-                })
-                .detach();
+                glommio::spawn_local(execute_for_peer(ctx, message)).detach();
             }
         })
         .detach();
     }
+}
+
+/// Runs a request from another shard and answers it. A long-poll wait is abandoned as soon as
+/// the asking shard stops listening (its fetch was answered by another shard's news), so
+/// waiters do not pile up; other requests always run to the end, as their effects must.
+async fn execute_for_peer(ctx: Rc<ShardContext>, message: ShardMessage) {
+    let ShardMessage { request, mut reply } = message;
+    let abandonable = matches!(request, frame::ShardRequest::WaitForData { .. });
+    let execution = ops::execute(ctx, request);
+    let answer = if abandonable {
+        match futures::future::select(execution, reply.cancellation()).await {
+            futures::future::Either::Left((answer, _)) => answer,
+            futures::future::Either::Right(_) => return,
+        }
+    } else {
+        execution.await
+    };
+    let _ = reply.send(answer);
 }
 
 /// Brings up the controller group on shard 0, initializes a new cluster, and publishes the

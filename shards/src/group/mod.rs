@@ -291,7 +291,7 @@ impl RaftGroup {
         Ok(receiver)
     }
 
-    fn wake_fetchers(&mut self) {
+    pub fn wake_fetchers(&mut self) {
         for waiter in self.fetch_waiters.drain(..) {
             let _ = waiter.send(());
         }

@@ -178,7 +178,12 @@ impl Shard {
             recovered: recovered_groups,
             dirty: BTreeSet::new(),
             commit_unpersisted: BTreeSet::new(),
-            durable_compacted: BTreeMap::new(),
+            // Groups whose tombstone is already durable pin nothing; every other group's
+            // entries pin their segments until a durable compaction point says otherwise.
+            durable_compacted: removed
+                .iter()
+                .map(|&group_id| (group_id, u64::MAX))
+                .collect(),
             removed,
             flushing_compactions: Vec::new(),
             pending_compactions: Vec::new(),
@@ -306,9 +311,16 @@ impl Shard {
         if let Some(mut group) = self.groups.remove(&group_id) {
             group.close();
         }
-        self.recovered.remove(&group_id);
+        let recovered_snapshot = self
+            .recovered
+            .remove(&group_id)
+            .map_or(0, |g| g.snapshot.index);
         self.dirty.remove(&group_id);
         self.removed.insert(group_id);
+        // Until the tombstone is durable, the group's entries still pin their segments.
+        self.durable_compacted
+            .entry(group_id)
+            .or_insert(recovered_snapshot);
         self.wal.append(group_id, RecordKind::GroupRemoved, &[]);
         self.pending_compactions.push((group_id, u64::MAX));
         self.ring();
@@ -331,6 +343,13 @@ impl Shard {
 
     pub fn refuse_proposals(&mut self) {
         self.refusing_proposals = true;
+    }
+
+    /// Wakes every parked long-poll fetch (shutdown: they answer with what they have).
+    pub fn wake_all_fetches(&mut self) {
+        for group in self.groups.values_mut() {
+            group.wake_fetchers();
+        }
     }
 
     fn group_mut(&mut self, group_id: u64) -> Result<&mut RaftGroup, ShardError> {
@@ -529,6 +548,22 @@ impl Shard {
             let mut ready = group.node.ready();
             // Messages to other replicas go out with the transport; a lone voter has none.
             drop(ready.take_messages());
+            // A new term or vote is written before the entries of that term.
+            if let Some(hard_state) = ready.hs() {
+                let stored = group.node.store().hard_state();
+                let vote_or_term_changed =
+                    hard_state.term != stored.term || hard_state.vote != stored.vote;
+                if vote_or_term_changed {
+                    // Term and vote must be durable before this replica acts on them.
+                    let record = HardStateRecord::from(hard_state);
+                    self.wal
+                        .append(group_id, RecordKind::HardState, &[&record.encode()]);
+                } else {
+                    // A commit index alone may be written lazily (see `commit_unpersisted`).
+                    self.commit_unpersisted.insert(group_id);
+                }
+                group.node.mut_store().set_hard_state(hard_state.clone());
+            }
             let committed = ready.take_committed_entries();
             let entries = ready.take_entries();
             let mut locations = Vec::with_capacity(entries.len());
@@ -548,21 +583,6 @@ impl Shard {
             }
             let truncated = group.node.mut_store().append(&entries, &locations);
             group.on_persisted(&entries, truncated);
-            if let Some(hard_state) = ready.hs() {
-                let stored = group.node.store().hard_state();
-                let vote_or_term_changed =
-                    hard_state.term != stored.term || hard_state.vote != stored.vote;
-                if vote_or_term_changed {
-                    // Term and vote must be durable before this replica acts on them.
-                    let record = HardStateRecord::from(hard_state);
-                    self.wal
-                        .append(group_id, RecordKind::HardState, &[&record.encode()]);
-                } else {
-                    // A commit index alone may be written lazily (see `commit_unpersisted`).
-                    self.commit_unpersisted.insert(group_id);
-                }
-                group.node.mut_store().set_hard_state(hard_state.clone());
-            }
             // Votes and append responses wait for the group commit (persisted messages).
             drop(ready.take_persisted_messages());
             let number = ready.number();
@@ -587,6 +607,7 @@ impl Shard {
     /// Writes every group's hard state and compaction point into the new segment, so older
     /// segments hold nothing that is not also here (besides entries, which pin segments).
     fn checkpoint(&mut self) {
+        let started_in = self.wal.tail_segment();
         for (&group_id, group) in &mut self.groups {
             if let Machine::Custom(_) = group.machine {
                 let applied = group.node.store().applied();
@@ -619,7 +640,7 @@ impl Shard {
         for &group_id in &self.removed {
             self.wal.append(group_id, RecordKind::GroupRemoved, &[]);
         }
-        self.wal.note_checkpoint_written();
+        self.wal.note_checkpoint_written(started_in);
     }
 
     /// After the group commit: tell Raft what is durable. Groups with newly committed entries
@@ -676,7 +697,7 @@ impl Shard {
         let durable = &self.durable_compacted;
         let reclaimable = self
             .wal
-            .reclaimable_segments(|group_id| durable.get(&group_id).copied().unwrap_or(u64::MAX));
+            .reclaimable_segments(|group_id| durable.get(&group_id).copied().unwrap_or(0));
         if !reclaimable.is_empty() {
             tracing::info!(
                 shard = self.config.shard_id,

@@ -266,6 +266,17 @@ impl Wal {
             recovery.release_committed_data();
             segments.insert(segment, Rc::new(file));
             let is_last = position_in_sequence + 1 == sequence.len();
+            // An older segment ends where a record did not fit, and is zeros after that. A
+            // zero header with data behind it means a lost or zeroed block: records after it
+            // were acknowledged, so refuse instead of silently skipping them.
+            let zeros_after_end = content[scan.valid_bytes..].iter().all(|&b| b == 0);
+            if !is_last && scan.stop == ScanStop::End && !zeros_after_end {
+                return Err(WalError::Damaged {
+                    segment,
+                    position: scan.valid_bytes as u64,
+                    stop: scan.stop,
+                });
+            }
             if scan.stop != ScanStop::End || is_last {
                 if scan.stop != ScanStop::End {
                     tracing::warn!(segment, valid_bytes = scan.valid_bytes, stop = %scan.stop,
@@ -408,15 +419,24 @@ impl Wal {
     }
 
     /// The shard has appended a complete checkpoint of every group after the last roll.
-    pub fn note_checkpoint_written(&mut self) {
-        let segment = self
-            .pending
+    /// The segment the next record lands in (a checkpoint records it before it starts).
+    pub fn tail_segment(&self) -> u64 {
+        self.pending
             .last()
-            .map_or(self.active_segment, |c| c.segment);
-        self.checkpoint_pending = Some(segment);
-        // A checkpoint that spilled into yet another segment leaves the flag set: write again.
-        if !self.pending.iter().any(|c| c.segment > segment) {
+            .map_or(self.active_segment, |c| c.segment)
+    }
+
+    /// A checkpoint begun in `started_in` is fully appended. It counts only if it did not
+    /// cross into another segment; if it did, that roll owes a new one in the new segment.
+    pub fn note_checkpoint_written(&mut self, started_in: u64) {
+        if self.tail_segment() == started_in {
+            self.checkpoint_pending = Some(started_in);
             self.checkpoint_owed = false;
+        } else {
+            assert!(
+                self.checkpoint_owed,
+                "a roll during the checkpoint owes another one"
+            );
         }
     }
 

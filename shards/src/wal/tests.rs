@@ -142,3 +142,40 @@ fn segments_roll_and_recover_in_order() {
         assert!(wal.segment_count() > 1);
     });
 }
+
+#[test]
+fn a_checkpoint_that_crosses_a_roll_does_not_count() {
+    run(|| async {
+        let temp = tempfile::tempdir().expect("tempdir");
+        probe(temp.path()).await;
+        let (mut wal, _) = Wal::open(config(temp.path())).await.expect("opens");
+        assert!(
+            wal.checkpoint_owed(),
+            "a freshly opened log owes a checkpoint"
+        );
+        // Fill segment 1 to just below its end.
+        let filler = vec![3u8; 200 << 10];
+        for _ in 0..5 {
+            wal.append(1, RecordKind::HardState, &[&filler]);
+        }
+        let started_in = wal.tail_segment();
+        // The "checkpoint" does not fit and rolls into segment 2.
+        wal.append(1, RecordKind::HardState, &[&filler]);
+        assert_ne!(wal.tail_segment(), started_in);
+        wal.note_checkpoint_written(started_in);
+        assert!(
+            wal.checkpoint_owed(),
+            "a checkpoint split over two segments is not complete"
+        );
+        let started_in = wal.tail_segment();
+        wal.append(1, RecordKind::HardState, &[b"small"]);
+        wal.note_checkpoint_written(started_in);
+        assert!(!wal.checkpoint_owed());
+        flush(&mut wal).await;
+        assert_eq!(
+            wal.reclaimable_segments(|_| u64::MAX),
+            vec![1],
+            "only behind the complete checkpoint"
+        );
+    });
+}

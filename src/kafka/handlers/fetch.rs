@@ -40,7 +40,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: FetchRequest
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64)
         .min(Duration::from_millis(ctx.config.fetch_wait_ms_max));
     let deadline = Instant::now() + wait;
-    let max_bytes = request.max_bytes.max(0) as usize;
+    let max_bytes = (request.max_bytes.max(0) as usize).min(ctx.config.fetch_bytes_max);
     loop {
         let outcomes = read_all(ctx, &wanted, max_bytes).await;
         let available: usize = outcomes
@@ -51,7 +51,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: FetchRequest
             .sum();
         let any_error = outcomes.iter().any(Result::is_err);
         let now = Instant::now();
-        if available >= request.min_bytes.max(1) as usize || any_error || now >= deadline {
+        let stopping = ctx.stopping.get();
+        if available >= request.min_bytes.max(1) as usize
+            || any_error
+            || now >= deadline
+            || stopping
+        {
             return respond(&request, &wanted, outcomes, max_bytes);
         }
         wait_for_data(ctx, &wanted, &outcomes, deadline - now).await;
