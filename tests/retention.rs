@@ -22,22 +22,26 @@ fn segment_files(broker: &Broker) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn retention_bytes_reclaims_segments_and_survives_restart() {
+/// One shard, 1 MiB WAL segments, retention checked every 200 ms, plus `extra` TOML. The
+/// returned directory holds the config file and must outlive the broker.
+fn start_small_segments(extra: &str) -> (tempfile::TempDir, Broker) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let config = scratch.path().join("chronik.toml");
-    // 1 MiB segments, 2 MB kept per partition, retention checked every 200 ms.
-    std::fs::write(
-        &config,
-        "retention_bytes = 2000000\nretention_check_interval_ms = 200\nmessage_bytes_max = 200000\n",
-    )
-    .expect("config file");
+    let toml = format!("retention_check_interval_ms = 200\nmessage_bytes_max = 200000\n{extra}");
+    std::fs::write(&config, toml).expect("config file");
     let config_arg = config.to_string_lossy().to_string();
-    let mut broker = Broker::start_with(
+    let broker = Broker::start_with(
         1,
         &["--config", &config_arg, "--segment-bytes", "1048576"],
         None,
     );
+    (scratch, broker)
+}
+
+#[test]
+fn retention_bytes_reclaims_segments_and_survives_restart() {
+    // 2 MB kept per partition.
+    let (_scratch, mut broker) = start_small_segments("retention_bytes = 2000000\n");
     let topic = "retained";
     let payload = vec![b'r'; 10_000];
     let count = 1000; // about 10 MB
@@ -173,19 +177,7 @@ fn produce_n(broker: &Broker, topic: &str, count: usize, payload: &[u8]) {
 /// and the node restarts cleanly (twice, so state written after the first restart is checked).
 #[test]
 fn mixed_retention_and_deleted_topics_survive_restarts() {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let config = scratch.path().join("chronik.toml");
-    std::fs::write(
-        &config,
-        "retention_check_interval_ms = 200\nmessage_bytes_max = 200000\n",
-    )
-    .expect("config");
-    let config_arg = config.to_string_lossy().to_string();
-    let mut broker = Broker::start_with(
-        1,
-        &["--config", &config_arg, "--segment-bytes", "1048576"],
-        None,
-    );
+    let (_scratch, mut broker) = start_small_segments("");
     let addr = broker.addr();
     create_with_configs(
         addr,
