@@ -42,10 +42,11 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --release -- --test-threads=2 "$@" 2>&1 | tee "$log" || status=$?
+# --no-fail-fast: every test binary runs, so one failure does not hide the others.
+cargo test --workspace --release --no-fail-fast -- --test-threads=2 "$@" 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary, so a run that executed nothing is plain to see.
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -E '^test result: ' "$log" | grep -Eo '[0-9]+ failed;' | awk '{s+=$1} END {print s+0}')
 echo "tests: $passed passed, $failed failed"
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then
   exit 1
