@@ -467,6 +467,73 @@ fn inconsistent_batches_rejected() {
     assert_eq!(tail, vec!["fine-0", "fine-1"]);
 }
 
+/// A zstd "bomb": a batch of under 1 MiB whose records section expands to tens of GiB. The
+/// broker stores it as sent; ListOffsets by timestamp is the one place that looks inside a
+/// stored batch, and it must stop decompressing at its cap, answer, and stay up.
+#[test]
+fn compression_bomb_in_list_offsets_is_bounded() {
+    let mut broker = Broker::start(1);
+    let addr = broker.addr();
+    create_topic(addr, "bomb", 1);
+    let base_timestamp = now_ms();
+    let r = produce_raw(
+        addr,
+        "bomb",
+        0,
+        simple_batch("before-", 2, base_timestamp),
+        -1,
+    );
+    assert_eq!(produce_result(&r), (NONE, 0), "a normal batch first");
+
+    let frame = zstd::encode_all(&vec![0u8; 64 << 20][..], 3).expect("zstd");
+    let repeats = 900_000 / frame.len();
+    let expanded_gib = repeats * 64 / 1024;
+    assert!(
+        expanded_gib >= 8,
+        "the bomb expands to {expanded_gib} GiB only"
+    );
+    let bomb_records = frame.repeat(repeats);
+    let mut tail = Vec::new();
+    tail.extend_from_slice(&4i16.to_be_bytes()); // attributes: zstd, create time
+    tail.extend_from_slice(&0i32.to_be_bytes()); // lastOffsetDelta
+    tail.extend_from_slice(&(base_timestamp + 10).to_be_bytes());
+    tail.extend_from_slice(&(base_timestamp + 10).to_be_bytes());
+    tail.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
+    tail.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
+    tail.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+    tail.extend_from_slice(&1i32.to_be_bytes()); // recordCount
+    tail.extend_from_slice(&bomb_records);
+    let mut batch = Vec::new();
+    batch.extend_from_slice(&0i64.to_be_bytes());
+    batch.extend_from_slice(&((4 + 1 + 4 + tail.len()) as i32).to_be_bytes());
+    batch.extend_from_slice(&(-1i32).to_be_bytes());
+    batch.push(2);
+    batch.extend_from_slice(&crc32c::crc32c(&tail).to_be_bytes());
+    batch.extend_from_slice(&tail);
+    eprintln!(
+        "bomb batch: {} bytes, expands to about {expanded_gib} GiB",
+        batch.len()
+    );
+    let r = produce_raw(addr, "bomb", 0, batch, -1);
+    assert_eq!(produce_result(&r), (NONE, 2), "stored as sent");
+
+    let started = Instant::now();
+    let (err, _, offset) = list_offsets(addr, "bomb", 0, base_timestamp + 5);
+    eprintln!(
+        "ListOffsets into the bomb answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (err, offset),
+        (NONE, 2),
+        "the bomb batch is answered by its base offset"
+    );
+    assert_healthy(&mut broker, "ListOffsets into a compression bomb");
+    // The partition's other data and offsets are intact.
+    assert_eq!(list_offsets(addr, "bomb", 0, base_timestamp).2, 0);
+    assert_eq!(list_offsets(addr, "bomb", 0, -1).2, 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Seeded fuzzing
 

@@ -1,6 +1,7 @@
 //! The Kafka front-end: connections, framing, dispatch, one handler per API.
 
 pub mod codec;
+pub mod decompress;
 pub mod dispatch;
 pub mod errors;
 pub mod handlers;

@@ -177,6 +177,7 @@ async fn run_shard(
         start_controller(&ctx).await.map_err(fail)?;
     }
     wait_for_metadata(&ctx, &stop).await.map_err(fail)?;
+    wait_for_local_leaders(&ctx).await;
     let retention = glommio::spawn_local(retention_loop(ctx.clone()));
     let listener = crate::kafka::server::listen(&ctx)
         .map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
@@ -244,6 +245,28 @@ async fn wait_for_metadata(ctx: &ShardContext, stop: &AtomicBool) -> Result<(), 
         sleep(Duration::from_millis(5)).await;
     }
     Ok(())
+}
+
+/// Serving starts once this shard's partitions lead again, so the first ListOffsets or Fetch
+/// after a restart sees the same high watermark as before it. Bounded: after `STARTUP_WAIT`
+/// the shard serves anyway (a partition still catching up answers with a lower watermark).
+async fn wait_for_local_leaders(ctx: &ShardContext) {
+    let started = Instant::now();
+    loop {
+        let catching_up = ctx.shard.borrow().groups_catching_up();
+        if catching_up == 0 {
+            return;
+        }
+        if started.elapsed() > STARTUP_WAIT {
+            tracing::warn!(
+                shard = ctx.shard_id,
+                catching_up,
+                "serving while some partitions are still catching up"
+            );
+            return;
+        }
+        sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Waits (bounded) for this shard's requests in flight, then keeps answering other shards'

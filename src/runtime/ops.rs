@@ -8,6 +8,7 @@ use bytes::Bytes;
 use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use glommio::timer::Timer;
+use kafka_protocol::records::RecordBatchDecoder;
 
 use chronik_shards::error::ShardError;
 use chronik_shards::partition::batch::BatchHeader;
@@ -21,6 +22,7 @@ use super::frame::{
 };
 use crate::controller::state::CONTROLLER_GROUP_ID;
 use crate::controller::{ControllerReply, ControllerRequest};
+use crate::kafka::decompress::decompress_bounded;
 use crate::metadata::{MetadataView, TopicSettings};
 
 pub fn execute(
@@ -214,6 +216,8 @@ const FETCH_POLL_WHEN_OVERLOADED_MS: u64 = 50;
 /// base offset).
 const LIST_OFFSETS_DECODE_RECORDS_MAX: i32 = 100_000;
 const LIST_OFFSETS_DECODE_BYTES_MAX: usize = 4 << 20;
+/// Past this, a batch is answered by its base offset instead (a compression bomb stops here).
+const LIST_OFFSETS_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 
 /// Which batch (and in it, which record) answers a ListOffsets timestamp.
 enum Lookup {
@@ -261,7 +265,11 @@ async fn list_offset(
             && batch.len() <= LIST_OFFSETS_DECODE_BYTES_MAX
     });
     let found = if decodable {
-        match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
+        let bounded = |records: &mut Bytes, codec| {
+            decompress_bounded(records, codec, LIST_OFFSETS_DECOMPRESSED_BYTES_MAX)
+                .map_err(anyhow::Error::from)
+        };
+        match RecordBatchDecoder::decode_with_custom_compression(&mut batch, Some(bounded)) {
             Ok(set) => set
                 .records
                 .into_iter()

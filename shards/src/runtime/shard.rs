@@ -454,6 +454,16 @@ impl Shard {
         })
     }
 
+    /// Groups that do not yet lead with everything they recovered applied. After a restart
+    /// the durable commit index may trail the acknowledged one (it is written lazily), so a
+    /// group's high watermark is right only once it has committed an entry of its new term.
+    pub fn groups_catching_up(&self) -> usize {
+        self.groups
+            .keys()
+            .filter(|&&group_id| !self.is_caught_up_leader(group_id))
+            .count()
+    }
+
     pub fn leader_epoch(&self, group_id: u64) -> Result<i32, ShardError> {
         Ok(self.group(group_id)?.term() as i32)
     }
