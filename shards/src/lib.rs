@@ -5,4 +5,5 @@ pub mod error;
 pub mod group;
 pub mod partition;
 pub mod runtime;
+pub mod sim;
 pub mod wal;

@@ -3,4 +3,4 @@
 pub mod shard;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

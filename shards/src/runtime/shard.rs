@@ -27,11 +27,12 @@ use crate::group::{config::raft_config, Machine, RaftGroup, StateMachine};
 use crate::partition::batch::{self, BatchHeader};
 use crate::partition::offsets::{BatchMeta, PartitionOffsets, RetentionLimits};
 use crate::partition::producer_state::SequenceCheck;
+use crate::wal::disk::DmaDisk;
 use crate::wal::record::RecordKind;
 use crate::wal::recovery::{
     EntryHeader, HardStateRecord, RecoveredGroup, SnapshotRecord, ENTRY_HEADER_BYTES,
 };
-use crate::wal::{RecordReader, Wal, WalConfig};
+use crate::wal::{Disk, FlushDone, FlushJob, RecordReader, Wal, WalConfig};
 
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -65,7 +66,7 @@ impl GroupSpec {
     }
 }
 
-pub type ShardRef = Rc<RefCell<Shard>>;
+pub type ShardRef<D = DmaDisk> = Rc<RefCell<Shard<D>>>;
 
 /// How long a stopping pump keeps flushing before it gives up (everything acknowledged is
 /// already durable; this only bounds shutdown).
@@ -80,9 +81,16 @@ struct PendingPersist {
     number: u64,
 }
 
-pub struct Shard {
+/// One pass of the pump between `begin_pass` and `end_pass`: the group commit to run (if
+/// anything was appended) and the Readies it makes durable.
+pub struct Pass<D: Disk = DmaDisk> {
+    pending: Vec<PendingPersist>,
+    pub flush: Option<FlushJob<D>>,
+}
+
+pub struct Shard<D: Disk = DmaDisk> {
     config: ShardConfig,
-    wal: Wal,
+    wal: Wal<D>,
     groups: BTreeMap<u64, RaftGroup>,
     /// Recovered state of groups the metadata has not claimed yet.
     recovered: BTreeMap<u64, RecoveredGroup>,
@@ -107,24 +115,24 @@ pub struct Shard {
 }
 
 /// What a fetch reads from one partition: cached batches and WAL reads, in offset order.
-pub struct ReadPlan {
+pub struct ReadPlan<D: Disk = DmaDisk> {
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub pieces: Vec<ReadPiece>,
+    pub pieces: Vec<ReadPiece<D>>,
 }
 
-pub enum ReadPiece {
+pub enum ReadPiece<D: Disk = DmaDisk> {
     Cached {
         base_offset: i64,
         batch: Bytes,
     },
     Disk {
         base_offset: i64,
-        reader: RecordReader,
+        reader: RecordReader<D>,
     },
 }
 
-impl ReadPiece {
+impl<D: Disk> ReadPiece<D> {
     /// The batch bytes with the base offset the log assigned.
     pub async fn load(self) -> Result<Bytes, ShardError> {
         let (base_offset, batch) = match self {
@@ -148,10 +156,20 @@ impl ReadPiece {
     }
 }
 
-impl Shard {
-    /// Opens the shard's WAL. Groups come to life with `add_group` once metadata names them.
+impl Shard<DmaDisk> {
+    /// Opens the shard's WAL on real files; see `open_on`.
     pub async fn open(config: ShardConfig) -> Result<(ShardRef, LocalReceiver<()>), ShardError> {
-        let (wal, recovered) = Wal::open(config.wal.clone()).await?;
+        Shard::open_on(DmaDisk, config).await
+    }
+}
+
+impl<D: Disk> Shard<D> {
+    /// Opens the shard's WAL. Groups come to life with `add_group` once metadata names them.
+    pub async fn open_on(
+        disk: D,
+        config: ShardConfig,
+    ) -> Result<(ShardRef<D>, LocalReceiver<()>), ShardError> {
+        let (wal, recovered) = Wal::open_on(disk, config.wal.clone()).await?;
         let (doorbell, doorbell_rx) = local_channel::new_bounded(1);
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let removed: BTreeSet<u64> = recovered
@@ -266,7 +284,10 @@ impl Shard {
 
     /// Reads back the data of recovered entries that recovery did not keep in memory, for a
     /// group whose state machine replays entries (the controller). Start-up only.
-    pub async fn preload_recovered_data(shard: &ShardRef, group_id: u64) -> Result<(), ShardError> {
+    pub async fn preload_recovered_data(
+        shard: &ShardRef<D>,
+        group_id: u64,
+    ) -> Result<(), ShardError> {
         let readers = {
             let state = shard.borrow();
             let Some(recovered) = state.recovered.get(&group_id) else {
@@ -476,7 +497,7 @@ impl Shard {
         offset: i64,
         max_bytes: usize,
         first_whole: bool,
-    ) -> Result<ReadPlan, ShardError> {
+    ) -> Result<ReadPlan<D>, ShardError> {
         let group = self.group(group_id)?;
         let offsets = group.offsets().ok_or(ShardError::UnknownGroup(group_id))?;
         let (log_start_offset, high_watermark) =
@@ -505,7 +526,7 @@ impl Shard {
         })
     }
 
-    fn piece(&self, group: &RaftGroup, meta: &BatchMeta) -> Result<ReadPiece, ShardError> {
+    fn piece(&self, group: &RaftGroup, meta: &BatchMeta) -> Result<ReadPiece<D>, ShardError> {
         let entry = group
             .node
             .store()
@@ -535,10 +556,6 @@ impl Shard {
                 self.dirty.insert(group_id);
             }
         }
-    }
-
-    fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || self.wal.has_pending()
     }
 
     /// One Ready pass: for every dirty group, apply what Raft says is committed (answering
@@ -725,12 +742,58 @@ impl Shard {
     pub fn wal_segment_count(&self) -> usize {
         self.wal.segment_count()
     }
+
+    /// Whether a pass would do anything (dirty groups or records waiting for the WAL).
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty() || self.wal.has_pending()
+    }
+
+    /// Starts one pump pass: Readies of every dirty group, the checkpoints a roll owes, and
+    /// the group commit covering all of it. Run `pass.flush` (if any), then `end_pass`.
+    pub fn begin_pass(&mut self) -> Pass<D> {
+        let pending = self.collect_ready();
+        // Every roll owes a checkpoint before older segments may go; a checkpoint that
+        // itself spills over owes another (bounded: a checkpoint is far below a segment).
+        for _ in 0..3 {
+            if !self.wal.checkpoint_owed() {
+                break;
+            }
+            self.checkpoint();
+        }
+        self.flushing_compactions = std::mem::take(&mut self.pending_compactions);
+        Pass {
+            pending,
+            flush: self.wal.take_flush_job(),
+        }
+    }
+
+    /// Finishes a pass whose group commit (if it had one) completed with `done`: Raft learns
+    /// what is durable, compaction points count, and segments nobody needs go.
+    pub fn end_pass(&mut self, pass: Pass<D>, done: Option<FlushDone<D>>) {
+        assert!(pass.flush.is_none(), "the pass's group commit was run");
+        if let Some(done) = done {
+            self.wal.complete_flush(done);
+        }
+        for (group_id, index) in std::mem::take(&mut self.flushing_compactions) {
+            let slot = self.durable_compacted.entry(group_id).or_default();
+            *slot = (*slot).max(index);
+        }
+        self.finish_persist(pass.pending);
+        if let Err(error) = self.reclaim_segments() {
+            tracing::warn!(%error, "retention could not remove a segment");
+        }
+    }
+
+    /// Ticks every group once (the pump does this every `tick_interval_ms`).
+    pub fn tick(&mut self) {
+        self.tick_all();
+    }
 }
 
 /// Appends a group's hard state and, when it has one, its compaction point. Returns the
 /// compaction index written.
-fn append_group_state(
-    wal: &mut Wal,
+fn append_group_state<D: Disk>(
+    wal: &mut Wal<D>,
     group_id: u64,
     hard_state: &HardStateRecord,
     snapshot: &SnapshotRecord,
@@ -748,8 +811,8 @@ fn append_group_state(
 }
 
 /// Drives the shard until `stop` resolves and everything queued is durable.
-pub async fn run_pump(
-    shard: ShardRef,
+pub async fn run_pump<D: Disk>(
+    shard: ShardRef<D>,
     doorbell: LocalReceiver<()>,
     stop: Rc<std::cell::Cell<bool>>,
 ) {
@@ -778,40 +841,19 @@ pub async fn run_pump(
             futures::future::select(ring, timer).await;
             continue;
         }
-        let (pending, job) = {
-            let mut state = shard.borrow_mut();
-            let pending = state.collect_ready();
-            // Every roll owes a checkpoint before older segments may go; a checkpoint that
-            // itself spills over owes another (bounded: a checkpoint is far below a segment).
-            for _ in 0..3 {
-                if !state.wal.checkpoint_owed() {
-                    break;
-                }
-                state.checkpoint();
-            }
-            let compactions = std::mem::take(&mut state.pending_compactions);
-            state.flushing_compactions = compactions;
-            (pending, state.wal.take_flush_job())
-        };
-        if let Some(job) = job {
-            match job.run().await {
-                Ok(done) => shard.borrow_mut().wal.complete_flush(done),
+        let mut pass = shard.borrow_mut().begin_pass();
+        let done = match pass.flush.take() {
+            Some(job) => match job.run().await {
+                Ok(done) => Some(done),
                 Err(error) => {
                     // fsync failures cannot be retried safely (the page state is unknown):
                     // stop the process rather than acknowledge anything else.
                     tracing::error!(%error, "wal group commit failed; stopping");
                     std::process::exit(74);
                 }
-            }
-        }
-        let mut state = shard.borrow_mut();
-        for (group_id, index) in std::mem::take(&mut state.flushing_compactions) {
-            let slot = state.durable_compacted.entry(group_id).or_default();
-            *slot = (*slot).max(index);
-        }
-        state.finish_persist(pending);
-        if let Err(error) = state.reclaim_segments() {
-            tracing::warn!(%error, "retention could not remove a segment");
-        }
+            },
+            None => None,
+        };
+        shard.borrow_mut().end_pass(pass, done);
     }
 }

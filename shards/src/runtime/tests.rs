@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use super::shard::{run_pump, GroupSpec, Shard, ShardConfig, ShardRef};
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::partition::offsets::RetentionLimits;
-use crate::wal::WalConfig;
+use crate::wal::{Disk, WalConfig};
 
 const GROUP: u64 = 7;
 
@@ -34,7 +34,7 @@ fn config(dir: &std::path::Path) -> ShardConfig {
 }
 
 /// A record batch header with one record's worth of offsets and `payload` after it.
-fn batch(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn batch(payload: &[u8]) -> Vec<u8> {
     let mut bytes = vec![0u8; BATCH_HEADER_BYTES];
     let length = (BATCH_HEADER_BYTES + payload.len() - 12) as i32;
     bytes[8..12].copy_from_slice(&length.to_be_bytes());
@@ -49,19 +49,26 @@ async fn start(dir: &std::path::Path) -> (ShardRef, glommio::Task<()>, Rc<Cell<b
     let (shard, doorbell) = Shard::open(config(dir)).await.expect("shard opens");
     let stop = Rc::new(Cell::new(false));
     let pump = glommio::spawn_local(run_pump(shard.clone(), doorbell, stop.clone()));
+    install_one_partition(&shard, GROUP, -1);
+    (shard, pump, stop)
+}
+
+/// Makes `group_id` the shard's only partition, kept to `retention_bytes` (-1: forever).
+pub(crate) fn install_one_partition<D: Disk>(
+    shard: &ShardRef<D>,
+    group_id: u64,
+    retention_bytes: i64,
+) {
     let retention = RetentionLimits {
         retention_ms: -1,
-        retention_bytes: -1,
+        retention_bytes,
     };
-    shard
-        .borrow_mut()
-        .add_group(GroupSpec::Partition {
-            group_id: GROUP,
-            retention,
-        })
-        .expect("group");
+    let spec = GroupSpec::Partition {
+        group_id,
+        retention,
+    };
+    shard.borrow_mut().add_group(spec).expect("group");
     shard.borrow_mut().finish_group_install();
-    (shard, pump, stop)
 }
 
 async fn wait_until_caught_up(shard: &ShardRef) {
@@ -176,16 +183,24 @@ async fn run_seed(seed: u64) {
 
 #[test]
 fn acknowledged_batches_survive_crashes() {
-    let seeds: Vec<u64> = match std::env::var("CHRONIK_SEED")
+    for_each_seed(1..=12, |seed| async move { run_seed(seed).await });
+}
+
+/// Runs `run` for every seed of `seeds` (or only `CHRONIK_SEED`), each on a fresh executor,
+/// and names the seed that failed.
+pub(crate) fn for_each_seed<F, Fut>(seeds: std::ops::RangeInclusive<u64>, run: F)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let replay = std::env::var("CHRONIK_SEED")
         .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (1..=12).collect(),
-    };
+        .and_then(|s| s.parse().ok());
+    let seeds: Vec<u64> = replay.map_or_else(|| seeds.collect(), |seed| vec![seed]);
     for seed in seeds {
+        let run = run.clone();
         LocalExecutorBuilder::default()
-            .spawn(move || async move { run_seed(seed).await })
+            .spawn(move || run(seed))
             .expect("executor")
             .join()
             .unwrap_or_else(|_| panic!("seed {seed} failed; replay with CHRONIK_SEED={seed}"));

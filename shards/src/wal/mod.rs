@@ -10,6 +10,7 @@
 //! Segments are preallocated files named `<seq>.wal` that roll at `segment_bytes_max`. A record
 //! never spans two segments.
 
+pub mod disk;
 pub mod record;
 pub mod recovery;
 
@@ -18,8 +19,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
 use thiserror::Error;
+
+pub use disk::Disk;
+use disk::{DiskFile, DmaDisk};
 
 use record::{RecordKind, ScanStop};
 use recovery::{RecoveredLog, Recovery, RecoveryError};
@@ -51,13 +54,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-fn glommio_error<T>(path: &Path) -> impl FnOnce(glommio::GlommioError<T>) -> WalError + '_ {
-    move |err| WalError::Io {
-        path: path.to_path_buf(),
-        source: err.into(),
     }
 }
 
@@ -98,9 +94,10 @@ struct PendingChunk {
     bytes: Vec<u8>,
 }
 
-pub struct Wal {
+pub struct Wal<D: Disk = DmaDisk> {
     config: WalConfig,
-    segments: BTreeMap<u64, Rc<DmaFile>>,
+    disk: D,
+    segments: BTreeMap<u64, Rc<D::File>>,
     active_segment: u64,
     /// Logical end of flushed data in the active segment.
     write_position: u64,
@@ -122,22 +119,23 @@ pub struct Wal {
 }
 
 /// A group commit ready to run: aligned writes, each followed by fdatasync of its file.
-pub struct FlushJob {
-    writes: Vec<FlushWrite>,
+pub struct FlushJob<D: Disk = DmaDisk> {
+    writes: Vec<FlushWrite<D>>,
     segment_bytes_max: u64,
     dir: PathBuf,
+    disk: D,
 }
 
-struct FlushWrite {
+struct FlushWrite<D: Disk> {
     segment: u64,
-    file: Option<Rc<DmaFile>>,
+    file: Option<Rc<D::File>>,
     position: u64,
     bytes: Vec<u8>,
 }
 
 /// Files the flush created; handed back with `Wal::complete_flush`.
-pub struct FlushDone {
-    created: Vec<(u64, Rc<DmaFile>)>,
+pub struct FlushDone<D: Disk = DmaDisk> {
+    created: Vec<(u64, Rc<D::File>)>,
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -152,33 +150,28 @@ fn align_up(value: u64) -> u64 {
     value.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
 }
 
-async fn open_segment(path: &Path, create: bool, size: u64) -> Result<DmaFile, WalError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .dma_open(path)
-        .await
-        .map_err(glommio_error(path))?;
+async fn open_segment<D: Disk>(
+    disk: &D,
+    path: &Path,
+    create: bool,
+    size: u64,
+) -> Result<D::File, WalError> {
+    let file = disk.open(path, create).await.map_err(io_error(path))?;
     if create {
-        file.pre_allocate(size, false)
-            .await
-            .map_err(glommio_error(path))?;
-        file.fdatasync().await.map_err(glommio_error(path))?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        file.allocate(size).await.map_err(io_error(path))?;
+        file.sync().await.map_err(io_error(path))?;
+        sync_dir(disk, path.parent().unwrap_or(Path::new(".")))?;
     }
     Ok(file)
 }
 
 /// Makes a created or removed file name durable.
-fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))
+fn sync_dir<D: Disk>(disk: &D, dir: &Path) -> Result<(), WalError> {
+    disk.sync_dir(dir).map_err(io_error(dir))
 }
 
-async fn read_whole(file: &DmaFile, path: &Path) -> Result<Vec<u8>, WalError> {
-    let size = file.file_size().await.map_err(glommio_error(path))?;
+async fn read_whole<F: DiskFile>(file: &F, path: &Path) -> Result<Vec<u8>, WalError> {
+    let size = file.size().await.map_err(io_error(path))?;
     let mut content = Vec::with_capacity(size as usize);
     let mut position = 0;
     while position < size {
@@ -186,7 +179,7 @@ async fn read_whole(file: &DmaFile, path: &Path) -> Result<Vec<u8>, WalError> {
         let chunk = file
             .read_at(position, length as usize)
             .await
-            .map_err(glommio_error(path))?;
+            .map_err(io_error(path))?;
         if chunk.is_empty() {
             break;
         }
@@ -197,18 +190,12 @@ async fn read_whole(file: &DmaFile, path: &Path) -> Result<Vec<u8>, WalError> {
 }
 
 /// Segment numbers present in `dir`, oldest first.
-fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
-    let mut sequence: Vec<u64> = std::fs::read_dir(dir)
+fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<u64>, WalError> {
+    let mut sequence: Vec<u64> = disk
+        .list(dir)
         .map_err(io_error(dir))?
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()?
-                .strip_suffix(".wal")?
-                .parse()
-                .ok()
-        })
+        .iter()
+        .filter_map(|name| name.strip_suffix(".wal")?.parse().ok())
         .collect();
     sequence.sort_unstable();
     Ok(sequence)
@@ -218,7 +205,8 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
 /// before it is synced, so a torn record can only be followed by segments never written to;
 /// anything else is corruption, and the broker refuses to start rather than drop acknowledged
 /// data that follows it.
-fn drop_unwritten_segments(
+async fn drop_unwritten_segments<D: Disk>(
+    disk: &D,
     dir: &Path,
     later: &[u64],
     segment: u64,
@@ -226,7 +214,8 @@ fn drop_unwritten_segments(
 ) -> Result<(), WalError> {
     for &later_segment in later {
         let path = segment_path(dir, later_segment);
-        let first = std::fs::read(&path).map_err(io_error(&path))?;
+        let file = disk.open(&path, false).await.map_err(io_error(&path))?;
+        let first = read_whole(&file, &path).await?;
         if record::decode(&first).is_ok() {
             return Err(WalError::Damaged {
                 segment,
@@ -237,27 +226,35 @@ fn drop_unwritten_segments(
     }
     for &later_segment in later {
         let path = segment_path(dir, later_segment);
-        std::fs::remove_file(&path).map_err(io_error(&path))?;
+        disk.remove(&path).map_err(io_error(&path))?;
     }
     if !later.is_empty() {
-        sync_dir(dir)?;
+        sync_dir(disk, dir)?;
     }
     Ok(())
 }
 
-impl Wal {
+impl Wal<DmaDisk> {
+    /// Opens (or creates) the WAL on real files; see `open_on`.
+    pub async fn open(config: WalConfig) -> Result<(Wal, RecoveredLog), WalError> {
+        Wal::open_on(DmaDisk, config).await
+    }
+}
+
+impl<D: Disk> Wal<D> {
     /// Opens (or creates) the WAL in `config.dir`, recovering every group's durable state.
     /// The log is cut at the first torn record and everything after it is zeroed, so the
     /// remains of a torn write can never reappear later.
-    pub async fn open(config: WalConfig) -> Result<(Wal, RecoveredLog), WalError> {
-        std::fs::create_dir_all(&config.dir).map_err(io_error(&config.dir))?;
-        let sequence = list_segments(&config.dir)?;
+    pub async fn open_on(disk: D, config: WalConfig) -> Result<(Wal<D>, RecoveredLog), WalError> {
+        disk.create_dir_all(&config.dir)
+            .map_err(io_error(&config.dir))?;
+        let sequence = list_segments(&disk, &config.dir)?;
         let mut recovery = Recovery::default();
         let mut segments = BTreeMap::new();
         let mut end = None;
         for (position_in_sequence, &segment) in sequence.iter().enumerate() {
             let path = segment_path(&config.dir, segment);
-            let file = open_segment(&path, false, config.segment_bytes_max).await?;
+            let file = open_segment(&disk, &path, false, config.segment_bytes_max).await?;
             let content = read_whole(&file, &path).await?;
             let scan = record::scan(&content);
             for &(position, rec) in &scan.records {
@@ -283,7 +280,7 @@ impl Wal {
                         "wal: torn or damaged tail, cutting the log here");
                 }
                 let later = &sequence[position_in_sequence + 1..];
-                drop_unwritten_segments(&config.dir, later, segment, &scan)?;
+                drop_unwritten_segments(&disk, &config.dir, later, segment, &scan).await?;
                 let tail_start = align_down(scan.valid_bytes as u64) as usize;
                 let tail_block = content[tail_start..scan.valid_bytes].to_vec();
                 end = Some((segment, scan.valid_bytes as u64, tail_block));
@@ -294,6 +291,7 @@ impl Wal {
         let mut wal = Wal {
             segment_entry_max: recovered.segment_entry_max.clone(),
             config,
+            disk,
             segments,
             active_segment: 1,
             write_position: 0,
@@ -322,7 +320,8 @@ impl Wal {
             }
             None => {
                 let path = segment_path(&self.config.dir, 1);
-                let file = open_segment(&path, true, self.config.segment_bytes_max).await?;
+                let file =
+                    open_segment(&self.disk, &path, true, self.config.segment_bytes_max).await?;
                 self.segments.insert(1, Rc::new(file));
                 Ok(())
             }
@@ -334,24 +333,22 @@ impl Wal {
     async fn zero_after_end(&mut self) -> Result<(), WalError> {
         let path = segment_path(&self.config.dir, self.active_segment);
         let file = self.segments[&self.active_segment].clone();
-        let size = file.file_size().await.map_err(glommio_error(&path))?;
+        let size = file.size().await.map_err(io_error(&path))?;
         let block_start = align_down(self.write_position);
         let block_end = align_up(self.write_position);
         if block_end > block_start {
-            let mut buffer = file.alloc_dma_buffer(BLOCK_BYTES as usize);
-            let bytes = buffer.as_bytes_mut();
-            bytes.fill(0);
-            bytes[..self.tail_block.len()].copy_from_slice(&self.tail_block);
-            file.write_at(buffer, block_start)
+            let mut block = vec![0u8; BLOCK_BYTES as usize];
+            block[..self.tail_block.len()].copy_from_slice(&self.tail_block);
+            file.write_at(block_start, &block)
                 .await
-                .map_err(glommio_error(&path))?;
+                .map_err(io_error(&path))?;
         }
         if size > block_end {
             file.deallocate(block_end, size - block_end)
                 .await
-                .map_err(glommio_error(&path))?;
+                .map_err(io_error(&path))?;
         }
-        file.fdatasync().await.map_err(glommio_error(&path))?;
+        file.sync().await.map_err(io_error(&path))?;
         Ok(())
     }
 
@@ -460,7 +457,7 @@ impl Wal {
     }
 
     /// Turns everything pending into one group commit. At most one runs at a time.
-    pub fn take_flush_job(&mut self) -> Option<FlushJob> {
+    pub fn take_flush_job(&mut self) -> Option<FlushJob<D>> {
         assert!(!self.flush_in_flight, "one group commit at a time");
         if self.pending.is_empty() {
             return None;
@@ -499,10 +496,11 @@ impl Wal {
             writes,
             segment_bytes_max: self.config.segment_bytes_max,
             dir: self.config.dir.clone(),
+            disk: self.disk.clone(),
         })
     }
 
-    pub fn complete_flush(&mut self, done: FlushDone) {
+    pub fn complete_flush(&mut self, done: FlushDone<D>) {
         assert!(self.flush_in_flight);
         self.flush_in_flight = false;
         for (segment, file) in done.created {
@@ -514,7 +512,7 @@ impl Wal {
     }
 
     /// Reads back one record and returns its payload, checking its CRC again.
-    pub fn reader(&self, location: WalLocation) -> Result<RecordReader, WalError> {
+    pub fn reader(&self, location: WalLocation) -> Result<RecordReader<D>, WalError> {
         let file = self
             .segments
             .get(&location.segment)
@@ -555,10 +553,10 @@ impl Wal {
             self.segments.remove(segment);
             self.segment_entry_max.remove(segment);
             let path = segment_path(&self.config.dir, *segment);
-            std::fs::remove_file(&path).map_err(io_error(&path))?;
+            self.disk.remove(&path).map_err(io_error(&path))?;
         }
         if !segments.is_empty() {
-            sync_dir(&self.config.dir)?;
+            sync_dir(&self.disk, &self.config.dir)?;
         }
         Ok(())
     }
@@ -573,34 +571,32 @@ impl Wal {
     }
 }
 
-impl FlushJob {
+impl<D: Disk> FlushJob<D> {
     pub fn bytes(&self) -> usize {
         self.writes.iter().map(|w| w.bytes.len()).sum()
     }
 
     /// Runs the writes in order. Each segment is synced before the next one is written, so a
     /// later segment never holds data while an earlier one has a hole.
-    pub async fn run(self) -> Result<FlushDone, WalError> {
+    pub async fn run(self) -> Result<FlushDone<D>, WalError> {
         let mut created = Vec::new();
-        for write in self.writes {
+        for mut write in self.writes {
             let path = segment_path(&self.dir, write.segment);
             let file = match write.file {
                 Some(file) => file,
                 None => {
-                    let file = Rc::new(open_segment(&path, true, self.segment_bytes_max).await?);
+                    let file = open_segment(&self.disk, &path, true, self.segment_bytes_max);
+                    let file = Rc::new(file.await?);
                     created.push((write.segment, file.clone()));
                     file
                 }
             };
             let length = align_up(write.bytes.len() as u64) as usize;
-            let mut buffer = file.alloc_dma_buffer(length);
-            let target = buffer.as_bytes_mut();
-            target[..write.bytes.len()].copy_from_slice(&write.bytes);
-            target[write.bytes.len()..].fill(0);
+            write.bytes.resize(length, 0);
             let written = file
-                .write_at(buffer, write.position)
+                .write_at(write.position, &write.bytes)
                 .await
-                .map_err(glommio_error(&path))?;
+                .map_err(io_error(&path))?;
             if written != length {
                 return Err(WalError::Io {
                     path,
@@ -609,20 +605,20 @@ impl FlushJob {
                     )),
                 });
             }
-            file.fdatasync().await.map_err(glommio_error(&path))?;
+            file.sync().await.map_err(io_error(&path))?;
         }
         Ok(FlushDone { created })
     }
 }
 
 /// A pending read of one record; holds the file open even if retention removes it meanwhile.
-pub struct RecordReader {
-    file: Rc<DmaFile>,
+pub struct RecordReader<D: Disk = DmaDisk> {
+    file: Rc<D::File>,
     location: WalLocation,
     path: PathBuf,
 }
 
-impl RecordReader {
+impl<D: Disk> RecordReader<D> {
     pub async fn read_payload(self) -> Result<Bytes, WalError> {
         let WalLocation {
             segment,
@@ -633,7 +629,7 @@ impl RecordReader {
             .file
             .read_at(position, record_bytes as usize)
             .await
-            .map_err(glommio_error(&self.path))?;
+            .map_err(io_error(&self.path))?;
         let (record, length) = record::decode(&raw).map_err(|stop| WalError::Damaged {
             segment,
             position,

@@ -1,0 +1,112 @@
+//! The WAL's view of storage: a directory of segment files, each read and written at
+//! positions. `DmaDisk` is the real one (glommio `DmaFile`, O_DIRECT on io_uring);
+//! `crate::sim::SimDisk` keeps files in memory and loses unsynced writes on a simulated crash,
+//! so the WAL and the shard pump can run deterministically from a seed.
+//!
+//! Everything is `!Send` by design: a disk belongs to one shard's thread.
+
+use std::io;
+use std::ops::Deref;
+use std::path::Path;
+
+use glommio::io::{DmaFile, OpenOptions, ReadResult};
+
+/// A directory of files. Cloning gives another handle to the same disk.
+#[allow(async_fn_in_trait)] // thread-per-core: nothing here is ever sent to another thread
+pub trait Disk: Clone + 'static {
+    type File: DiskFile;
+
+    /// Opens `path` for reading and writing, creating it (empty) when `create` is set.
+    async fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names of the files directly in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes created and removed names in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// One open file. Writes are whole 4 KiB blocks at block-aligned positions (O_DIRECT).
+#[allow(async_fn_in_trait)]
+pub trait DiskFile: 'static {
+    type ReadBuf: Deref<Target = [u8]>;
+
+    async fn size(&self) -> io::Result<u64>;
+    /// Reads up to `length` bytes at `position` (fewer at the end of the file).
+    async fn read_at(&self, position: u64, length: usize) -> io::Result<Self::ReadBuf>;
+    /// Writes `bytes` at `position`; both are multiples of the block size. Not durable
+    /// until `sync`.
+    async fn write_at(&self, position: u64, bytes: &[u8]) -> io::Result<usize>;
+    /// Reserves `size` bytes (reading as zeros) so later writes need no allocation.
+    async fn allocate(&self, size: u64) -> io::Result<()>;
+    /// Punches a hole: the range reads as zeros.
+    async fn deallocate(&self, position: u64, length: u64) -> io::Result<()>;
+    /// fdatasync: every write before it is durable.
+    async fn sync(&self) -> io::Result<()>;
+}
+
+/// Real files through glommio: O_DIRECT reads and writes on the shard's io_uring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DmaDisk;
+
+impl Disk for DmaDisk {
+    type File = DmaFile;
+
+    async fn open(&self, path: &Path, create: bool) -> io::Result<DmaFile> {
+        Ok(OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .dma_open(path)
+            .await?)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+impl DiskFile for DmaFile {
+    type ReadBuf = ReadResult;
+
+    async fn size(&self) -> io::Result<u64> {
+        Ok(self.file_size().await?)
+    }
+
+    async fn read_at(&self, position: u64, length: usize) -> io::Result<ReadResult> {
+        Ok(DmaFile::read_at(self, position, length).await?)
+    }
+
+    async fn write_at(&self, position: u64, bytes: &[u8]) -> io::Result<usize> {
+        let mut buffer = self.alloc_dma_buffer(bytes.len());
+        buffer.as_bytes_mut().copy_from_slice(bytes);
+        Ok(DmaFile::write_at(self, buffer, position).await?)
+    }
+
+    async fn allocate(&self, size: u64) -> io::Result<()> {
+        Ok(self.pre_allocate(size, false).await?)
+    }
+
+    async fn deallocate(&self, position: u64, length: u64) -> io::Result<()> {
+        Ok(DmaFile::deallocate(self, position, length).await?)
+    }
+
+    async fn sync(&self) -> io::Result<()> {
+        Ok(self.fdatasync().await?)
+    }
+}
