@@ -39,6 +39,19 @@ fi
 "$python_env/bin/python" -m pip install --quiet --disable-pip-version-check \
   'kafka-python>=2.2,<4' 'confluent-kafka>=2.6,<3'
 
+# kafkajs (tests/js_clients.rs), an independent JavaScript client, in a node_modules of our own.
+node_env=target/node
+if [ ! -d "$node_env/node_modules/kafkajs" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+  fi
+  mkdir -p "$node_env"
+  npm install --silent --no-audit --no-fund --prefix "$node_env" kafkajs@2.2.4
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -1,0 +1,101 @@
+//! kafkajs, an independent client implementation (JavaScript: its own encoders, CRC-32C and
+//! record batches), creates and deletes topics, produces with an idempotent producer, plain
+//! and gzip, and reads offsets by time against a broker this test starts. librdkafka then
+//! reads every message back. `tools/test.sh` installs kafkajs into target/node;
+//! `CHRONIK_NODE_MODULES` names another node_modules that has it.
+
+// A test reads as one scenario, top to bottom; the 70-line rule is for the broker.
+#![allow(clippy::too_many_lines)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{consume_all, Broker};
+use rdkafka::message::{Headers, Message};
+
+const MESSAGES: usize = 200;
+const PARTITIONS: i32 = 3;
+
+#[test]
+fn kafkajs_admin_and_idempotent_producer() {
+    let node_modules = std::env::var("CHRONIK_NODE_MODULES").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/node/node_modules").to_string()
+    });
+    let broker = Broker::start(2);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/kafkajs_client.js"
+    );
+    let output = Command::new("node")
+        .arg(script)
+        .arg(broker.bootstrap())
+        .arg("from-kafkajs")
+        .env("NODE_PATH", &node_modules)
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e} (tools/test.sh installs kafkajs)"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "kafkajs failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}\n\
+         (kafkajs missing from {node_modules}? run tools/test.sh)\n{}",
+        output.status,
+        broker.log_tail(40)
+    );
+    let report: HashMap<&str, &str> = stdout
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    let expected = [
+        ("created", "true"),
+        ("doomed_deleted", "true"),
+        ("partitions", "3"),
+        ("high_watermark_sum", "200"),
+        ("low_watermarks", "0,0,0"),
+        ("by_timestamp_from_start", "0,0,0"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(
+            report.get(name).copied(),
+            Some(value),
+            "{name}\n{stdout}\n{stderr}"
+        );
+    }
+
+    // Every message is where kafkajs put it (partition n % 3), in order, with its key and
+    // headers, whether its batch was gzip-compressed or not.
+    let messages = consume_all(
+        &broker.bootstrap(),
+        "from-kafkajs",
+        PARTITIONS,
+        MESSAGES,
+        Duration::from_secs(30),
+    );
+    assert_eq!(messages.len(), MESSAGES);
+    let mut last_n: HashMap<i32, i64> = HashMap::new();
+    for message in &messages {
+        let value = String::from_utf8_lossy(message.payload().expect("value"));
+        let n: i64 = value
+            .strip_prefix("kafkajs-")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected value {value}"));
+        assert_eq!(i64::from(message.partition()), n % i64::from(PARTITIONS));
+        assert_eq!(message.key(), Some(format!("key-{n}").as_bytes()));
+        let headers = message.headers().expect("headers");
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        assert_eq!(header("source").as_deref(), Some("kafkajs"));
+        assert_eq!(header("n"), Some(n.to_string()));
+        let previous = last_n.insert(message.partition(), n);
+        assert!(previous.is_none_or(|p| p < n), "order within a partition");
+    }
+}
