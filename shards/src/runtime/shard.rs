@@ -213,6 +213,11 @@ impl<D: Disk> Shard<D> {
         Ok((Rc::new(RefCell::new(shard)), doorbell_rx))
     }
 
+    /// Groups recovered from the WAL that no metadata has claimed yet.
+    pub fn recovered_group_ids(&self) -> Vec<u64> {
+        self.recovered.keys().copied().collect()
+    }
+
     pub fn shard_id(&self) -> usize {
         self.config.shard_id
     }

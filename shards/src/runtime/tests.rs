@@ -49,25 +49,24 @@ async fn start(dir: &std::path::Path) -> (ShardRef, glommio::Task<()>, Rc<Cell<b
     let (shard, doorbell) = Shard::open(config(dir)).await.expect("shard opens");
     let stop = Rc::new(Cell::new(false));
     let pump = glommio::spawn_local(run_pump(shard.clone(), doorbell, stop.clone()));
-    install_one_partition(&shard, GROUP, -1);
+    install_partitions(&shard, &[(GROUP, -1)]);
     (shard, pump, stop)
 }
 
-/// Makes `group_id` the shard's only partition, kept to `retention_bytes` (-1: forever).
-pub(crate) fn install_one_partition<D: Disk>(
-    shard: &ShardRef<D>,
-    group_id: u64,
-    retention_bytes: i64,
-) {
-    let retention = RetentionLimits {
-        retention_ms: -1,
-        retention_bytes,
-    };
-    let spec = GroupSpec::Partition {
-        group_id,
-        retention,
-    };
-    shard.borrow_mut().add_group(spec).expect("group");
+/// Adds the metadata's partitions, `(group id, retention bytes)` with -1 for "forever", and
+/// lets the shard drop recovered groups nobody claimed.
+pub(crate) fn install_partitions<D: Disk>(shard: &ShardRef<D>, partitions: &[(u64, i64)]) {
+    for &(group_id, retention_bytes) in partitions {
+        let retention = RetentionLimits {
+            retention_ms: -1,
+            retention_bytes,
+        };
+        let spec = GroupSpec::Partition {
+            group_id,
+            retention,
+        };
+        shard.borrow_mut().add_group(spec).expect("group");
+    }
     shard.borrow_mut().finish_group_install();
 }
 

@@ -1,9 +1,16 @@
-//! The shard pump under simulated power cuts, from a seed: random proposals, passes, ticks
-//! and retention; the power goes at a random disk operation (inside a group commit, a
-//! segment roll, a checkpoint, a reclaim, or recovery itself), unsynced writes land whole,
-//! not at all or torn; then the shard recovers from what the disk kept. Every acknowledged
-//! batch must be back at its offset, intact, unless retention legitimately removed it.
+//! The shard pump under simulated power cuts, from a seed. Several partitions share the WAL,
+//! each with its own retention; the workload proposes batches, runs passes, ticks, applies
+//! retention, and now and then deletes a partition and creates another (as topics come and
+//! go). The power goes at a random disk operation (inside a group commit, a segment roll, a
+//! checkpoint, a reclaim, or recovery itself); unsynced writes land whole, not at all or torn;
+//! then the shard recovers from what the disk kept. After every restart:
+//! - every acknowledged batch of a live partition is back at its offset, intact, unless its
+//!   partition's retention removed it (and retention never takes the newest one);
+//! - a partition whose deletion reached the disk does not come back.
+//!
 //! `CHRONIK_SEED=<n>` replays one seed.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -11,15 +18,15 @@ use rand::{Rng, SeedableRng};
 use super::{run_pass, SimDisk};
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::runtime::shard::{CommitReceiver, Shard, ShardConfig, ShardRef};
-use crate::runtime::tests::{batch, for_each_seed, install_one_partition};
+use crate::runtime::tests::{batch, for_each_seed, install_partitions};
 use crate::wal::WalConfig;
 
-const GROUP: u64 = 3;
 const LIVES: usize = 6;
-const STEPS_PER_LIFE: usize = 300;
+const STEPS_PER_LIFE: usize = 400;
+const PARTITIONS: usize = 3;
 const SEGMENT_BYTES: u64 = 64 << 10;
-/// Keeps retention busy (so segments roll, checkpoint and go) but never near the newest data.
-const RETENTION_BYTES: i64 = 96 << 10;
+/// Retention of a new partition, picked at random: forever (pins segments), or by size.
+const RETENTION_CHOICES: [i64; 3] = [-1, 64 << 10, 160 << 10];
 
 fn config() -> ShardConfig {
     ShardConfig {
@@ -37,15 +44,51 @@ fn config() -> ShardConfig {
     }
 }
 
-struct Life {
-    shard: ShardRef<SimDisk>,
-    pending: Vec<(i64, Vec<u8>, CommitReceiver)>,
+/// What the (simulated) controller and the producers know, across lives.
+#[derive(Default)]
+struct Model {
+    /// Live partitions: group id -> (retention bytes, acknowledged (offset, payload)).
+    partitions: BTreeMap<u64, (i64, Vec<(i64, Vec<u8>)>)>,
+    next_group_id: u64,
+    /// Deleted, with the tombstone not yet known to be durable.
+    removing: Vec<u64>,
+    /// Deleted, with the tombstone durable: must never be recovered again.
+    removed: BTreeSet<u64>,
 }
 
-/// Opens the shard and brings its partition back as leader; `None` if the power went.
-async fn open(disk: &SimDisk) -> Option<Life> {
+impl Model {
+    fn create_partition(&mut self, rng: &mut StdRng) -> u64 {
+        self.next_group_id += 1;
+        let retention = RETENTION_CHOICES[rng.random_range(0..RETENTION_CHOICES.len())];
+        self.partitions
+            .insert(self.next_group_id, (retention, Vec::new()));
+        self.next_group_id
+    }
+
+    fn install_list(&self) -> Vec<(u64, i64)> {
+        self.partitions
+            .iter()
+            .map(|(&group, (retention, _))| (group, *retention))
+            .collect()
+    }
+}
+
+struct Life {
+    shard: ShardRef<SimDisk>,
+    /// (group, offset, payload, commit receiver) of proposals not answered yet.
+    pending: Vec<(u64, i64, Vec<u8>, CommitReceiver)>,
+}
+
+/// Opens the shard and brings its partitions back as leaders; `None` if the power went.
+async fn open(disk: &SimDisk, model: &Model, at: &str) -> Option<Life> {
     let (shard, _doorbell) = Shard::open_on(disk.clone(), config()).await.ok()?;
-    install_one_partition(&shard, GROUP, RETENTION_BYTES);
+    let recovered: BTreeSet<u64> = shard.borrow().recovered_group_ids().into_iter().collect();
+    let resurrected: Vec<_> = recovered.intersection(&model.removed).collect();
+    assert!(
+        resurrected.is_empty(),
+        "{at}: deleted groups came back: {resurrected:?}"
+    );
+    install_partitions(&shard, &model.install_list());
     for _ in 0..100 {
         // A failed reclaim only logs, so the disk itself says whether the power went.
         if disk.has_crashed() {
@@ -59,19 +102,25 @@ async fn open(disk: &SimDisk) -> Option<Life> {
         }
         run_pass(&shard).await.ok()?;
     }
-    panic!("a lone voter did not lead again within 100 passes");
+    panic!("{at}: lone voters did not lead again within 100 passes");
 }
 
-/// Every acknowledged batch at or after the log start is back, intact, at its offset.
-async fn check_recovered(shard: &ShardRef<SimDisk>, acknowledged: &[(i64, Vec<u8>)], at: &str) {
+/// Every acknowledged batch of `group` at or after its log start is back, intact.
+async fn check_partition(
+    shard: &ShardRef<SimDisk>,
+    group: u64,
+    acknowledged: &[(i64, Vec<u8>)],
+    at: &str,
+) {
     let Some(newest) = acknowledged.iter().map(|(o, _)| *o).max() else {
         return;
     };
     let (log_start, high_watermark) = {
         let state = shard.borrow();
-        let offsets = state.offsets(GROUP).expect("offsets");
+        let offsets = state.offsets(group).expect("offsets");
         (offsets.log_start_offset(), offsets.high_watermark())
     };
+    let at = format!("{at} group {group}");
     assert!(
         high_watermark > newest,
         "{at}: high watermark {high_watermark}, acknowledged {newest}"
@@ -83,7 +132,7 @@ async fn check_recovered(shard: &ShardRef<SimDisk>, acknowledged: &[(i64, Vec<u8
     for (offset, payload) in acknowledged.iter().filter(|(o, _)| *o >= log_start) {
         let plan = shard
             .borrow()
-            .plan_read(GROUP, *offset, 1, true)
+            .plan_read(group, *offset, 1, true)
             .unwrap_or_else(|e| panic!("{at}: offset {offset} unreadable: {e}"));
         let piece = plan.pieces.into_iter().next();
         let piece = piece.unwrap_or_else(|| panic!("{at}: no batch at offset {offset}"));
@@ -98,47 +147,92 @@ async fn check_recovered(shard: &ShardRef<SimDisk>, acknowledged: &[(i64, Vec<u8
     }
 }
 
+fn propose(life: &mut Life, model: &Model, rng: &mut StdRng) {
+    let groups: Vec<u64> = model.partitions.keys().copied().collect();
+    let group = groups[rng.random_range(0..groups.len())];
+    for _ in 0..rng.random_range(1..5) {
+        let size = if rng.random_bool(0.05) {
+            rng.random_range(8_000..20_000)
+        } else {
+            rng.random_range(1..3_000)
+        };
+        let payload: Vec<u8> = (0..size).map(|_| rng.random()).collect();
+        let data = batch(&payload);
+        let header = BatchHeader::parse(&data).expect("header");
+        let proposed = life
+            .shard
+            .borrow_mut()
+            .propose_batch(group, &data, &header, true);
+        let (offset, receiver) = proposed.expect("the leader accepts");
+        life.pending
+            .push((group, offset, payload, receiver.expect("waits")));
+    }
+}
+
+/// Deletes a random partition (its topic went) and creates a new one in its place.
+fn replace_partition(life: &mut Life, model: &mut Model, rng: &mut StdRng) {
+    let groups: Vec<u64> = model.partitions.keys().copied().collect();
+    let doomed = groups[rng.random_range(0..groups.len())];
+    model.partitions.remove(&doomed);
+    life.shard.borrow_mut().remove_group(doomed);
+    model.removing.push(doomed);
+    let created = model.create_partition(rng);
+    install_partitions(&life.shard, &[(created, model.partitions[&created].0)]);
+}
+
 /// One random action. Returns false once the power is gone.
-async fn step(life: &mut Life, rng: &mut StdRng, clock_ms: &mut i64) -> bool {
-    match rng.random_range(0..10) {
-        0..5 => {
-            for _ in 0..rng.random_range(1..5) {
-                let size = if rng.random_bool(0.05) {
-                    rng.random_range(8_000..20_000)
-                } else {
-                    rng.random_range(1..3_000)
-                };
-                let payload: Vec<u8> = (0..size).map(|_| rng.random()).collect();
-                let data = batch(&payload);
-                let header = BatchHeader::parse(&data).expect("header");
-                let proposed = life
-                    .shard
-                    .borrow_mut()
-                    .propose_batch(GROUP, &data, &header, true);
-                let (offset, receiver) = proposed.expect("the leader accepts");
-                life.pending
-                    .push((offset, payload, receiver.expect("waits")));
+async fn step(life: &mut Life, model: &mut Model, rng: &mut StdRng, clock_ms: &mut i64) -> bool {
+    match rng.random_range(0..100) {
+        0..48 => propose(life, model, rng),
+        48..80 => {
+            if run_pass(&life.shard).await.is_err() {
+                return false;
             }
-            true
+            // The pass's group commit carried every tombstone appended before it.
+            model.removed.extend(model.removing.drain(..));
         }
-        5..8 => run_pass(&life.shard).await.is_ok(),
-        8 => {
-            life.shard.borrow_mut().tick();
-            true
-        }
-        _ => {
+        80..90 => life.shard.borrow_mut().tick(),
+        90..98 => {
             *clock_ms += 1000;
             life.shard.borrow_mut().apply_retention(*clock_ms);
-            true
         }
+        _ => replace_partition(life, model, rng),
+    }
+    true
+}
+
+/// Moves answered proposals of live partitions into the model's acknowledged lists.
+fn collect_acknowledgements(life: &mut Life, model: &mut Model) {
+    let mut still_pending = Vec::new();
+    for (group, offset, payload, mut receiver) in life.pending.drain(..) {
+        match receiver.try_recv() {
+            Ok(Some(Ok(_))) => {
+                if let Some((_, acknowledged)) = model.partitions.get_mut(&group) {
+                    acknowledged.push((offset, payload));
+                }
+            }
+            Ok(None) => still_pending.push((group, offset, payload, receiver)),
+            // Refused or dropped: never acknowledged, may or may not be stored.
+            Ok(Some(Err(_))) | Err(_) => {}
+        }
+    }
+    life.pending = still_pending;
+}
+
+async fn check_all(life: &Life, model: &Model, at: &str) {
+    for (&group, (_, acknowledged)) in &model.partitions {
+        check_partition(&life.shard, group, acknowledged, at).await;
     }
 }
 
 async fn run_seed(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let disk = SimDisk::default();
+    let mut model = Model::default();
+    for _ in 0..PARTITIONS {
+        model.create_partition(&mut rng);
+    }
     let mut clock_ms = 1_000_000;
-    let mut acknowledged: Vec<(i64, Vec<u8>)> = Vec::new();
     let mut power_cuts = 0;
     for life_number in 0..LIVES {
         let at = format!("seed {seed} life {life_number}");
@@ -146,7 +240,7 @@ async fn run_seed(seed: u64) {
         if rng.random_bool(0.15) {
             disk.crash_after(rng.random_range(0..6));
         }
-        let Some(mut life) = open(&disk).await else {
+        let Some(mut life) = open(&disk, &model, &at).await else {
             assert!(
                 disk.has_crashed(),
                 "{at}: recovery failed without a power cut"
@@ -155,20 +249,11 @@ async fn run_seed(seed: u64) {
             power_cuts += 1;
             continue;
         };
-        check_recovered(&life.shard, &acknowledged, &at).await;
-        disk.crash_after(rng.random_range(0..300));
+        check_all(&life, &model, &at).await;
+        disk.crash_after(rng.random_range(0..400));
         for _ in 0..STEPS_PER_LIFE {
-            let powered = step(&mut life, &mut rng, &mut clock_ms).await;
-            let mut still_pending = Vec::new();
-            for (offset, payload, mut receiver) in life.pending.drain(..) {
-                match receiver.try_recv() {
-                    Ok(Some(Ok(_))) => acknowledged.push((offset, payload)),
-                    Ok(None) => still_pending.push((offset, payload, receiver)),
-                    // Refused or dropped: never acknowledged, may or may not be stored.
-                    Ok(Some(Err(_))) | Err(_) => {}
-                }
-            }
-            life.pending = still_pending;
+            let powered = step(&mut life, &mut model, &mut rng, &mut clock_ms).await;
+            collect_acknowledgements(&mut life, &mut model);
             if !powered || disk.has_crashed() {
                 break;
             }
@@ -178,8 +263,8 @@ async fn run_seed(seed: u64) {
         disk.restart(&mut rng);
     }
     let at = format!("seed {seed} final");
-    if let Some(life) = open(&disk).await {
-        check_recovered(&life.shard, &acknowledged, &at).await;
+    if let Some(life) = open(&disk, &model, &at).await {
+        check_all(&life, &model, &at).await;
     }
     assert!(power_cuts > 0, "{at}: no power cut happened");
 }
