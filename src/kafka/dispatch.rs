@@ -93,7 +93,7 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, DecodeError> {
 /// Handles one request; `None` means no response is sent (produce with acks=0).
 #[tracing::instrument(skip_all, fields(api = ?request.api_key, version = request.version,
     correlation_id = request.header.correlation_id, shard = ctx.shard_id))]
-pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Option<Bytes> {
+pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
     let Request {
         api_key,
         version,
@@ -106,7 +106,10 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Option<Bytes> {
             ResponseKind::Metadata(handlers::metadata::handle(&ctx, version, req).await)
         }
         RequestKind::Produce(req) => {
-            let response = handlers::produce::handle(&ctx, version, req).await?;
+            // acks=0: Kafka sends no response at all.
+            let Some(response) = handlers::produce::handle(&ctx, version, req).await else {
+                return Reply::Nothing;
+            };
             ResponseKind::Produce(response)
         }
         RequestKind::Fetch(req) => {
@@ -129,14 +132,24 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Option<Bytes> {
         ),
         _ => {
             tracing::warn!("decoded an API that has no handler");
-            return None;
+            return Reply::Close;
         }
     };
     match encode_response(api_key, version, header.correlation_id, &response) {
-        Ok(bytes) => Some(bytes),
+        Ok(bytes) => Reply::Send(bytes),
         Err(error) => {
             tracing::error!(%error, "response does not encode");
-            None
+            Reply::Close
         }
     }
+}
+
+/// What the connection does with a request's outcome, in request order.
+pub enum Reply {
+    Send(Bytes),
+    /// Produce with acks=0.
+    Nothing,
+    /// No answer can be given: close, since a skipped answer would pair every later response
+    /// with the wrong request (clients match them by order and correlation id).
+    Close,
 }

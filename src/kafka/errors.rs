@@ -36,6 +36,21 @@ pub fn route_error(_: &RouteError) -> ResponseError {
     ResponseError::RequestTimedOut
 }
 
+/// Reads (Fetch, ListOffsets): consumers know a fixed set of partition errors, and the Java consumer
+/// throws out of `poll()` on REQUEST_TIMED_OUT. A read that cannot be served right now is
+/// answered as "not the leader": retriable everywhere; the client refreshes and retries.
+pub fn read_error(error: &ShardError) -> ResponseError {
+    match shard_error(error) {
+        ResponseError::RequestTimedOut => ResponseError::NotLeaderOrFollower,
+        other => other,
+    }
+}
+
+/// The owning shard is stopping: for a read, as Kafka answers during a controlled shutdown.
+pub fn read_route_error(_: &RouteError) -> ResponseError {
+    ResponseError::NotLeaderOrFollower
+}
+
 pub fn batch_error(error: &BatchError) -> ResponseError {
     match error {
         BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,

@@ -5,7 +5,6 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::io::AsyncWriteExt;
 use futures::AsyncReadExt;
 use glommio::channels::local_channel;
@@ -13,7 +12,7 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::Task;
 
 use super::codec::read_frame;
-use super::dispatch::{self, Decoded};
+use super::dispatch::{self, Decoded, Reply};
 use crate::runtime::context::ShardContext;
 
 pub fn listen(ctx: &ShardContext) -> std::io::Result<TcpListener> {
@@ -59,15 +58,18 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let (mut reader, mut writer) = stream.split();
-    let (responses, pending) = local_channel::new_bounded::<Task<Option<Bytes>>>(
-        ctx.config.connection_requests_in_flight_max,
-    );
+    let (responses, pending) =
+        local_channel::new_bounded::<Task<Reply>>(ctx.config.connection_requests_in_flight_max);
     let writer_task = glommio::spawn_local(async move {
         while let Some(task) = pending.recv().await {
-            if let Some(bytes) = task.await {
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
+            match task.await {
+                Reply::Send(bytes) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        break;
+                    }
                 }
+                Reply::Nothing => {}
+                Reply::Close => break,
             }
         }
         let _ = writer.close().await;
@@ -97,7 +99,9 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
                     response
                 })
             }
-            Ok(Decoded::Immediate(bytes)) => glommio::spawn_local(async move { Some(bytes) }),
+            Ok(Decoded::Immediate(bytes)) => {
+                glommio::spawn_local(async move { Reply::Send(bytes) })
+            }
             Err(error) => {
                 tracing::info!(%peer, %error, "closing connection");
                 break;

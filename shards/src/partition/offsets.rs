@@ -144,12 +144,12 @@ impl PartitionOffsets {
             .copied()
     }
 
-    /// The batch with the largest timestamp (ListOffsets -3).
+    /// The batch with the largest timestamp (ListOffsets -3); on a tie the earliest, as Kafka.
     pub fn max_timestamp_batch(&self) -> Option<BatchMeta> {
         self.batches
             .iter()
             .take_while(|b| b.next_offset <= self.high_watermark)
-            .max_by_key(|b| b.max_timestamp)
+            .max_by_key(|b| (b.max_timestamp, std::cmp::Reverse(b.base_offset)))
             .copied()
     }
 
@@ -242,5 +242,16 @@ mod tests {
         assert_eq!(offsets.expire(limits, 9000, 10), Some((7, 7)));
         assert_eq!(offsets.log_start_offset(), 7);
         assert_eq!(offsets.committed_from(7).count(), 3);
+    }
+
+    #[test]
+    fn max_timestamp_ties_go_to_the_earliest_batch() {
+        let mut offsets = PartitionOffsets::starting_at(0);
+        offsets.on_append(1, &head(1, 50), 100);
+        offsets.on_append(2, &head(1, 70), 100);
+        offsets.on_append(3, &head(1, 70), 100);
+        offsets.on_commit(3);
+        let found = offsets.max_timestamp_batch().map(|b| b.base_offset);
+        assert_eq!(found, Some(1));
     }
 }

@@ -58,14 +58,22 @@ pub async fn handle(
         }
     }
     if !names.is_empty() {
-        for (name, outcome) in call_controller(ctx, ControllerRequest::DeleteTopics { names }).await
-        {
+        let request = ControllerRequest::DeleteTopics {
+            names: names.clone(),
+        };
+        let mut outcomes: std::collections::HashMap<_, _> =
+            call_controller(ctx, request).await.into_iter().collect();
+        for name in names {
             let result = DeletableTopicResult::default()
-                .with_name(Some(TopicName(StrBytes::from_string(name))));
-            results.push(match outcome {
-                Ok(record) => result
+                .with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+            results.push(match outcomes.remove(&name) {
+                Some(Ok(record)) => result
                     .with_topic_id(uuid::Uuid::from_slice(&record.topic_id).unwrap_or_default()),
-                Err(error) => result.with_error_code(errors::controller_error(&error).code()),
+                Some(Err(error)) => result.with_error_code(errors::controller_error(&error).code()),
+                // The controller could not be reached or did not answer for it: every topic
+                // asked for gets an answer (clients fail on a missing one), and this one is
+                // retriable.
+                None => result.with_error_code(ResponseError::RequestTimedOut.code()),
             });
         }
     }

@@ -34,7 +34,10 @@ struct Wanted {
 
 type Outcome = Result<ReadResult, ResponseError>;
 
-pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: FetchRequest) -> FetchResponse {
+pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: FetchRequest) -> FetchResponse {
+    if let Err(error) = check_session(version, &request) {
+        return FetchResponse::default().with_error_code(error.code());
+    }
     let view = ctx.metadata();
     let wanted = plan(&view, &request);
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64)
@@ -52,7 +55,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: FetchRequest
         let any_error = outcomes.iter().any(Result::is_err);
         let now = Instant::now();
         let stopping = ctx.stopping.get();
-        if available >= request.min_bytes.max(1) as usize
+        // min_bytes 0 answers at once, even with nothing to send, as Kafka does.
+        if available >= request.min_bytes.max(0) as usize
             || any_error
             || now >= deadline
             || stopping
@@ -61,6 +65,23 @@ pub async fn handle(ctx: &Rc<ShardContext>, _version: i16, request: FetchRequest
         }
         wait_for_data(ctx, &wanted, &outcomes, deadline - now).await;
     }
+}
+
+/// Fetch sessions (KIP-227, v7+): chronik keeps none, and every answer says so with session
+/// id 0, so clients send full fetches. A request naming a session, or continuing one (epoch
+/// above 0 without an id), gets the error Kafka gives for a session it does not know.
+fn check_session(version: i16, request: &FetchRequest) -> Result<(), ResponseError> {
+    if version < 7 {
+        return Ok(());
+    }
+    if request.session_id != 0 {
+        return Err(ResponseError::FetchSessionIdNotFound);
+    }
+    // 0 asks for a new session (we decline by answering id 0); -1 is a sessionless fetch.
+    if request.session_epoch != 0 && request.session_epoch != -1 {
+        return Err(ResponseError::InvalidFetchSessionEpoch);
+    }
+    Ok(())
 }
 
 fn plan(view: &MetadataView, request: &FetchRequest) -> Vec<Wanted> {
@@ -110,10 +131,10 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
             let results: Vec<Outcome> = match ctx.call(shard, request).await {
                 Ok(ShardReply::Read(results)) => results
                     .into_iter()
-                    .map(|r| r.map_err(|e| errors::shard_error(&e)))
+                    .map(|r| r.map_err(|e| errors::read_error(&e)))
                     .collect(),
                 Ok(_) => vec![Err(ResponseError::UnknownServerError); count],
-                Err(error) => vec![Err(errors::route_error(&error)); count],
+                Err(error) => vec![Err(errors::read_route_error(&error)); count],
             };
             (positions, results)
         });

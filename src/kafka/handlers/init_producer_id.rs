@@ -25,18 +25,20 @@ pub async fn handle(
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        return response.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    match request.transactional_id {
+        None => {}
+        // Kafka's answer to an empty transactional id.
+        Some(id) if id.is_empty() => {
+            return response.with_error_code(ResponseError::InvalidRequest.code());
+        }
+        Some(_) => {
+            return response
+                .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+        }
     }
-    // A producer that knows its id asks for a new epoch (KIP-360): bump it while it fits.
-    if request.producer_id.0 >= 0
-        && request.producer_epoch >= 0
-        && request.producer_epoch < i16::MAX - 1
-    {
-        return response
-            .with_producer_id(request.producer_id)
-            .with_producer_epoch(request.producer_epoch + 1);
-    }
+    // Without a transactional id, Kafka ignores the id and epoch a producer sends (KIP-360
+    // epoch bumps included) and hands out a fresh id: trusting them would let any client take
+    // over another producer's sequence state.
     match ctx
         .call(
             0,

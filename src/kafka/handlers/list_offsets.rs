@@ -56,10 +56,10 @@ pub async fn handle(
                         }
                     }
                     Ok(ShardReply::ListOffset(Err(error))) => {
-                        response.with_error_code(errors::shard_error(&error).code())
+                        response.with_error_code(errors::read_error(&error).code())
                     }
                     Ok(_) => response.with_error_code(ResponseError::UnknownServerError.code()),
-                    Err(error) => response.with_error_code(errors::route_error(&error).code()),
+                    Err(error) => response.with_error_code(errors::read_route_error(&error).code()),
                 }
             }
         });

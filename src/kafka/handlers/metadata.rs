@@ -37,14 +37,21 @@ pub async fn handle(
     };
     let allow_auto_create =
         ctx.config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
-    if let (Some(names), true) = (&requested, allow_auto_create) {
-        auto_create(ctx, names.iter().cloned()).await;
-    }
+    let refused = match (&requested, allow_auto_create) {
+        (Some(names), true) => auto_create(ctx, names.iter().cloned()).await,
+        _ => Default::default(),
+    };
     let view = ctx.metadata();
     let names: Vec<String> = requested.unwrap_or_else(|| view.topics.keys().cloned().collect());
     let mut topics = Vec::with_capacity(names.len());
     for name in names {
-        topics.push(describe_topic(ctx, &view, name).await);
+        let topic = match refused.get(&name) {
+            Some(error) => MetadataResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name))))
+                .with_error_code(error.code()),
+            None => describe_topic(ctx, &view, name).await,
+        };
+        topics.push(topic);
     }
     let node_id = ctx.config.node_id as i32;
     let broker = MetadataResponseBroker::default()

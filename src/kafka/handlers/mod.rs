@@ -14,8 +14,12 @@ pub mod produce;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use crate::controller::{ControllerReply, ControllerRequest, NewTopic, TopicOutcome};
-use crate::kafka::topic_name;
+use kafka_protocol::error::ResponseError;
+
+use crate::controller::{
+    ControllerError, ControllerReply, ControllerRequest, NewTopic, TopicOutcome,
+};
+use crate::kafka::{errors, topic_name};
 use crate::runtime::context::ShardContext;
 use crate::runtime::frame::{PartitionDescription, ShardReply, ShardRequest};
 
@@ -36,14 +40,21 @@ pub async fn call_controller(
 }
 
 /// Creates the valid, unknown topics among `names` with the broker defaults (auto-creation).
-pub async fn auto_create(ctx: &Rc<ShardContext>, names: impl IntoIterator<Item = String>) {
+/// Returns the topics the controller refused for good (a name colliding with an existing one
+/// by `.` versus `_`), with the error their requests must get instead of "unknown topic",
+/// which a client would retry until it times out.
+pub async fn auto_create(
+    ctx: &Rc<ShardContext>,
+    names: impl IntoIterator<Item = String>,
+) -> BTreeMap<String, ResponseError> {
     let view = ctx.metadata();
     let missing: BTreeSet<String> = names
         .into_iter()
         .filter(|name| view.topic(name).is_none() && topic_name::validate(name).is_ok())
         .collect();
+    let mut refused = BTreeMap::new();
     if missing.is_empty() {
-        return;
+        return refused;
     }
     let topics = missing
         .into_iter()
@@ -65,9 +76,13 @@ pub async fn auto_create(ctx: &Rc<ShardContext>, names: impl IntoIterator<Item =
     {
         match outcome {
             Ok(_) => tracing::info!(topic = %name, "auto-created topic"),
+            Err(error @ ControllerError::NameCollision(_)) => {
+                refused.insert(name, errors::controller_error(&error));
+            }
             Err(error) => tracing::debug!(topic = %name, %error, "auto-create did not create"),
         }
     }
+    refused
 }
 
 /// Leader and epoch of each group, asked of the shards that own them.

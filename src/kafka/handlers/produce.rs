@@ -40,6 +40,8 @@ fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Plan 
     Plan::Done(
         PartitionProduceResponse::default()
             .with_index(index)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
             .with_error_code(error.code())
             .with_error_message(Some(StrBytes::from_string(message.into()))),
     )
@@ -51,9 +53,11 @@ pub async fn handle(
     request: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
-    if ctx.config.auto_create_topics && (-1..=1).contains(&acks) {
-        auto_create(ctx, request.topic_data.iter().map(|t| t.name.0.to_string())).await;
-    }
+    let refused = if ctx.config.auto_create_topics && (-1..=1).contains(&acks) {
+        auto_create(ctx, request.topic_data.iter().map(|t| t.name.0.to_string())).await
+    } else {
+        Default::default()
+    };
     let view = ctx.metadata();
     let mut plans: Vec<(String, Vec<Plan>)> = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
@@ -61,7 +65,10 @@ pub async fn handle(
         let partitions = topic
             .partition_data
             .into_iter()
-            .map(|p| plan_partition(ctx, &view, acks, &name, p.index, p.records))
+            .map(|p| match refused.get(&name) {
+                Some(&error) => failed(p.index, error, "topic name collides with another"),
+                None => plan_partition(ctx, &view, acks, &name, p.index, p.records),
+            })
             .collect();
         plans.push((name, partitions));
     }
