@@ -6,18 +6,23 @@
 //! then the shard recovers from what the disk kept. After every restart:
 //! - every acknowledged batch of a live partition is back at its offset, intact, unless its
 //!   partition's retention removed it (and retention never takes the newest one);
-//! - a partition whose deletion reached the disk does not come back.
+//! - a partition whose deletion reached the disk does not come back;
+//! - a custom state machine (the controller's path: replayed from memory, compacted into a
+//!   snapshot at every checkpoint) holds every acknowledged command, once, in order.
 //!
 //! `CHRONIK_SEED=<n>` replays one seed.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{run_pass, SimDisk};
+use crate::group::StateMachine;
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
-use crate::runtime::shard::{CommitReceiver, Shard, ShardConfig, ShardRef};
+use crate::runtime::shard::{CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef};
 use crate::runtime::tests::{batch, for_each_seed, install_partitions};
 use crate::wal::WalConfig;
 
@@ -27,6 +32,38 @@ const PARTITIONS: usize = 3;
 const SEGMENT_BYTES: u64 = 64 << 10;
 /// Retention of a new partition, picked at random: forever (pins segments), or by size.
 const RETENTION_CHOICES: [i64; 3] = [-1, 64 << 10, 160 << 10];
+/// The custom state machine's group (partitions count up from 1).
+const LEDGER_GROUP: u64 = 1 << 40;
+
+/// Remembers every command it applied, like the controller's metadata does.
+struct Ledger {
+    applied: Rc<RefCell<Vec<Vec<u8>>>>,
+}
+
+impl StateMachine for Ledger {
+    fn apply(&mut self, _index: u64, data: &[u8]) {
+        self.applied.borrow_mut().push(data.to_vec());
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut state = Vec::new();
+        for command in self.applied.borrow().iter() {
+            state.extend_from_slice(&(command.len() as u32).to_le_bytes());
+            state.extend_from_slice(command);
+        }
+        state
+    }
+
+    fn restore(&mut self, mut state: &[u8]) {
+        let mut applied = self.applied.borrow_mut();
+        applied.clear();
+        while let Some((length, rest)) = state.split_first_chunk::<4>() {
+            let length = u32::from_le_bytes(*length) as usize;
+            applied.push(rest[..length].to_vec());
+            state = &rest[length..];
+        }
+    }
+}
 
 fn config() -> ShardConfig {
     ShardConfig {
@@ -54,6 +91,9 @@ struct Model {
     removing: Vec<u64>,
     /// Deleted, with the tombstone durable: must never be recovered again.
     removed: BTreeSet<u64>,
+    /// Commands the ledger acknowledged, in order.
+    commands: Vec<Vec<u8>>,
+    commands_proposed: u64,
 }
 
 impl Model {
@@ -77,6 +117,8 @@ struct Life {
     shard: ShardRef<SimDisk>,
     /// (group, offset, payload, commit receiver) of proposals not answered yet.
     pending: Vec<(u64, i64, Vec<u8>, CommitReceiver)>,
+    ledger: Rc<RefCell<Vec<Vec<u8>>>>,
+    pending_commands: Vec<(Vec<u8>, CommitReceiver)>,
 }
 
 /// Opens the shard and brings its partitions back as leaders; `None` if the power went.
@@ -88,6 +130,18 @@ async fn open(disk: &SimDisk, model: &Model, at: &str) -> Option<Life> {
         resurrected.is_empty(),
         "{at}: deleted groups came back: {resurrected:?}"
     );
+    Shard::preload_recovered_data(&shard, LEDGER_GROUP)
+        .await
+        .ok()?;
+    let ledger = Rc::new(RefCell::new(Vec::new()));
+    let machine = Box::new(Ledger {
+        applied: ledger.clone(),
+    });
+    let spec = GroupSpec::Custom {
+        group_id: LEDGER_GROUP,
+        machine,
+    };
+    shard.borrow_mut().add_group(spec).expect("ledger group");
     install_partitions(&shard, &model.install_list());
     for _ in 0..100 {
         // A failed reclaim only logs, so the disk itself says whether the power went.
@@ -98,6 +152,8 @@ async fn open(disk: &SimDisk, model: &Model, at: &str) -> Option<Life> {
             return Some(Life {
                 shard,
                 pending: Vec::new(),
+                ledger,
+                pending_commands: Vec::new(),
             });
         }
         run_pass(&shard).await.ok()?;
@@ -191,7 +247,17 @@ async fn step(life: &mut Life, model: &mut Model, rng: &mut StdRng, clock_ms: &m
             // The pass's group commit carried every tombstone appended before it.
             model.removed.extend(model.removing.drain(..));
         }
-        80..90 => life.shard.borrow_mut().tick(),
+        80..85 => life.shard.borrow_mut().tick(),
+        85..90 => {
+            model.commands_proposed += 1;
+            let command = format!("command {}", model.commands_proposed).into_bytes();
+            let proposed = life
+                .shard
+                .borrow_mut()
+                .propose(LEDGER_GROUP, command.clone());
+            let receiver = proposed.expect("the ledger's leader accepts");
+            life.pending_commands.push((command, receiver));
+        }
         90..98 => {
             *clock_ms += 1000;
             life.shard.borrow_mut().apply_retention(*clock_ms);
@@ -217,11 +283,38 @@ fn collect_acknowledgements(life: &mut Life, model: &mut Model) {
         }
     }
     life.pending = still_pending;
+    let mut still_pending = Vec::new();
+    for (command, mut receiver) in life.pending_commands.drain(..) {
+        match receiver.try_recv() {
+            Ok(Some(Ok(_))) => model.commands.push(command),
+            Ok(None) => still_pending.push((command, receiver)),
+            Ok(Some(Err(_))) | Err(_) => {}
+        }
+    }
+    life.pending_commands = still_pending;
 }
 
 async fn check_all(life: &Life, model: &Model, at: &str) {
     for (&group, (_, acknowledged)) in &model.partitions {
         check_partition(&life.shard, group, acknowledged, at).await;
+    }
+    // Every acknowledged command was applied once, in order (unacknowledged ones may be
+    // there too: their outcome was unknown).
+    let applied = life.ledger.borrow();
+    let unique: BTreeSet<&Vec<u8>> = applied.iter().collect();
+    assert_eq!(
+        unique.len(),
+        applied.len(),
+        "{at}: a command was applied twice"
+    );
+    let mut rest = applied.iter();
+    for command in &model.commands {
+        let found = rest.any(|c| c == command);
+        let command = String::from_utf8_lossy(command);
+        assert!(
+            found,
+            "{at}: acknowledged {command} is missing or out of order"
+        );
     }
 }
 
