@@ -478,6 +478,9 @@ impl<D: Disk> Wal<D> {
                 assert_eq!(chunk.start, 0);
                 (None, Vec::new(), 0)
             };
+            // Room for the block padding too, so `FlushJob::run` pads without reallocating.
+            let aligned = align_up((bytes.len() + chunk.bytes.len()) as u64) as usize;
+            bytes.reserve_exact(aligned - bytes.len());
             bytes.extend_from_slice(&chunk.bytes);
             self.active_segment = chunk.segment;
             self.write_position = position + bytes.len() as u64;
