@@ -483,10 +483,13 @@ impl<D: Disk> Shard<D> {
     /// Groups that do not yet lead with everything they recovered applied. After a restart
     /// the durable commit index may trail the acknowledged one (it is written lazily), so a
     /// group's high watermark is right only once it has committed an entry of its new term.
+    /// Only lone voters count: they lead again on their own, while a replicated group's
+    /// leadership depends on its peers.
     pub fn groups_catching_up(&self) -> usize {
         self.groups
-            .keys()
-            .filter(|&&group_id| !self.is_caught_up_leader(group_id))
+            .iter()
+            .filter(|(_, g)| g.node.raft.prs().is_singleton())
+            .filter(|&(&group_id, _)| !self.is_caught_up_leader(group_id))
             .count()
     }
 
