@@ -70,7 +70,9 @@ fn propose_and_commit(c: &mut Criterion) {
             b.iter(|| {
                 let mut receivers = Vec::with_capacity(batches_per_pass);
                 for _ in 0..batches_per_pass {
-                    let proposed = shard.borrow_mut().propose_batch(GROUP, &batch, &header, true);
+                    let proposed = shard
+                        .borrow_mut()
+                        .propose_batch(GROUP, &batch, &header, true);
                     let (_, receiver) = proposed.expect("leader");
                     receivers.push(receiver.expect("acks=all waits"));
                 }
@@ -79,7 +81,10 @@ fn propose_and_commit(c: &mut Criterion) {
                     block_on(run_pass(&shard)).expect("pass");
                 }
                 for mut receiver in receivers {
-                    assert!(matches!(receiver.try_recv(), Ok(Some(Ok(_)))), "acknowledged");
+                    assert!(
+                        matches!(receiver.try_recv(), Ok(Some(Ok(_)))),
+                        "acknowledged"
+                    );
                 }
                 shard.borrow_mut().apply_retention(0);
             })

@@ -75,6 +75,7 @@ fn idempotent_producer_is_exactly_once_across_crash_and_restart() {
         let waiting_since = Instant::now();
         while (n + 1).saturating_sub(delivered.load(Ordering::SeqCst)) > IN_FLIGHT_MAX {
             producer.poll(Duration::from_millis(1));
+            assert_eq!(failed.load(Ordering::SeqCst), 0, "a delivery failed");
             assert!(
                 waiting_since.elapsed() < Duration::from_secs(60),
                 "no acknowledgements for 60 s ({} of {n})\n{}",

@@ -177,7 +177,7 @@ async fn run_shard(
         start_controller(&ctx).await.map_err(fail)?;
     }
     wait_for_metadata(&ctx, &stop).await.map_err(fail)?;
-    wait_for_local_leaders(&ctx).await;
+    wait_for_local_leaders(&ctx, &stop).await;
     let retention = glommio::spawn_local(retention_loop(ctx.clone()));
     let listener = crate::kafka::server::listen(&ctx)
         .map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
@@ -247,21 +247,22 @@ async fn wait_for_metadata(ctx: &ShardContext, stop: &AtomicBool) -> Result<(), 
     Ok(())
 }
 
-/// Serving starts once this shard's partitions lead again, so the first ListOffsets or Fetch
-/// after a restart sees the same high watermark as before it. Bounded: after `STARTUP_WAIT`
-/// the shard serves anyway (a partition still catching up answers with a lower watermark).
-async fn wait_for_local_leaders(ctx: &ShardContext) {
+/// Listening starts once this shard's partitions can serve reads again, so a client's first
+/// requests after a restart are answered rather than refused with NOT_LEADER_OR_FOLLOWER
+/// (`Shard::read_offsets` is what keeps the high watermark right; this only smooths the
+/// start). Bounded by `STARTUP_WAIT`, and by a stop.
+async fn wait_for_local_leaders(ctx: &ShardContext, stop: &AtomicBool) {
     let started = Instant::now();
     loop {
         let catching_up = ctx.shard.borrow().groups_catching_up();
-        if catching_up == 0 {
+        if catching_up == 0 || stop.load(Ordering::Relaxed) {
             return;
         }
         if started.elapsed() > STARTUP_WAIT {
             tracing::warn!(
                 shard = ctx.shard_id,
                 catching_up,
-                "serving while some partitions are still catching up"
+                "serving while some partitions cannot serve reads yet"
             );
             return;
         }

@@ -180,8 +180,9 @@ async fn wait_for_data(ctx: &ShardContext, waits: &[(u64, i64)], wait_ms: u64) {
         let mut overloaded = false;
         for &(group_id, seen_high_watermark) in waits {
             // Checked under the same borrow as the registration: no commit can slip between.
+            // A partition that cannot be read now answers at once too (with its error).
             let available = shard
-                .offsets(group_id)
+                .read_offsets(group_id)
                 .map_or(true, |o| o.high_watermark() > seen_high_watermark);
             if available {
                 return;
@@ -217,7 +218,9 @@ const FETCH_POLL_WHEN_OVERLOADED_MS: u64 = 50;
 const LIST_OFFSETS_DECODE_RECORDS_MAX: i32 = 100_000;
 const LIST_OFFSETS_DECODE_BYTES_MAX: usize = 4 << 20;
 /// Past this, a batch is answered by its base offset instead (a compression bomb stops here).
-const LIST_OFFSETS_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+/// Decompression runs on the shard's thread, so the cap also bounds how long one ListOffsets
+/// can hold up the shard's other work (a few ms at 16 MiB).
+const LIST_OFFSETS_DECOMPRESSED_BYTES_MAX: usize = 16 << 20;
 
 /// Which batch (and in it, which record) answers a ListOffsets timestamp.
 enum Lookup {
@@ -294,7 +297,7 @@ fn find_listed_batch(
     timestamp: i64,
 ) -> Result<Lookup, ShardError> {
     let shard = ctx.shard.borrow();
-    let offsets = shard.offsets(group_id)?;
+    let offsets = shard.read_offsets(group_id)?;
     let leader_epoch = shard.leader_epoch(group_id)?;
     let listed = |offset, timestamp| {
         Lookup::Done(ListedOffset {

@@ -128,6 +128,14 @@ impl RaftGroup {
         self.node.raft.state == StateRole::Leader
     }
 
+    /// Whether this replica may answer reads (high watermark, fetches) now: it leads and has
+    /// applied an entry of its own term. A new leader's commit index (recovered lazily after a
+    /// restart, or learned from peers) may trail what was acknowledged until then.
+    pub fn serves_reads(&self) -> bool {
+        let log = self.node.store();
+        self.is_leader() && log.term_of(log.applied()) == Some(self.term())
+    }
+
     pub fn leader_id(&self) -> Option<u64> {
         let leader = self.node.raft.leader_id;
         (leader != raft::INVALID_ID).then_some(leader)

@@ -469,6 +469,20 @@ impl<D: Disk> Shard<D> {
             .ok_or(ShardError::UnknownGroup(group_id))
     }
 
+    /// The offsets a client may be told (ListOffsets, Fetch): only from a leader that has
+    /// applied an entry of its term, else NotLeader (retriable), so no client ever sees a
+    /// high watermark below one it saw before.
+    pub fn read_offsets(&self, group_id: u64) -> Result<&PartitionOffsets, ShardError> {
+        let group = self.group(group_id)?;
+        if !group.serves_reads() {
+            return Err(ShardError::NotLeader {
+                group_id,
+                leader: group.leader_id(),
+            });
+        }
+        group.offsets().ok_or(ShardError::UnknownGroup(group_id))
+    }
+
     pub fn leader_of(&self, group_id: u64) -> Option<u64> {
         self.groups.get(&group_id).and_then(RaftGroup::leader_id)
     }
@@ -480,16 +494,13 @@ impl<D: Disk> Shard<D> {
         })
     }
 
-    /// Groups that do not yet lead with everything they recovered applied. After a restart
-    /// the durable commit index may trail the acknowledged one (it is written lazily), so a
-    /// group's high watermark is right only once it has committed an entry of its new term.
-    /// Only lone voters count: they lead again on their own, while a replicated group's
-    /// leadership depends on its peers.
+    /// Lone-voter groups that cannot serve reads yet (see `read_offsets`). They lead again on
+    /// their own within a pass or two; a replicated group's leadership depends on its peers,
+    /// so it does not count.
     pub fn groups_catching_up(&self) -> usize {
         self.groups
-            .iter()
-            .filter(|(_, g)| g.node.raft.prs().is_singleton())
-            .filter(|&(&group_id, _)| !self.is_caught_up_leader(group_id))
+            .values()
+            .filter(|g| g.node.raft.prs().is_singleton() && !g.serves_reads())
             .count()
     }
 
@@ -507,7 +518,7 @@ impl<D: Disk> Shard<D> {
         first_whole: bool,
     ) -> Result<ReadPlan<D>, ShardError> {
         let group = self.group(group_id)?;
-        let offsets = group.offsets().ok_or(ShardError::UnknownGroup(group_id))?;
+        let offsets = self.read_offsets(group_id)?;
         let (log_start_offset, high_watermark) =
             (offsets.log_start_offset(), offsets.high_watermark());
         if offset < log_start_offset || offset > offsets.log_end_offset() {

@@ -171,8 +171,11 @@ async fn run_seed(seed: u64) {
         );
         drop(shard);
         // Let a write the crash left in flight land (or not) before the next life reads. In a
-        // real crash the kernel settles it before the process is gone; here the reactor lives on.
-        glommio::timer::sleep(Duration::from_millis(50)).await;
+        // real crash the kernel settles it before the process is gone; here the reactor lives
+        // on, and nothing can await the dropped operation, so wait generously. (The simulation
+        // in `crate::sim` covers crash points exhaustively without this; this test keeps the
+        // real O_DIRECT path honest.)
+        glommio::timer::sleep(Duration::from_millis(250)).await;
     }
     assert!(
         !acknowledged.is_empty(),
@@ -182,7 +185,7 @@ async fn run_seed(seed: u64) {
 
 #[test]
 fn acknowledged_batches_survive_crashes() {
-    for_each_seed(1..=12, |seed| async move { run_seed(seed).await });
+    for_each_seed(1..=6, |seed| async move { run_seed(seed).await });
 }
 
 /// Runs `run` for every seed of `seeds` (or only `CHRONIK_SEED`), each on a fresh executor,

@@ -81,12 +81,16 @@ impl SimDisk {
     pub fn restart(&self, rng: &mut StdRng) {
         let mut state = self.state.borrow_mut();
         let mut names = BTreeMap::new();
+        // A name whose creation or removal was not followed by a directory sync may be either
+        // way after the crash; everything else is as of the last sync.
         for (path, file) in &state.durable_names {
-            names.insert(path.clone(), file.clone());
+            let removed_unsynced = !state.names.contains_key(path);
+            if !removed_unsynced || rng.random_bool(0.5) {
+                names.insert(path.clone(), file.clone());
+            }
         }
-        // A created name whose directory was never synced may survive or not.
         for (path, file) in &state.names {
-            if !names.contains_key(path) && rng.random_bool(0.5) {
+            if !state.durable_names.contains_key(path) && rng.random_bool(0.5) {
                 names.insert(path.clone(), file.clone());
             }
         }
@@ -282,7 +286,10 @@ impl DiskFile for SimFile {
         for (position, bytes) in unsynced.drain(..) {
             write_into(durable, position, &bytes);
         }
-        debug_assert!(state.durable == state.current, "a sync makes current durable");
+        debug_assert!(
+            state.durable == state.current,
+            "a sync makes current durable"
+        );
         Ok(())
     }
 }

@@ -68,20 +68,16 @@ pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: FetchRequest)
 }
 
 /// Fetch sessions (KIP-227, v7+): chronik keeps none, and every answer says so with session
-/// id 0, so clients send full fetches. A request naming a session, or continuing one (epoch
-/// above 0 without an id), gets the error Kafka gives for a session it does not know.
+/// id 0, so clients send full fetches. As in Kafka's `FetchManager`: epoch 0 (open a session)
+/// or -1 (sessionless) is a full fetch whatever the session id (a named session is closed,
+/// here: there is none); any other epoch continues a session, which we do not know.
 fn check_session(version: i16, request: &FetchRequest) -> Result<(), ResponseError> {
-    if version < 7 {
+    const INITIAL_EPOCH: i32 = 0;
+    const FINAL_EPOCH: i32 = -1;
+    if version < 7 || matches!(request.session_epoch, INITIAL_EPOCH | FINAL_EPOCH) {
         return Ok(());
     }
-    if request.session_id != 0 {
-        return Err(ResponseError::FetchSessionIdNotFound);
-    }
-    // 0 asks for a new session (we decline by answering id 0); -1 is a sessionless fetch.
-    if request.session_epoch != 0 && request.session_epoch != -1 {
-        return Err(ResponseError::InvalidFetchSessionEpoch);
-    }
-    Ok(())
+    Err(ResponseError::FetchSessionIdNotFound)
 }
 
 fn plan(view: &MetadataView, request: &FetchRequest) -> Vec<Wanted> {
