@@ -103,6 +103,53 @@ impl SimDisk {
         state.crashed = false;
     }
 
+    /// Damages one file the way failing media or a stray writer would, both in what reads see
+    /// and in what survives: flipped bytes, a zeroed or garbage block, or a cut tail.
+    pub fn damage(&self, rng: &mut StdRng) {
+        let state = self.state.borrow();
+        let files: Vec<_> = state.names.values().cloned().collect();
+        // Half the time the newest file (names sort by age), where recovery cuts instead of
+        // refusing; otherwise any file.
+        let pick = if rng.random_bool(0.5) {
+            files.len().saturating_sub(1)
+        } else {
+            rng.random_range(0..files.len().max(1))
+        };
+        let Some(file) = files.get(pick) else {
+            return;
+        };
+        let mut file = file.borrow_mut();
+        let mut content = std::mem::take(&mut file.current);
+        if content.is_empty() {
+            return;
+        }
+        // Most damage lands where the data is, not in the preallocated zeros.
+        let used = content
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(1, |last| last + 1);
+        match rng.random_range(0..4) {
+            0 => {
+                for _ in 0..rng.random_range(1..8) {
+                    let at = rng.random_range(0..used);
+                    content[at] ^= 1 << rng.random_range(0..8);
+                }
+            }
+            1 | 2 => {
+                let block = rng.random_range(0..used.div_ceil(4096));
+                let end = ((block + 1) * 4096).min(content.len());
+                let garbage = rng.random_bool(0.5);
+                for byte in &mut content[block * 4096..end] {
+                    *byte = if garbage { rng.random() } else { 0 };
+                }
+            }
+            _ => content.truncate(rng.random_range(0..used)),
+        }
+        file.unsynced.clear();
+        file.durable = content.clone();
+        file.current = content;
+    }
+
     /// Counts one mutating operation, failing it if the power is (now) gone.
     fn mutate(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
