@@ -5,5 +5,6 @@ pub mod error;
 pub mod group;
 pub mod partition;
 pub mod runtime;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod wal;
