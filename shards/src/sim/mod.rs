@@ -21,4 +21,8 @@ pub async fn run_pass<D: Disk>(shard: &ShardRef<D>) -> Result<(), WalError> {
 }
 
 #[cfg(test)]
-mod tests;
+mod damage;
+#[cfg(test)]
+mod power_cuts;
+#[cfg(test)]
+mod workload;
