@@ -19,6 +19,8 @@ pub enum DecompressError {
     Corrupt { codec: Compression, reason: String },
 }
 
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
+
 /// Xerial framing that Kafka's Java client puts around snappy blocks.
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_BYTES: usize = XERIAL_MAGIC.len() + 8;
@@ -40,7 +42,12 @@ pub fn decompress_bounded(
         Compression::Gzip => read_bounded(flate2::read::GzDecoder::new(data.as_ref()), limit)
             .map_err(|e| e.or_corrupt(codec)),
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(data.as_ref())
+            let mut decoder = zstd::stream::read::Decoder::new(data.as_ref())
+                .map_err(|e| corrupt(e.to_string()))?;
+            // The frame header names the window the decoder allocates: cap it too (16 MiB
+            // covers every standard level; only --ultra levels go beyond).
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(|e| corrupt(e.to_string()))?;
             read_bounded(decoder, limit).map_err(|e| e.or_corrupt(codec))
         }
@@ -203,6 +210,25 @@ mod tests {
         let at_limit = gzip(&zeros[..LIMIT]);
         let out = decompress_bounded(&at_limit, Compression::Gzip, LIMIT).expect("at the limit");
         assert_eq!(out.len(), LIMIT);
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_huge_window_is_refused() {
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+        encoder.window_log(27).expect("window");
+        encoder.include_contentsize(false).expect("no content size");
+        // Data whose repeats lie far apart, so the frame needs its large window.
+        let block: Vec<u8> = (0..(1 << 20)).map(|i| (i * 7919 % 251) as u8).collect();
+        for _ in 0..40 {
+            encoder.write_all(&block).expect("zstd");
+        }
+        let frame = Bytes::from(encoder.finish().expect("zstd"));
+        let result = decompress_bounded(&frame, Compression::Zstd, 64 << 20);
+        assert!(
+            matches!(result, Err(DecompressError::Corrupt { .. })),
+            "{:?}",
+            result.map(|b| b.len())
+        );
     }
 
     #[test]
