@@ -1,10 +1,12 @@
-//! Pure-CPU costs on the produce path: framing a WAL record, scanning records at recovery,
-//! and validating a Kafka batch (CRC-32C). Run: `cargo bench --bench wal_record`.
+//! Pure-CPU costs on the produce path and at recovery: framing a WAL record, scanning
+//! records, folding them into group logs, and validating a Kafka batch (CRC-32C).
+//! Run: `cargo bench --bench wal_record`.
 
 use std::hint::black_box;
 
 use chronik_shards::partition::batch::BatchHeader;
 use chronik_shards::wal::record::{self, RecordKind};
+use chronik_shards::wal::recovery::{EntryHeader, Recovery};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn kafka_batch(payload_bytes: usize) -> Vec<u8> {
@@ -57,5 +59,37 @@ fn validate_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, encode_and_scan, validate_batch);
+/// Recovery's fold over a scanned log: one group, N contiguous entries (as after a restart of
+/// a partition that took many small batches). Linear in N, or restarts stall.
+fn fold_entries(c: &mut Criterion) {
+    let mut group = c.benchmark_group("wal_recovery");
+    group.sample_size(10);
+    for entries in [10_000u64, 100_000] {
+        let mut log = Vec::new();
+        let data = vec![5u8; 100];
+        for index in 1..=entries {
+            let header = EntryHeader {
+                term: 1,
+                index,
+                entry_type: 0,
+            };
+            record::encode(&mut log, 1, RecordKind::Entry, &[&header.encode(), &data]);
+        }
+        let scan = record::scan(&log);
+        group.throughput(Throughput::Elements(entries));
+        group.bench_with_input(BenchmarkId::new("fold", entries), &scan, |b, scan| {
+            b.iter(|| {
+                let mut recovery = Recovery::default();
+                for &(position, rec) in &scan.records {
+                    recovery.apply(1, position as u64, rec).expect("applies");
+                }
+                recovery.release_committed_data();
+                black_box(recovery.finish().expect("recovers").groups.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, encode_and_scan, validate_batch, fold_entries);
 criterion_main!(benches);

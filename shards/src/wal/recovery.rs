@@ -170,7 +170,10 @@ impl Recovery {
                 // A later record for an index replaces it and everything after it (Raft log
                 // truncation). A gap means older segments were reclaimed: the snapshot that
                 // covers the gap comes later in the log and `finish` checks it.
-                group.entries.retain(|e| e.index < header.index);
+                // Entries are contiguous and ascending: cut by position, not by a scan (a
+                // scan per record made recovery quadratic in the entries of a group).
+                let keep = group.entries.partition_point(|e| e.index < header.index);
+                group.entries.truncate(keep);
                 if group
                     .entries
                     .last()
@@ -202,7 +205,8 @@ impl Recovery {
             RecordKind::Snapshot => {
                 let snapshot = SnapshotRecord::decode(record.payload).ok_or(malformed)?;
                 if snapshot.index >= group.snapshot.index {
-                    group.entries.retain(|e| e.index > snapshot.index);
+                    let covered = group.entries.partition_point(|e| e.index <= snapshot.index);
+                    group.entries.drain(..covered);
                     group.snapshot = snapshot;
                 }
             }
@@ -220,8 +224,12 @@ impl Recovery {
     pub fn release_committed_data(&mut self) {
         for group in self.groups.values_mut() {
             let commit = group.hard_state.commit;
-            for entry in group.entries.iter_mut().filter(|e| e.index <= commit) {
-                entry.data = None;
+            let committed = group.entries.partition_point(|e| e.index <= commit);
+            // Released entries form a prefix: walk back only over those still holding data.
+            for entry in group.entries[..committed].iter_mut().rev() {
+                if entry.data.take().is_none() {
+                    break;
+                }
             }
         }
     }
