@@ -13,7 +13,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use chronik_shards::error::ShardError;
 use chronik_shards::partition::batch::BatchHeader;
 use chronik_shards::partition::offsets::RetentionLimits;
-use chronik_shards::runtime::shard::{CommitReceiver, GroupSpec};
+use chronik_shards::runtime::shard::{load_pieces, CommitReceiver, GroupSpec};
 
 use super::context::ShardContext;
 use super::frame::{
@@ -162,10 +162,7 @@ async fn read_one(
         .shard
         .borrow()
         .plan_read(read.group_id, read.offset, max_bytes, first_whole)?;
-    let mut batches = Vec::with_capacity(plan.pieces.len());
-    for piece in plan.pieces {
-        batches.push(piece.load().await?);
-    }
+    let batches = load_pieces(plan.pieces).await?;
     Ok(ReadResult {
         high_watermark: plan.high_watermark,
         log_start_offset: plan.log_start_offset,

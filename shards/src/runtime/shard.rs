@@ -32,7 +32,7 @@ use crate::wal::record::RecordKind;
 use crate::wal::recovery::{
     EntryHeader, HardStateRecord, RecoveredGroup, SnapshotRecord, ENTRY_HEADER_BYTES,
 };
-use crate::wal::{Disk, FlushDone, FlushJob, RecordReader, Wal, WalConfig};
+use crate::wal::{read_run, Disk, FlushDone, FlushJob, RecordReader, Wal, WalConfig};
 
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -135,25 +135,64 @@ pub enum ReadPiece<D: Disk = DmaDisk> {
 impl<D: Disk> ReadPiece<D> {
     /// The batch bytes with the base offset the log assigned.
     pub async fn load(self) -> Result<Bytes, ShardError> {
-        let (base_offset, batch) = match self {
-            ReadPiece::Cached { base_offset, batch } => (base_offset, batch),
+        let mut batches = load_pieces(vec![self]).await?;
+        Ok(batches.pop().expect("one piece, one batch"))
+    }
+}
+
+/// Loads a read plan's pieces in order. Runs of records that sit close together in one WAL
+/// segment are read with one I/O each, so a consumer catching up over many small batches
+/// costs a few large reads, not one read per batch.
+pub async fn load_pieces<D: Disk>(pieces: Vec<ReadPiece<D>>) -> Result<Vec<Bytes>, ShardError> {
+    let mut batches = Vec::with_capacity(pieces.len());
+    let mut pieces = pieces.into_iter().peekable();
+    while let Some(piece) = pieces.next() {
+        let (base_offset, reader) = match piece {
+            ReadPiece::Cached { base_offset, batch } => {
+                batches.push(with_base_offset(base_offset, batch)?);
+                continue;
+            }
             ReadPiece::Disk {
                 base_offset,
                 reader,
-            } => {
-                let payload = reader.read_payload().await?;
-                (base_offset, payload.slice(ENTRY_HEADER_BYTES..))
-            }
+            } => (base_offset, reader),
         };
-        let header = BatchHeader::parse(&batch)
-            .map_err(|_| ShardError::OutcomeUnknown("stored batch lost its header"))?;
-        if header.base_offset == base_offset {
-            return Ok(batch);
+        let run_start = reader.position();
+        let mut offsets = vec![base_offset];
+        let mut run = vec![reader];
+        let joins_run = |run: &[RecordReader<D>], piece: &ReadPiece<D>| match piece {
+            ReadPiece::Disk { reader: next, .. } => run
+                .last()
+                .is_some_and(|last| last.can_extend_run(run_start, next)),
+            ReadPiece::Cached { .. } => false,
+        };
+        while let Some(ReadPiece::Disk {
+            base_offset,
+            reader,
+        }) = pieces.next_if(|piece| joins_run(&run, piece))
+        {
+            offsets.push(base_offset);
+            run.push(reader);
         }
-        let mut patched = batch.to_vec();
-        batch::patch(&mut patched, base_offset, header.partition_leader_epoch);
-        Ok(Bytes::from(patched))
+        for (base_offset, payload) in offsets.into_iter().zip(read_run(run).await?) {
+            let batch = payload.slice(ENTRY_HEADER_BYTES..);
+            batches.push(with_base_offset(base_offset, batch)?);
+        }
     }
+    Ok(batches)
+}
+
+/// A stored batch as served: the base offset the log assigned patched in (the leader patched
+/// it before storing, so this copies only for batches stored otherwise).
+fn with_base_offset(base_offset: i64, batch: Bytes) -> Result<Bytes, ShardError> {
+    let header = BatchHeader::parse(&batch)
+        .map_err(|_| ShardError::OutcomeUnknown("stored batch lost its header"))?;
+    if header.base_offset == base_offset {
+        return Ok(batch);
+    }
+    let mut patched = batch.to_vec();
+    batch::patch(&mut patched, base_offset, header.partition_leader_epoch);
+    Ok(Bytes::from(patched))
 }
 
 impl Shard<DmaDisk> {

@@ -14,13 +14,15 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::{run_pass, SimDisk};
 use crate::group::StateMachine;
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
-use crate::runtime::shard::{CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef};
+use crate::runtime::shard::{load_pieces, CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef};
 use crate::runtime::tests::{batch, install_partitions};
 use crate::wal::WalConfig;
 
@@ -201,18 +203,29 @@ pub(super) async fn check_partition(
         log_start <= newest,
         "{at}: retention took the newest acknowledged batch"
     );
+    // One read of everything from the log start, as a consumer catching up would do: cached
+    // batches and runs of records read from disk together.
+    let plan = shard
+        .borrow()
+        .plan_read(group, log_start, usize::MAX, true)
+        .unwrap_or_else(|e| panic!("{at}: unreadable from {log_start}: {e}"));
+    let stored: BTreeMap<i64, Bytes> = load_pieces(plan.pieces)
+        .await
+        .expect("loads")
+        .into_iter()
+        .map(|batch| {
+            (
+                BatchHeader::parse(&batch).expect("header").base_offset,
+                batch,
+            )
+        })
+        .collect();
     for (offset, payload) in acknowledged.iter().filter(|(o, _)| *o >= log_start) {
-        let plan = shard
-            .borrow()
-            .plan_read(group, *offset, 1, true)
-            .unwrap_or_else(|e| panic!("{at}: offset {offset} unreadable: {e}"));
-        let piece = plan.pieces.into_iter().next();
-        let piece = piece.unwrap_or_else(|| panic!("{at}: no batch at offset {offset}"));
-        let stored = piece.load().await.expect("loads");
-        let header = BatchHeader::parse(&stored).expect("header");
-        assert_eq!(header.base_offset, *offset, "{at}");
+        let batch = stored
+            .get(offset)
+            .unwrap_or_else(|| panic!("{at}: no batch at offset {offset}"));
         assert_eq!(
-            &stored[BATCH_HEADER_BYTES..],
+            &batch[BATCH_HEADER_BYTES..],
             payload.as_slice(),
             "{at}: offset {offset}"
         );

@@ -621,29 +621,78 @@ pub struct RecordReader<D: Disk = DmaDisk> {
     path: PathBuf,
 }
 
+/// Records further apart than this are read with separate I/Os rather than one that also
+/// reads the bytes between them (other groups' records).
+const RUN_GAP_BYTES_MAX: u64 = 64 << 10;
+/// The longest single read a run of records makes.
+const RUN_BYTES_MAX: u64 = 8 << 20;
+
 impl<D: Disk> RecordReader<D> {
     pub async fn read_payload(self) -> Result<Bytes, WalError> {
+        let mut payloads = read_run(vec![self]).await?;
+        Ok(payloads.pop().expect("one record, one payload"))
+    }
+
+    fn end(&self) -> u64 {
+        self.location.position + u64::from(self.location.record_bytes)
+    }
+
+    /// Whether `next` can be read by the same I/O as a run from `run_start` to `self`: the
+    /// same segment, after `self` and close to it, and the run stays within bounds.
+    pub fn can_extend_run(&self, run_start: u64, next: &RecordReader<D>) -> bool {
+        next.location.segment == self.location.segment
+            && next.location.position >= self.end()
+            && next.location.position - self.end() <= RUN_GAP_BYTES_MAX
+            && next.end() - run_start <= RUN_BYTES_MAX
+    }
+
+    pub fn position(&self) -> u64 {
+        self.location.position
+    }
+}
+
+/// Reads records of one segment, ascending and close together (see `can_extend_run`), with
+/// one I/O, checks each record's CRC again, and returns their payloads (slices of one buffer).
+pub async fn read_run<D: Disk>(run: Vec<RecordReader<D>>) -> Result<Vec<Bytes>, WalError> {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Ok(Vec::new());
+    };
+    let start = first.location.position;
+    let length = (last.end() - start) as usize;
+    let raw = first
+        .file
+        .read_at(start, length)
+        .await
+        .map_err(io_error(&first.path))?;
+    let span = Bytes::copy_from_slice(&raw);
+    let mut payloads = Vec::with_capacity(run.len());
+    for reader in &run {
         let WalLocation {
             segment,
             position,
             record_bytes,
-        } = self.location;
-        let raw = self
-            .file
-            .read_at(position, record_bytes as usize)
-            .await
-            .map_err(io_error(&self.path))?;
-        let (record, length) = record::decode(&raw).map_err(|stop| WalError::Damaged {
+        } = reader.location;
+        assert_eq!(
+            segment, first.location.segment,
+            "a run stays in one segment"
+        );
+        let damaged = |stop| WalError::Damaged {
             segment,
             position,
             stop,
-        })?;
+        };
+        let offset = (position - start) as usize;
+        let bytes = span
+            .get(offset..offset + record_bytes as usize)
+            .ok_or(damaged(ScanStop::TornPayload))?;
+        let (record, decoded) = record::decode(bytes).map_err(damaged)?;
         assert_eq!(
-            length, record_bytes as usize,
+            decoded, record_bytes as usize,
             "index and disk agree on the record length"
         );
-        Ok(Bytes::copy_from_slice(record.payload))
+        payloads.push(span.slice_ref(record.payload));
     }
+    Ok(payloads)
 }
 
 #[cfg(test)]
