@@ -129,11 +129,15 @@ impl RaftGroup {
     }
 
     /// Whether this replica may answer reads (high watermark, fetches) now: it leads and has
-    /// applied an entry of its own term. A new leader's commit index (recovered lazily after a
-    /// restart, or learned from peers) may trail what was acknowledged until then.
+    /// applied every entry of earlier terms. A new leader's commit index (recovered lazily
+    /// after a restart, or learned from peers) may trail what was acknowledged under an
+    /// earlier term until then. Terms only grow along the log, so it is enough that the first
+    /// unapplied entry, if any, is of the current term (true at once for a new, empty group).
     pub fn serves_reads(&self) -> bool {
         let log = self.node.store();
-        self.is_leader() && log.term_of(log.applied()) == Some(self.term())
+        let applied = log.applied();
+        self.is_leader()
+            && (applied == log.last_index() || log.term_of(applied + 1) == Some(self.term()))
     }
 
     pub fn leader_id(&self) -> Option<u64> {
