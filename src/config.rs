@@ -59,6 +59,35 @@ pub struct Cli {
     /// This node's id (broker id and Raft replica id).
     #[arg(long)]
     pub node_id: Option<u32>,
+    /// Address this node listens on for its peers' Raft traffic (cluster mode).
+    #[arg(long)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Every node of the cluster, this one included: `ID=KAFKA_HOST:PORT/PEER_HOST:PORT`,
+    /// comma separated (e.g. `1=127.0.0.1:9092/127.0.0.1:10092,2=...`). Without it the node
+    /// is a cluster of one.
+    #[arg(long)]
+    pub cluster_nodes: Option<String>,
+}
+
+/// One node of the static cluster description: its id and its two addresses. Ports are
+/// always explicit; none is derived from another.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddress {
+    pub id: u32,
+    /// host:port Kafka clients use (what Metadata advertises).
+    pub kafka: String,
+    /// host:port of the node's peer (Raft) listener.
+    pub peer: SocketAddr,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// A name for the cluster; a data directory created under one name refuses another.
+    pub name: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<NodeAddress>,
 }
 
 /// The TOML file: the same keys as the flags, plus the less common limits.
@@ -83,6 +112,9 @@ pub struct FileConfig {
     pub connection_requests_in_flight_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
     pub fetch_bytes_max: Option<usize>,
+    pub peer_listen: Option<SocketAddr>,
+    pub default_replication_factor: Option<u32>,
+    pub cluster: Option<ClusterFile>,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +141,93 @@ pub struct Config {
     pub fetch_wait_ms_max: u64,
     /// Kafka's `fetch.max.bytes`: the most one fetch response carries (beyond one batch).
     pub fetch_bytes_max: usize,
+    pub cluster: ClusterConfig,
+    /// Replication factor of auto-created topics and of CreateTopics with -1.
+    pub default_replication_factor: u32,
+}
+
+/// The static cluster: every node (sorted by id) and where this one listens for peers.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub nodes: Vec<NodeAddress>,
+    /// None for a cluster of one: no peer listener at all.
+    pub peer_listen: Option<SocketAddr>,
+}
+
+/// The controller group's voters: the first five nodes by id (more voters only slow
+/// metadata changes down).
+pub const CONTROLLER_VOTERS_MAX: usize = 5;
+
+impl ClusterConfig {
+    pub fn is_multi_node(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    pub fn node(&self, id: u32) -> Option<&NodeAddress> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    pub fn node_ids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn controller_voters(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .take(CONTROLLER_VOTERS_MAX)
+            .map(|n| u64::from(n.id))
+            .collect()
+    }
+}
+
+/// Where this node listens for Kafka clients: given, else its address in the cluster
+/// description, else the single-node default 127.0.0.1:9092.
+fn listen_address(
+    given: Option<SocketAddr>,
+    this_node: Option<&NodeAddress>,
+) -> Result<SocketAddr, ConfigError> {
+    match (given, this_node) {
+        (Some(listen), _) => Ok(listen),
+        (None, Some(node)) => node.kafka.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "node {}'s kafka address {:?} is not an IP:port; give --listen",
+                node.id, node.kafka
+            ))
+        }),
+        (None, None) => Ok(SocketAddr::from(([127, 0, 0, 1], 9092))),
+    }
+}
+
+/// The cluster's nodes, sorted by id: from `--cluster-nodes`, else from the file.
+fn cluster_nodes(cli: &Cli, file: &mut ClusterFile) -> Result<Vec<NodeAddress>, ConfigError> {
+    let mut nodes = match &cli.cluster_nodes {
+        Some(text) => parse_cluster_nodes(text)?,
+        None => std::mem::take(&mut file.nodes),
+    };
+    nodes.sort_by_key(|n| n.id);
+    Ok(nodes)
+}
+
+/// Parses `--cluster-nodes`: `ID=KAFKA_HOST:PORT/PEER_HOST:PORT,...`.
+fn parse_cluster_nodes(text: &str) -> Result<Vec<NodeAddress>, ConfigError> {
+    let bad = |part: &str| {
+        ConfigError::Invalid(format!(
+            "cluster node {part:?} is not ID=KAFKA_HOST:PORT/PEER_HOST:PORT"
+        ))
+    };
+    text.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (id, addresses) = part.trim().split_once('=').ok_or_else(|| bad(part))?;
+            let (kafka, peer) = addresses.split_once('/').ok_or_else(|| bad(part))?;
+            Ok(NodeAddress {
+                id: id.parse().map_err(|_| bad(part))?,
+                kafka: kafka.to_string(),
+                peer: peer.parse().map_err(|_| bad(part))?,
+            })
+        })
+        .collect()
 }
 
 impl Config {
@@ -117,11 +236,19 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let listen = cli
-            .listen
-            .or(file.listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
-        let advertised = cli.advertised_listener.or(file.advertised_listener);
+        let node_id = cli.node_id.or(file.node_id).unwrap_or(1);
+        let mut cluster_file = file.cluster.unwrap_or_default();
+        let nodes = cluster_nodes(&cli, &mut cluster_file)?;
+        let this_node = nodes.iter().find(|n| n.id == node_id).cloned();
+        let listen = listen_address(cli.listen.or(file.listen), this_node.as_ref())?;
+        let peer_listen = cli
+            .peer_listen
+            .or(file.peer_listen)
+            .or(this_node.as_ref().map(|n| n.peer));
+        let advertised = cli
+            .advertised_listener
+            .or(file.advertised_listener)
+            .or(this_node.as_ref().map(|n| n.kafka.clone()));
         let (advertised_host, advertised_port) = match advertised {
             Some(text) => parse_host_port(&text)?,
             None => (listen.ip().to_string(), listen.port()),
@@ -136,7 +263,7 @@ impl Config {
             advertised_host,
             advertised_port,
             shards: cli.shards.or(file.shards).unwrap_or(cpus),
-            node_id: cli.node_id.or(file.node_id).unwrap_or(1),
+            node_id,
             default_partitions: cli
                 .default_partitions
                 .or(file.default_partitions)
@@ -156,12 +283,24 @@ impl Config {
             connection_requests_in_flight_max: file.connection_requests_in_flight_max.unwrap_or(32),
             fetch_wait_ms_max: file.fetch_wait_ms_max.unwrap_or(30_000),
             fetch_bytes_max: file.fetch_bytes_max.unwrap_or(57_671_680),
+            default_replication_factor: file
+                .default_replication_factor
+                .unwrap_or_else(|| nodes.len().clamp(1, 3) as u32),
+            cluster: ClusterConfig {
+                name: cluster_file
+                    .name
+                    .take()
+                    .unwrap_or_else(|| "chronik".to_string()),
+                nodes,
+                peer_listen,
+            },
         };
+        let mut config = config;
         config.validate()?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&mut self) -> Result<(), ConfigError> {
         let invalid = |text: String| Err(ConfigError::Invalid(text));
         if self.shards == 0 || self.shards > 256 {
             return invalid(format!("shards must be 1..=256, got {}", self.shards));
@@ -189,10 +328,71 @@ impl Config {
         if self.tick_interval_ms == 0 || self.retention_check_interval_ms == 0 {
             return invalid("intervals must be positive".into());
         }
+        self.validate_cluster()?;
         if self.connection_requests_in_flight_max == 0
             || self.connection_requests_in_flight_max > 1024
         {
             return invalid("connection_requests_in_flight_max must be 1..=1024".into());
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The cluster description must name this node, once, with distinct addresses; a single
+    /// node without one is a cluster of one (filled in here with its own addresses).
+    fn validate_cluster(&mut self) -> Result<(), ConfigError> {
+        let invalid = |text: String| Err(ConfigError::Invalid(text));
+        if self.cluster.nodes.is_empty() {
+            self.cluster.nodes.push(NodeAddress {
+                id: self.node_id,
+                kafka: format!("{}:{}", self.advertised_host, self.advertised_port),
+                peer: self
+                    .cluster
+                    .peer_listen
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            });
+            return Ok(());
+        }
+        let ids: std::collections::BTreeSet<u32> =
+            self.cluster.nodes.iter().map(|n| n.id).collect();
+        if ids.len() != self.cluster.nodes.len() {
+            return invalid("cluster node ids must be distinct".into());
+        }
+        if ids.len() > CONTROLLER_VOTERS_MAX {
+            return invalid(format!(
+                "clusters of up to {CONTROLLER_VOTERS_MAX} nodes are supported (every node is a \
+                 controller voter)"
+            ));
+        }
+        if ids.contains(&0) {
+            return invalid("cluster node ids must be positive".into());
+        }
+        let peers: std::collections::BTreeSet<SocketAddr> =
+            self.cluster.nodes.iter().map(|n| n.peer).collect();
+        if peers.len() != self.cluster.nodes.len() {
+            return invalid("cluster nodes need distinct peer addresses".into());
+        }
+        if self.cluster.node(self.node_id).is_none() {
+            return invalid(format!(
+                "node_id {} is not one of the cluster's nodes {:?}",
+                self.node_id,
+                self.cluster.node_ids()
+            ));
+        }
+        if self.cluster.is_multi_node() && self.cluster.peer_listen.is_none() {
+            return invalid("a cluster node needs a peer address (peer_listen)".into());
+        }
+        if self.cluster.peer_listen == Some(self.listen) {
+            return invalid("the peer address must differ from the Kafka listener".into());
+        }
+        if self.default_replication_factor == 0
+            || self.default_replication_factor as usize > self.cluster.nodes.len()
+        {
+            return invalid(format!(
+                "default_replication_factor must be 1..={}",
+                self.cluster.nodes.len()
+            ));
         }
         Ok(())
     }

@@ -7,4 +7,5 @@ pub mod partition;
 pub mod runtime;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod transport;
 pub mod wal;

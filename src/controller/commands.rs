@@ -28,6 +28,9 @@ pub struct InitCluster {
     pub cluster_id: String,
     #[prost(uint32, tag = "2")]
     pub shard_count: u32,
+    /// The nodes of the static cluster configuration, which replicas are placed on.
+    #[prost(uint32, repeated, tag = "3")]
+    pub node_ids: Vec<u32>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -55,9 +58,12 @@ pub struct PartitionRecord {
     /// The partition's Raft group; never reused, so a recreated topic starts empty.
     #[prost(uint64, tag = "1")]
     pub group_id: u64,
-    /// The shard that owns the partition on every replica.
+    /// The shard that owns the partition on every replica (all nodes run the same number
+    /// of shards).
     #[prost(uint32, tag = "2")]
     pub shard: u32,
+    /// Node ids holding a replica, the preferred leader first. Empty in metadata written
+    /// before clusters existed: then the partition lives on the cluster's only node.
     #[prost(uint32, repeated, tag = "3")]
     pub replicas: Vec<u32>,
 }
@@ -90,4 +96,6 @@ pub struct MetadataSnapshot {
     pub applied_index: u64,
     #[prost(uint64, tag = "6")]
     pub next_producer_id: u64,
+    #[prost(uint32, repeated, tag = "7")]
+    pub node_ids: Vec<u32>,
 }

@@ -4,6 +4,7 @@
 //! before the request is answered, so a client that created a topic can use it at once.
 
 pub mod commands;
+pub mod forward;
 pub mod state;
 
 use std::cell::RefCell;
@@ -55,6 +56,8 @@ pub enum ControllerError {
     NotCommitted(String),
     #[error("the change would make the cluster metadata larger than {0} bytes")]
     MetadataTooLarge(usize),
+    #[error("the replication factor is larger than the {0} brokers")]
+    NotEnoughBrokers(u32),
 }
 
 pub type TopicOutcome = (String, Result<TopicRecord, ControllerError>);
@@ -62,6 +65,18 @@ pub type TopicOutcome = (String, Result<TopicRecord, ControllerError>);
 pub enum ControllerReply {
     Topics(Vec<TopicOutcome>),
     ProducerId(Result<i64, ControllerError>),
+}
+
+/// Answers every part of `request` with `error` (no controller could take it).
+pub fn refuse(request: ControllerRequest, error: ControllerError) -> ControllerReply {
+    let names = match request {
+        ControllerRequest::CreateTopics { topics, .. } => {
+            topics.into_iter().map(|t| t.name).collect()
+        }
+        ControllerRequest::DeleteTopics { names } => names,
+        ControllerRequest::AllocateProducerId => return ControllerReply::ProducerId(Err(error)),
+    };
+    ControllerReply::Topics(names.into_iter().map(|n| (n, Err(error.clone()))).collect())
 }
 
 /// The Raft state machine half, registered with the shard.
@@ -145,6 +160,7 @@ impl Controller {
         let init = InitCluster {
             cluster_id,
             shard_count,
+            node_ids: ctx.config.cluster.node_ids(),
         };
         self.commit(
             ctx,
@@ -164,6 +180,10 @@ impl Controller {
         let Ok(_permit) = self.serial.acquire_permit(1).await else {
             return ControllerReply::Topics(Vec::new());
         };
+        if !self.state.borrow().is_initialized() {
+            let error = ControllerError::NotCommitted("the cluster is not initialized yet".into());
+            return refuse(request, error);
+        }
         let outcomes = match request {
             ControllerRequest::CreateTopics {
                 topics,
@@ -232,6 +252,10 @@ impl Controller {
         validate_only: bool,
     ) -> Result<TopicRecord, ControllerError> {
         self.check_new_name(&topic.name)?;
+        let brokers = self.state.borrow().node_ids.len().max(1) as u32;
+        if topic.replication_factor > brokers {
+            return Err(ControllerError::NotEnoughBrokers(brokers));
+        }
         let create = CreateTopic {
             name: topic.name.clone(),
             topic_id: uuid::Uuid::new_v4().as_bytes().to_vec(),

@@ -22,6 +22,9 @@ pub struct MetadataState {
     pub applied_index: u64,
     /// The next producer id to hand out to an idempotent producer.
     pub next_producer_id: u64,
+    /// The cluster's nodes, which replicas are placed on (empty in metadata written before
+    /// clusters existed: a single node).
+    pub node_ids: Vec<u32>,
 }
 
 impl MetadataState {
@@ -37,6 +40,7 @@ impl MetadataState {
                 assert!(init.shard_count > 0);
                 self.cluster_id = init.cluster_id;
                 self.shard_count = init.shard_count;
+                self.node_ids = init.node_ids;
                 self.next_group_id = FIRST_PARTITION_GROUP_ID;
             }
         }
@@ -63,6 +67,7 @@ impl MetadataState {
                 // Place one partition at a time so the load count sees the earlier ones.
                 for mut partition in partitions {
                     partition.shard = self.least_loaded_shard_with(&topic);
+                    partition.replicas = self.place_replicas(&topic, create.replication_factor);
                     topic.partitions.push(partition);
                 }
                 self.topics.insert(create.name, topic);
@@ -74,6 +79,48 @@ impl MetadataState {
         if let Some(allocate) = command.allocate_producer_ids {
             self.next_producer_id = self.next_producer_id.max(FIRST_PRODUCER_ID) + allocate.count;
         }
+    }
+
+    /// Replicas of a new partition: the preferred leader is the node leading the fewest
+    /// partitions (then holding the fewest replicas, then the lowest id); the others are the
+    /// nodes holding the fewest replicas. Counts include `pending` (the topic being placed).
+    fn place_replicas(&self, pending: &TopicRecord, replication_factor: u32) -> Vec<u32> {
+        if self.node_ids.is_empty() {
+            return Vec::new();
+        }
+        let mut leaders: BTreeMap<u32, usize> = self.node_ids.iter().map(|&n| (n, 0)).collect();
+        let mut replicas = leaders.clone();
+        let placed = self
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .chain(&pending.partitions);
+        for partition in placed {
+            if let Some(count) = partition.replicas.first().and_then(|l| leaders.get_mut(l)) {
+                *count += 1;
+            }
+            for node in &partition.replicas {
+                if let Some(count) = replicas.get_mut(node) {
+                    *count += 1;
+                }
+            }
+        }
+        let wanted = (replication_factor.max(1) as usize).min(self.node_ids.len());
+        let leader = *self
+            .node_ids
+            .iter()
+            .min_by_key(|&&n| (leaders[&n], replicas[&n], n))
+            .expect("nodes are not empty");
+        let mut followers: Vec<u32> = self
+            .node_ids
+            .iter()
+            .copied()
+            .filter(|&n| n != leader)
+            .collect();
+        followers.sort_by_key(|&n| (replicas[&n], n));
+        std::iter::once(leader)
+            .chain(followers.into_iter().take(wanted - 1))
+            .collect()
     }
 
     fn shard_loads(&self) -> Vec<usize> {
@@ -112,6 +159,7 @@ impl MetadataState {
             topics: self.topics.values().cloned().collect(),
             applied_index: self.applied_index,
             next_producer_id: self.next_producer_id,
+            node_ids: self.node_ids.clone(),
         }
     }
 
@@ -127,6 +175,7 @@ impl MetadataState {
                 .collect(),
             applied_index: snapshot.applied_index,
             next_producer_id: snapshot.next_producer_id,
+            node_ids: snapshot.node_ids,
         }
     }
 
@@ -161,6 +210,7 @@ mod tests {
                 init: Some(InitCluster {
                     cluster_id: "c".into(),
                     shard_count: 3,
+                    node_ids: vec![1],
                 }),
                 ..Default::default()
             },
@@ -197,9 +247,54 @@ mod tests {
             state.topics["a"].partitions[0].group_id, 8,
             "group ids are never reused"
         );
+        assert!(state.topics["b"]
+            .partitions
+            .iter()
+            .all(|p| p.replicas == vec![1]));
         let restored = MetadataState::from_snapshot(
             MetadataSnapshot::decode(state.encode_snapshot().as_slice()).expect("decodes"),
         );
         assert_eq!(restored, state);
+    }
+
+    fn create_replicated(name: &str, partitions: u32, replication_factor: u32) -> Command {
+        let mut command = create(name, partitions);
+        if let Some(create) = command.create_topic.as_mut() {
+            create.replication_factor = replication_factor;
+        }
+        command
+    }
+
+    #[test]
+    fn replicas_and_preferred_leaders_spread_over_the_nodes() {
+        let mut state = MetadataState::default();
+        let init = InitCluster {
+            cluster_id: "c".into(),
+            shard_count: 2,
+            node_ids: vec![1, 2, 3],
+        };
+        state.apply(
+            1,
+            Command {
+                init: Some(init),
+                ..Default::default()
+            },
+        );
+        state.apply(2, create_replicated("r3", 6, 3));
+        state.apply(3, create_replicated("r1", 3, 1));
+        let mut leaders = BTreeMap::new();
+        for partition in &state.topics["r3"].partitions {
+            let mut sorted = partition.replicas.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![1, 2, 3], "three distinct replicas");
+            *leaders.entry(partition.replicas[0]).or_insert(0) += 1;
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), vec![2, 2, 2]);
+        let singles: Vec<u32> = state.topics["r1"]
+            .partitions
+            .iter()
+            .map(|p| p.replicas[0])
+            .collect();
+        assert_eq!(singles, vec![1, 2, 3], "single replicas go round the nodes");
     }
 }

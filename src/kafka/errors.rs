@@ -70,5 +70,6 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::NameCollision(_) => ResponseError::InvalidTopicException,
         ControllerError::NotCommitted(_) => ResponseError::RequestTimedOut,
         ControllerError::MetadataTooLarge(_) => ResponseError::PolicyViolation,
+        ControllerError::NotEnoughBrokers(_) => ResponseError::InvalidReplicationFactor,
     }
 }

@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::channel::oneshot;
@@ -16,8 +17,28 @@ use crate::config::Config;
 use crate::controller::Controller;
 use crate::metadata::{MetadataView, TopicSettings};
 
+/// What the shards of one node share (atomics only: shards never lock).
+#[derive(Default)]
+pub struct NodeShared {
+    /// The node whose controller replica leads, as shard 0 last saw it (0: unknown).
+    controller_leader: AtomicU64,
+}
+
+impl NodeShared {
+    pub fn controller_leader(&self) -> Option<u64> {
+        let leader = self.controller_leader.load(Ordering::Relaxed);
+        (leader != 0).then_some(leader)
+    }
+
+    pub fn set_controller_leader(&self, leader: Option<u64>) {
+        self.controller_leader
+            .store(leader.unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
 pub struct ShardContext {
     pub shard_id: usize,
+    pub node: Arc<NodeShared>,
     pub config: Arc<Config>,
     pub shard: ShardRef,
     metadata: RefCell<Arc<MetadataView>>,
@@ -32,12 +53,14 @@ pub struct ShardContext {
 impl ShardContext {
     pub fn new(
         shard_id: usize,
+        node: Arc<NodeShared>,
         config: Arc<Config>,
         shard: ShardRef,
         senders: Senders<ShardMessage>,
     ) -> Self {
         Self {
             shard_id,
+            node,
             config,
             shard,
             metadata: RefCell::new(Arc::new(MetadataView::default())),

@@ -40,6 +40,8 @@ pub enum ShardRequest {
         group_ids: Vec<u64>,
     },
     Metadata(Arc<MetadataView>),
+    /// Raft messages from a peer node for groups of this shard.
+    Raft(Vec<(u64, raft::eraftpb::Message)>),
     /// Only shard 0 hosts the controller.
     Controller(ControllerRequest),
 }
@@ -71,10 +73,12 @@ pub struct ListedOffset {
     pub leader_epoch: i32,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PartitionDescription {
     pub leader: Option<u64>,
     pub leader_epoch: i32,
+    /// Known on the leader only (empty elsewhere).
+    pub in_sync: Vec<u64>,
 }
 
 pub enum ShardReply {
@@ -84,6 +88,7 @@ pub enum ShardReply {
     ListOffset(Result<ListedOffset, ShardError>),
     Describe(Vec<Option<PartitionDescription>>),
     MetadataApplied,
+    Stepped,
     Controller(ControllerReply),
 }
 

@@ -4,7 +4,9 @@
 
 pub mod context;
 pub mod frame;
+pub mod identity;
 pub mod ops;
+pub mod peer;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,7 +27,7 @@ use crate::config::Config;
 use crate::controller::state::CONTROLLER_GROUP_ID;
 use crate::controller::Controller;
 use crate::metadata::MetadataView;
-use context::{publish_metadata, ShardContext};
+use context::{publish_metadata, NodeShared, ShardContext};
 use frame::ShardMessage;
 
 /// Capacity of each shard-to-shard channel: a full channel makes the sender wait.
@@ -47,6 +49,8 @@ pub enum StartError {
     DataDirLocked(String),
     #[error("cannot listen on {0}: {1} (is another broker running there?)")]
     PortInUse(std::net::SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Identity(String),
 }
 
 /// A panic on any shard is a bug that may have left its state half-changed: stop the whole
@@ -111,7 +115,15 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError::DataDir(data_dir.clone(), e))?;
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
+    identity::check_or_write(&config).map_err(StartError::Identity)?;
     check_port_free(config.listen)?;
+    if let Some(peer_listen) = config
+        .cluster
+        .peer_listen
+        .filter(|_| config.cluster.is_multi_node())
+    {
+        check_port_free(peer_listen)?;
+    }
     // glommio probes polled-I/O support on the first file it opens; an empty file passes the
     // probe wrongly (virtio disks then fail every read with EOPNOTSUPP). Open a non-empty one
     // first, on the same device.
@@ -122,9 +134,15 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut executors = Vec::with_capacity(config.shards);
     let drained = Arc::new(AtomicUsize::new(0));
+    let node = Arc::new(NodeShared::default());
     for index in 0..config.shards {
-        let (config, mesh, stop, drained) =
-            (config.clone(), mesh.clone(), stop.clone(), drained.clone());
+        let (config, mesh, stop, drained, node) = (
+            config.clone(),
+            mesh.clone(),
+            stop.clone(),
+            drained.clone(),
+            node.clone(),
+        );
         let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
         let executor = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("shard-{index}"))
@@ -132,7 +150,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                let result = run_shard(config, mesh, stop.clone(), drained).await;
+                let result = run_shard(config, node, mesh, stop.clone(), drained).await;
                 if result.is_err() {
                     // Fail-stop: a node missing a shard would time out that shard's
                     // partitions forever; stop every shard and exit non-zero instead.
@@ -158,6 +176,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
 
 async fn run_shard(
     config: Arc<Config>,
+    node: Arc<NodeShared>,
     mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     drained: Arc<AtomicUsize>,
@@ -171,14 +190,27 @@ async fn run_shard(
     let (shard, doorbell) = open_shard(&config, shard_id).await.map_err(fail)?;
     let pump_stop = Rc::new(std::cell::Cell::new(false));
     let pump = glommio::spawn_local(run_pump(shard.clone(), doorbell, pump_stop.clone()));
-    let ctx = Rc::new(ShardContext::new(shard_id, config.clone(), shard, senders));
+    let ctx = Rc::new(ShardContext::new(
+        shard_id,
+        node,
+        config.clone(),
+        shard,
+        senders,
+    ));
     serve_mesh(&ctx, receivers);
+    let clustered = config.cluster.is_multi_node();
+    let peer_acceptor = start_peer_transport(&ctx).map_err(fail)?;
     if shard_id == 0 {
         start_controller(&ctx).await.map_err(fail)?;
     }
-    wait_for_metadata(&ctx, &stop).await.map_err(fail)?;
-    wait_for_local_leaders(&ctx, &stop).await;
+    if !clustered {
+        // A cluster of one has its metadata at once; a cluster answers Metadata (brokers
+        // from configuration) before its first election, so it does not wait.
+        wait_for_metadata(&ctx, &stop).await.map_err(fail)?;
+        wait_for_local_leaders(&ctx, &stop).await;
+    }
     let retention = glommio::spawn_local(retention_loop(ctx.clone()));
+    let rebalance = clustered.then(|| glommio::spawn_local(preferred_leader_loop(ctx.clone())));
     let listener = crate::kafka::server::listen(&ctx)
         .map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
     let acceptor = glommio::spawn_local(crate::kafka::server::accept_loop(ctx.clone(), listener));
@@ -186,6 +218,14 @@ async fn run_shard(
 
     while !stop.load(Ordering::Relaxed) {
         sleep(Duration::from_millis(50)).await;
+    }
+    if let Some(rebalance) = rebalance {
+        rebalance.cancel().await;
+    }
+    if clustered {
+        // Controlled shutdown: hand every group this node leads to a caught-up peer first, so
+        // clients only see retriable errors and no election timeout.
+        hand_over_leadership(&ctx).await;
     }
     acceptor.cancel().await;
     ctx.stopping.set(true);
@@ -196,8 +236,30 @@ async fn run_shard(
     ctx.shard.borrow_mut().refuse_proposals();
     pump_stop.set(true);
     pump.await;
+    if let Some(peer_acceptor) = peer_acceptor {
+        peer_acceptor.cancel().await;
+    }
     tracing::info!(shard = shard_id, "stopped");
     Ok(())
+}
+
+/// In a cluster: links to every peer for the pump's messages, and the peer listener.
+fn start_peer_transport(ctx: &Rc<ShardContext>) -> Result<Option<glommio::Task<()>>, String> {
+    let Some(address) = ctx.config.cluster.peer_listen else {
+        return Ok(None);
+    };
+    if !ctx.config.cluster.is_multi_node() {
+        return Ok(None);
+    }
+    let links = peer::PeerLinks::start(ctx);
+    ctx.shard
+        .borrow_mut()
+        .set_message_sink(Box::new(move |messages| links.send(messages)));
+    let listener = peer::listen(address).map_err(|e| format!("peer listen on {address}: {e}"))?;
+    Ok(Some(glommio::spawn_local(peer::accept_loop(
+        ctx.clone(),
+        listener,
+    ))))
 }
 
 /// Opens this shard's WAL (recovering it) after glommio's polled-I/O probe is settled.
@@ -318,8 +380,62 @@ async fn execute_for_peer(ctx: Rc<ShardContext>, message: ShardMessage) {
     let _ = reply.send(answer);
 }
 
-/// Brings up the controller group on shard 0, initializes a new cluster, and publishes the
-/// committed metadata to every shard.
+/// How long a stopping node waits for its groups to move to peers.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(5);
+/// How often a node gives groups back to their preferred leaders, and how many at a time.
+const PREFERRED_LEADER_INTERVAL: Duration = Duration::from_secs(1);
+const PREFERRED_LEADER_TRANSFERS_MAX: usize = 32;
+
+/// Transfers leadership of every group this shard leads to a caught-up follower and waits
+/// (bounded) until it leads none; groups without a caught-up follower stay (and their
+/// clients see an election after the node is gone).
+async fn hand_over_leadership(ctx: &ShardContext) {
+    let started = Instant::now();
+    ctx.shard.borrow_mut().refuse_leadership();
+    loop {
+        let led = ctx.shard.borrow().led_groups();
+        if led.is_empty() || started.elapsed() > HAND_OVER_WAIT {
+            if !led.is_empty() {
+                tracing::warn!(
+                    shard = ctx.shard_id,
+                    groups = led.len(),
+                    "still leading some groups at shutdown"
+                );
+            }
+            return;
+        }
+        {
+            let mut shard = ctx.shard.borrow_mut();
+            for group_id in led {
+                if let Some(to) = shard.caught_up_follower(group_id) {
+                    shard.transfer_leader(group_id, to);
+                }
+            }
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn preferred_leader_loop(ctx: Rc<ShardContext>) {
+    loop {
+        sleep(PREFERRED_LEADER_INTERVAL).await;
+        let moved = ctx
+            .shard
+            .borrow_mut()
+            .restore_preferred_leaders(PREFERRED_LEADER_TRANSFERS_MAX);
+        if moved > 0 {
+            tracing::debug!(
+                shard = ctx.shard_id,
+                moved,
+                "moving leadership back to preferred leaders"
+            );
+        }
+    }
+}
+
+/// Brings up the controller group on shard 0. A cluster of one initializes its metadata and
+/// publishes it before serving; a cluster's controller replica runs `controller_loop`, which
+/// initializes a new cluster once a leader exists and publishes each committed change.
 async fn start_controller(ctx: &Rc<ShardContext>) -> Result<(), String> {
     let (controller, machine) = Controller::new();
     Shard::preload_recovered_data(&ctx.shard, CONTROLLER_GROUP_ID)
@@ -327,12 +443,21 @@ async fn start_controller(ctx: &Rc<ShardContext>) -> Result<(), String> {
         .map_err(|e| format!("controller log: {e}"))?;
     ctx.shard
         .borrow_mut()
-        .add_group(GroupSpec::Custom {
-            group_id: CONTROLLER_GROUP_ID,
-            machine,
-        })
+        .add_group_with_voters(
+            GroupSpec::Custom {
+                group_id: CONTROLLER_GROUP_ID,
+                machine,
+            },
+            ctx.config.cluster.controller_voters(),
+        )
         .map_err(|e| format!("controller group: {e}"))?;
     *ctx.controller.borrow_mut() = Some(controller.clone());
+    if ctx.config.cluster.is_multi_node() {
+        glommio::spawn_local(controller_loop(ctx.clone(), controller)).detach();
+        return Ok(());
+    }
+    ctx.node
+        .set_controller_leader(Some(u64::from(ctx.config.node_id)));
     let started = Instant::now();
     while !ctx.shard.borrow().is_caught_up_leader(CONTROLLER_GROUP_ID) {
         if started.elapsed() > STARTUP_WAIT {
@@ -354,6 +479,60 @@ async fn start_controller(ctx: &Rc<ShardContext>) -> Result<(), String> {
     let view = MetadataView::from_state(&controller.state());
     publish_metadata(ctx, view).await;
     Ok(())
+}
+
+const CONTROLLER_POLL: Duration = Duration::from_millis(5);
+
+/// A cluster's controller replica (shard 0): keeps the node's idea of the controller leader
+/// current, initializes a new cluster's metadata from the leader, and publishes every
+/// committed change to all shards of this node, leader or follower.
+async fn controller_loop(ctx: Rc<ShardContext>, controller: Rc<Controller>) {
+    let mut published = 0u64;
+    let mut initializing = false;
+    loop {
+        sleep(CONTROLLER_POLL).await;
+        let leader = ctx.shard.borrow().leader_of(CONTROLLER_GROUP_ID);
+        ctx.node.set_controller_leader(leader);
+        let (initialized, applied, shard_count) = {
+            let state = controller.state();
+            (
+                state.is_initialized(),
+                state.applied_index,
+                state.shard_count,
+            )
+        };
+        let me = u64::from(ctx.config.node_id);
+        if !initialized
+            && leader == Some(me)
+            && !initializing
+            && ctx.shard.borrow().is_caught_up_leader(CONTROLLER_GROUP_ID)
+        {
+            initializing = true;
+            let (ctx, controller) = (ctx.clone(), controller.clone());
+            glommio::spawn_local(async move {
+                if let Err(error) = controller.initialize(&ctx, ctx.shard_count() as u32).await {
+                    tracing::warn!(%error, "cluster initialization not committed; retrying");
+                }
+            })
+            .detach();
+        }
+        if initialized && applied > published {
+            if shard_count as usize != ctx.shard_count() {
+                tracing::error!(
+                    cluster_shards = shard_count,
+                    shards = ctx.shard_count(),
+                    "every node of a cluster runs the same number of shards; stopping"
+                );
+                std::process::exit(2);
+            }
+            let view = MetadataView::from_state(&controller.state());
+            publish_metadata(&ctx, view).await;
+            published = applied;
+        }
+        if !initialized && initializing && leader != Some(me) {
+            initializing = false;
+        }
+    }
 }
 
 async fn retention_loop(ctx: Rc<ShardContext>) {

@@ -20,8 +20,6 @@ use super::frame::{
     AppendResult, ListedOffset, PartitionDescription, PartitionRead, ReadResult, ShardReply,
     ShardRequest,
 };
-use crate::controller::state::CONTROLLER_GROUP_ID;
-use crate::controller::{ControllerReply, ControllerRequest};
 use crate::kafka::decompress::decompress_bounded;
 use crate::metadata::{MetadataView, TopicSettings};
 
@@ -53,34 +51,30 @@ pub fn execute(
                 install_metadata(&ctx, view);
                 ShardReply::MetadataApplied
             }
+            ShardRequest::Raft(messages) => {
+                let mut shard = ctx.shard.borrow_mut();
+                for (group_id, message) in messages {
+                    shard.step(group_id, message);
+                }
+                ShardReply::Stepped
+            }
             ShardRequest::Controller(request) => {
                 let controller = ctx.controller.borrow().clone();
                 match controller {
                     Some(controller) => {
                         ShardReply::Controller(controller.handle(&ctx, request).await)
                     }
-                    None => ShardReply::Controller(not_controller(request)),
+                    None => {
+                        let error = crate::controller::ControllerError::NotCommitted(
+                            "not the controller shard".into(),
+                        );
+                        ShardReply::Controller(crate::controller::refuse(request, error))
+                    }
                 }
             }
         }
     }
     .boxed_local()
-}
-
-fn not_controller(request: ControllerRequest) -> ControllerReply {
-    let names = match request {
-        ControllerRequest::CreateTopics { topics, .. } => {
-            topics.into_iter().map(|t| t.name).collect()
-        }
-        ControllerRequest::DeleteTopics { names } => names,
-        ControllerRequest::AllocateProducerId => {
-            let error =
-                crate::controller::ControllerError::NotCommitted("not the controller shard".into());
-            return ControllerReply::ProducerId(Err(error));
-        }
-    };
-    let error = crate::controller::ControllerError::NotCommitted("not the controller shard".into());
-    ControllerReply::Topics(names.into_iter().map(|n| (n, Err(error.clone()))).collect())
 }
 
 async fn append_many(
@@ -334,19 +328,23 @@ fn describe(ctx: &ShardContext, group_ids: &[u64]) -> Vec<Option<PartitionDescri
     group_ids
         .iter()
         .map(|&group_id| {
-            let leader_epoch = shard.leader_epoch(group_id).ok()?;
+            let status = shard.group_status(group_id)?;
             Some(PartitionDescription {
-                leader: shard.leader_of(group_id),
-                leader_epoch,
+                leader: status.leader,
+                leader_epoch: status.term as i32,
+                in_sync: status.in_sync,
             })
         })
         .collect()
 }
 
-/// Applies a metadata snapshot on this shard: groups placed here come to life, groups of
-/// deleted topics go.
+/// Applies a metadata snapshot on this shard: groups with a replica here come to life, groups
+/// of deleted topics go. Any committed prefix of the metadata is safe to apply: a group is
+/// only removed once the metadata shows it deleted (`MetadataView::group_deleted`), never
+/// because a node that is behind does not know it yet.
 pub fn install_metadata(ctx: &ShardContext, view: Arc<MetadataView>) {
     let defaults = ctx.topic_defaults();
+    let me = ctx.config.node_id;
     let mut shard = ctx.shard.borrow_mut();
     let mut wanted = std::collections::BTreeMap::new();
     for topic in view.topics.values() {
@@ -355,31 +353,47 @@ pub fn install_metadata(ctx: &ShardContext, view: Arc<MetadataView>) {
             retention_ms: settings.retention_ms,
             retention_bytes: settings.retention_bytes,
         };
-        for partition in topic
-            .partitions
-            .iter()
-            .filter(|p| p.shard as usize == ctx.shard_id)
-        {
-            wanted.insert(partition.group_id, retention);
-        }
-    }
-    for group_id in shard.group_ids() {
-        if group_id != CONTROLLER_GROUP_ID && !wanted.contains_key(&group_id) {
-            shard.remove_group(group_id);
-        }
-    }
-    for (&group_id, &retention) in &wanted {
-        if shard.has_group(group_id) {
-            shard.set_retention(group_id, retention);
-        } else if let Err(error) = shard.add_group(GroupSpec::Partition {
-            group_id,
-            retention,
+        for partition in topic.partitions.iter().filter(|p| {
+            p.shard as usize == ctx.shard_id && (p.replicas.is_empty() || p.replicas.contains(&me))
         }) {
+            // Metadata from before clusters: the partition's only replica is this node.
+            let voters: Vec<u64> = if partition.replicas.is_empty() {
+                vec![u64::from(me)]
+            } else {
+                partition.replicas.iter().map(|&n| u64::from(n)).collect()
+            };
+            wanted.insert(partition.group_id, (retention, voters));
+        }
+    }
+    let deleted: Vec<u64> = shard
+        .group_ids()
+        .into_iter()
+        .chain(shard.recovered_group_ids())
+        .filter(|&group_id| view.group_deleted(group_id))
+        .collect();
+    for group_id in deleted {
+        tracing::info!(
+            shard = ctx.shard_id,
+            group_id,
+            "removing the group of a deleted topic"
+        );
+        shard.remove_group(group_id);
+    }
+    for (&group_id, (retention, voters)) in &wanted {
+        if shard.has_group(group_id) {
+            shard.set_retention(group_id, *retention);
+        } else if let Err(error) = shard.add_group_with_voters(
+            GroupSpec::Partition {
+                group_id,
+                retention: *retention,
+            },
+            voters.clone(),
+        ) {
             tracing::error!(group_id, %error, "cannot start partition group");
         }
     }
     if !ctx.metadata_installed.get() {
-        shard.finish_group_install();
+        shard.mark_groups_installed();
         ctx.metadata_installed.set(true);
     }
     drop(shard);

@@ -6,7 +6,8 @@
 //! Entries whose data was evicted are read back from the WAL by the fetch path; Raft itself
 //! only reads unapplied entries (and, once followers exist, recent ones), which are cached.
 
-use std::collections::VecDeque;
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
@@ -38,6 +39,12 @@ pub struct GroupLog {
     cache_from: u64,
     cached_bytes: usize,
     cache_bytes_max: usize,
+    /// The lowest index Raft asked for whose data is no longer in memory (a lagging
+    /// follower's); the shard reads it back from the WAL into `refilled`.
+    wanted: Cell<Option<u64>>,
+    /// Entries read back for a lagging follower, apart from the cache so its eviction order
+    /// stays simple; bounded by one refill's worth (each refill replaces the previous one).
+    refilled: BTreeMap<u64, Bytes>,
 }
 
 fn entry_type_from_byte(b: u8) -> EntryType {
@@ -96,6 +103,8 @@ impl GroupLog {
             cache_from: applied + 1,
             cached_bytes: 0,
             cache_bytes_max,
+            wanted: Cell::new(None),
+            refilled: BTreeMap::new(),
         };
         log.cached_bytes = log
             .entries
@@ -167,6 +176,7 @@ impl GroupLog {
         assert!(first.index <= self.last_index() + 1, "append leaves a gap");
         let truncated = (first.index <= self.last_index()).then_some(first.index);
         if truncated.is_some() {
+            self.refilled.clear();
             let keep = (first.index - self.snapshot_index - 1) as usize;
             for removed in self.entries.drain(keep..) {
                 self.cached_bytes -= removed.data.as_ref().map_or(0, Bytes::len);
@@ -233,7 +243,37 @@ impl GroupLog {
         self.snapshot_index = index;
         self.snapshot_term = term;
         self.snapshot_state = state;
+        self.refilled = self.refilled.split_off(&(index + 1));
         assert_eq!(self.first_index(), index + 1);
+    }
+
+    /// Replaces the whole log with a leader's snapshot at `index` (this replica was behind
+    /// the leader's compaction point).
+    pub fn install_snapshot(&mut self, index: u64, term: u64, state: Bytes) {
+        self.entries.clear();
+        self.refilled.clear();
+        self.cached_bytes = 0;
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        self.snapshot_state = state;
+        self.hard_state.commit = self.hard_state.commit.max(index);
+        self.applied = index;
+        self.cache_from = index + 1;
+    }
+
+    /// The lowest index Raft wanted but memory did not hold, once.
+    pub fn take_wanted(&self) -> Option<u64> {
+        self.wanted.take()
+    }
+
+    /// Entries read back from the WAL for a lagging follower.
+    pub fn refill(&mut self, entries: Vec<(u64, Bytes)>) {
+        self.refilled.clear();
+        for (index, data) in entries {
+            if self.entry(index).is_some() {
+                self.refilled.insert(index, data);
+            }
+        }
     }
 
     pub fn snapshot_term(&self) -> u64 {
@@ -247,7 +287,8 @@ impl GroupLog {
         let data = stored
             .data
             .clone()
-            .ok_or(raft::Error::Store(StorageError::Unavailable))?;
+            .or_else(|| self.refilled.get(&index).cloned())
+            .ok_or(raft::Error::Store(StorageError::LogTemporarilyUnavailable))?;
         let mut entry = Entry::default();
         entry.set_entry_type(stored.entry_type);
         entry.term = stored.term;
@@ -270,7 +311,7 @@ impl raft::Storage for GroupLog {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
         if low <= self.snapshot_index {
             return Err(raft::Error::Store(StorageError::Compacted));
@@ -278,9 +319,20 @@ impl raft::Storage for GroupLog {
         if high > self.last_index() + 1 {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let mut entries = (low..high)
+        let mut entries = match (low..high)
             .map(|i| self.build_entry(i))
-            .collect::<raft::Result<Vec<_>>>()?;
+            .collect::<raft::Result<Vec<_>>>()
+        {
+            Ok(entries) => entries,
+            // Only sending to a follower may wait for data (Raft retries it later); anything
+            // else reads unapplied entries, which are always in memory.
+            Err(error) if context.can_async() => {
+                let wanted = self.wanted.get().map_or(low, |w| w.min(low));
+                self.wanted.set(Some(wanted));
+                return Err(error);
+            }
+            Err(_) => return Err(raft::Error::Store(StorageError::Unavailable)),
+        };
         raft::util::limit_size(&mut entries, max_size.into());
         Ok(entries)
     }
@@ -301,10 +353,22 @@ impl raft::Storage for GroupLog {
         Ok(GroupLog::last_index(self))
     }
 
+    /// The compaction point as a snapshot for a follower behind it: the state machine's state
+    /// there (a partition's log start offset; the controller's whole metadata).
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Snapshots for lagging followers arrive with replication; a single node never asks.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        if self.snapshot_index == 0 {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot {
+            data: self.snapshot_state.clone(),
+            ..Snapshot::default()
+        };
+        let metadata = snapshot.mut_metadata();
+        metadata.index = self.snapshot_index;
+        metadata.term = self.snapshot_term;
+        metadata.set_conf_state(self.conf_state.clone());
+        Ok(snapshot)
     }
 }

@@ -58,6 +58,8 @@ pub struct RaftGroup {
     proposed_term: u64,
     /// Producer state including this leader's proposals not yet persisted.
     proposed_producers: ProducerState,
+    /// The replica that should lead when it can (the first of the partition's replicas).
+    pub preferred_leader: u64,
 }
 
 impl RaftGroup {
@@ -79,6 +81,7 @@ impl RaftGroup {
             next_offset_proposed: 0,
             proposed_term: 0,
             proposed_producers: ProducerState::default(),
+            preferred_leader: 0,
         };
         group.rebuild_machine();
         group
@@ -220,6 +223,14 @@ impl RaftGroup {
         self.next_offset_proposed += header.offset_count();
         self.proposed_producers
             .record(header, base_offset, raft_index);
+    }
+
+    /// Starts over from a leader's snapshot: the log becomes empty after `index`, and the
+    /// state machine is what the snapshot holds (a partition: its log start offset).
+    pub fn install_snapshot(&mut self, index: u64, term: u64, state: Bytes) {
+        self.node.mut_store().install_snapshot(index, term, state);
+        self.proposed_term = 0;
+        self.rebuild_machine();
     }
 
     /// Indexes entries that were just persisted.

@@ -19,7 +19,8 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::Timer;
-use raft::RawNode;
+use raft::eraftpb::{Message, MessageType, Snapshot};
+use raft::{RawNode, StateRole};
 
 use crate::error::ShardError;
 use crate::group::log::{entry_type_byte, GroupLog};
@@ -79,6 +80,36 @@ pub type CommitReceiver = oneshot::Receiver<Result<u64, ShardError>>;
 struct PendingPersist {
     group_id: u64,
     number: u64,
+    /// Votes and append responses: sent only once the group commit made their promise true.
+    messages: Vec<Message>,
+}
+
+/// Raft messages of one group to a peer replica (the `to` field names the replica).
+pub type Outgoing = (u64, Message);
+
+/// Where a shard's outgoing Raft messages go (the node's peer transport). Called inside the
+/// pump's pass, with the shard borrowed: it must only queue, never call back into the shard.
+pub type MessageSink = Box<dyn FnMut(Vec<Outgoing>)>;
+
+/// Entries of a group to read back from the WAL for a lagging follower (their data was
+/// evicted from memory); see `Shard::take_refills`.
+pub struct Refill<D: Disk = DmaDisk> {
+    pub group_id: u64,
+    pub readers: Vec<(u64, RecordReader<D>)>,
+}
+
+/// The most one refill reads back, so catching up a follower is done in bounded steps.
+const REFILL_BYTES_MAX: usize = 8 << 20;
+
+/// What one replica knows of a group now (Metadata, leadership moves).
+#[derive(Debug, Clone)]
+pub struct GroupStatus {
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Replicas the leader sees replicating and recently heard from, itself included; only
+    /// known on the leader (empty elsewhere).
+    pub in_sync: Vec<u64>,
+    pub voters: Vec<u64>,
 }
 
 /// One pass of the pump between `begin_pass` and `end_pass`: the group commit to run (if
@@ -112,6 +143,12 @@ pub struct Shard<D: Disk = DmaDisk> {
     refusing_proposals: bool,
     doorbell: LocalSender<()>,
     logger: slog::Logger,
+    /// Raft messages produced by the last steps, handed to `message_sink` by the pass.
+    outbox: Vec<Outgoing>,
+    message_sink: Option<MessageSink>,
+    /// Groups with a refill being read (one at a time per group).
+    refilling: BTreeSet<u64>,
+    refusing_leadership: bool,
 }
 
 /// What a fetch reads from one partition: cached batches and WAL reads, in offset order.
@@ -248,6 +285,10 @@ impl<D: Disk> Shard<D> {
             refusing_proposals: false,
             doorbell,
             logger,
+            outbox: Vec::new(),
+            message_sink: None,
+            refilling: BTreeSet::new(),
+            refusing_leadership: false,
         };
         Ok((Rc::new(RefCell::new(shard)), doorbell_rx))
     }
@@ -274,17 +315,49 @@ impl<D: Disk> Shard<D> {
         self.groups.keys().copied().collect()
     }
 
-    /// Brings a group to life from its recovered state (or empty) and makes this replica its
-    /// leader when it is the only voter.
+    /// Sends this shard's outgoing Raft messages to `sink` from now on (without one, they are
+    /// dropped: a lone voter has none).
+    pub fn set_message_sink(&mut self, sink: MessageSink) {
+        self.message_sink = Some(sink);
+    }
+
+    fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut self.outbox);
+        if let Some(sink) = self.message_sink.as_mut() {
+            sink(messages);
+        }
+    }
+
+    /// Brings a group to life with this replica as its only voter; see `add_group_with_voters`.
     pub fn add_group(&mut self, spec: GroupSpec) -> Result<(), ShardError> {
+        let voters = vec![self.config.replica_id];
+        self.add_group_with_voters(spec, voters)
+    }
+
+    /// Brings a group to life from its recovered state (or empty) with `voters` (replica ids,
+    /// this replica among them, the preferred leader first). Every replica is created with
+    /// the same voters from the same metadata, so no configuration change is needed. A lone
+    /// voter leads at once; the preferred leader of a new group campaigns at once, so a new
+    /// partition has a leader without waiting for an election timeout.
+    pub fn add_group_with_voters(
+        &mut self,
+        spec: GroupSpec,
+        voters: Vec<u64>,
+    ) -> Result<(), ShardError> {
         let group_id = spec.group_id();
         if self.groups.contains_key(&group_id) {
             return Ok(());
         }
+        if !voters.contains(&self.config.replica_id) {
+            return Err(ShardError::OutcomeUnknown("this replica is not a voter"));
+        }
         let recovered = self.recovered.remove(&group_id).unwrap_or_default();
         self.durable_compacted
             .insert(group_id, recovered.snapshot.index);
-        let voters = vec![self.config.replica_id];
+        let preferred = voters.first() == Some(&self.config.replica_id);
         // A custom state machine replays its entries from memory (its log is compacted at
         // every checkpoint instead), so its entries are never evicted.
         let cache_bytes_max = match spec {
@@ -316,7 +389,9 @@ impl<D: Disk> Shard<D> {
             self.config.proposal_waiters_max,
             self.config.fetch_waiters_max,
         );
-        if voters.len() == 1 {
+        group.preferred_leader = voters[0];
+        let fresh = group.node.raft.term == 0 && group.node.store().last_index() == 0;
+        if voters.len() == 1 || (preferred && fresh) {
             // A lone voter needs no election timeout: it wins at once.
             let _ = group.node.campaign();
         }
@@ -404,6 +479,18 @@ impl<D: Disk> Shard<D> {
             self.remove_group(group_id);
         }
         self.groups_installed = true;
+    }
+
+    /// The metadata has been applied once: from now on unneeded segments may be reclaimed
+    /// (groups recovered but unclaimed keep theirs until the metadata shows them deleted).
+    pub fn mark_groups_installed(&mut self) {
+        self.groups_installed = true;
+    }
+
+    /// Shutting down: this replica must not become a leader again (a transfer request from a
+    /// peer restoring preferred leaders is ignored).
+    pub fn refuse_leadership(&mut self) {
+        self.refusing_leadership = true;
     }
 
     pub fn refuse_proposals(&mut self) {
@@ -631,8 +718,15 @@ impl<D: Disk> Shard<D> {
                 continue;
             }
             let mut ready = group.node.ready();
-            // Messages to other replicas go out with the transport; a lone voter has none.
-            drop(ready.take_messages());
+            // A leader's appends go out now, in parallel with its own group commit.
+            self.outbox
+                .extend(ready.take_messages().into_iter().map(|m| (group_id, m)));
+            if !ready.snapshot().is_empty() {
+                // A snapshot from the leader replaces this replica's log (it is behind the
+                // leader's compaction point); recorded before anything of the same Ready.
+                let index = install_snapshot(&mut self.wal, group, ready.snapshot());
+                self.pending_compactions.push((group_id, index));
+            }
             // A new term or vote is written before the entries of that term.
             if let Some(hard_state) = ready.hs() {
                 let stored = group.node.store().hard_state();
@@ -669,12 +763,16 @@ impl<D: Disk> Shard<D> {
             let truncated = group.node.mut_store().append(&entries, &locations);
             group.on_persisted(&entries, truncated);
             // Votes and append responses wait for the group commit (persisted messages).
-            drop(ready.take_persisted_messages());
+            let messages = ready.take_persisted_messages();
             let number = ready.number();
             group.node.advance_append_async(ready);
             group.apply_committed(committed);
             group.node.advance_apply();
-            pending.push(PendingPersist { group_id, number });
+            pending.push(PendingPersist {
+                group_id,
+                number,
+                messages,
+            });
         }
         if self.wal.has_pending() {
             for group_id in std::mem::take(&mut self.commit_unpersisted) {
@@ -731,10 +829,17 @@ impl<D: Disk> Shard<D> {
     /// After the group commit: tell Raft what is durable. Groups with newly committed entries
     /// get them in the next pass.
     fn finish_persist(&mut self, pending: Vec<PendingPersist>) {
-        for PendingPersist { group_id, number } in pending {
+        for PendingPersist {
+            group_id,
+            number,
+            messages,
+        } in pending
+        {
             let Some(group) = self.groups.get_mut(&group_id) else {
                 continue;
             };
+            self.outbox
+                .extend(messages.into_iter().map(|m| (group_id, m)));
             group.node.on_persist_ready(number);
             if group.node.has_ready() {
                 self.dirty.insert(group_id);
@@ -819,6 +924,7 @@ impl<D: Disk> Shard<D> {
             self.checkpoint();
         }
         self.flushing_compactions = std::mem::take(&mut self.pending_compactions);
+        self.flush_outbox();
         Pass {
             pending,
             flush: self.wal.take_flush_job(),
@@ -837,6 +943,7 @@ impl<D: Disk> Shard<D> {
             *slot = (*slot).max(index);
         }
         self.finish_persist(pass.pending);
+        self.flush_outbox();
         if let Err(error) = self.reclaim_segments() {
             tracing::warn!(%error, "retention could not remove a segment");
         }
@@ -846,6 +953,184 @@ impl<D: Disk> Shard<D> {
     pub fn tick(&mut self) {
         self.tick_all();
     }
+
+    // ---- replication ----
+
+    /// Hands a peer's Raft message to its group. Messages for groups this shard does not
+    /// hold (not created yet, or deleted) are dropped: Raft resends what matters.
+    pub fn step(&mut self, group_id: u64, message: Message) {
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return;
+        };
+        if !group.node.raft.prs().conf().voters().contains(message.from) {
+            return;
+        }
+        if self.refusing_leadership && message.get_msg_type() == MessageType::MsgTimeoutNow {
+            return;
+        }
+        if group.node.step(message).is_ok() {
+            self.dirty.insert(group_id);
+            self.ring();
+        }
+    }
+
+    pub fn group_status(&self, group_id: u64) -> Option<GroupStatus> {
+        let group = self.groups.get(&group_id)?;
+        let raft = &group.node.raft;
+        let voters: Vec<u64> = raft.prs().conf().voters().ids().iter().collect();
+        let in_sync = if raft.state == StateRole::Leader {
+            let me = raft.id;
+            voters
+                .iter()
+                .copied()
+                .filter(|&id| {
+                    id == me
+                        || raft.prs().get(id).is_some_and(|p| {
+                            p.recent_active && p.state == raft::ProgressState::Replicate
+                        })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some(GroupStatus {
+            leader: group.leader_id(),
+            term: group.term(),
+            in_sync,
+            voters,
+        })
+    }
+
+    /// Groups this replica leads.
+    pub fn led_groups(&self) -> Vec<u64> {
+        self.groups
+            .iter()
+            .filter(|(_, g)| g.is_leader())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Asks Raft to hand leadership of `group_id` to `to` if `to` holds the whole log (the
+    /// transfer completes once `to` wins its election). Returns whether a transfer started.
+    pub fn transfer_leader(&mut self, group_id: u64, to: u64) -> bool {
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return false;
+        };
+        let raft = &group.node.raft;
+        let last_index = raft.raft_log.last_index();
+        let caught_up = raft.state == StateRole::Leader
+            && to != raft.id
+            && raft
+                .prs()
+                .get(to)
+                .is_some_and(|p| p.matched == last_index && p.recent_active);
+        if !caught_up {
+            return false;
+        }
+        group.node.transfer_leader(to);
+        self.dirty.insert(group_id);
+        self.ring();
+        true
+    }
+
+    /// A follower of `group_id` that holds the leader's whole log and was heard from lately.
+    pub fn caught_up_follower(&self, group_id: u64) -> Option<u64> {
+        let group = self.groups.get(&group_id)?;
+        let raft = &group.node.raft;
+        if raft.state != StateRole::Leader {
+            return None;
+        }
+        let last_index = raft.raft_log.last_index();
+        raft.prs()
+            .iter()
+            .filter(|(&id, p)| id != raft.id && p.matched == last_index && p.recent_active)
+            .map(|(&id, _)| id)
+            .min()
+    }
+
+    /// Gives groups back to their preferred leader (the first voter) where this replica leads
+    /// in its place and the preferred one is caught up: after a node returns, leadership
+    /// becomes balanced again. At most `limit` transfers per call, so it happens gradually.
+    pub fn restore_preferred_leaders(&mut self, limit: usize) -> usize {
+        let candidates: Vec<(u64, u64)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.is_leader())
+            .filter(|(_, g)| g.preferred_leader != g.node.raft.id)
+            .map(|(&id, g)| (id, g.preferred_leader))
+            .collect();
+        let mut started = 0;
+        for (group_id, preferred) in candidates {
+            if started >= limit {
+                break;
+            }
+            if self.transfer_leader(group_id, preferred) {
+                started += 1;
+            }
+        }
+        started
+    }
+
+    /// Entries whose data a lagging follower needs but memory no longer holds: the pump reads
+    /// them back from the WAL (`refill`) and Raft sends them on its next try.
+    pub fn take_refills(&mut self) -> Vec<Refill<D>> {
+        let mut refills = Vec::new();
+        for (&group_id, group) in &mut self.groups {
+            let Some(from) = group.node.mut_store().take_wanted() else {
+                continue;
+            };
+            if !self.refilling.insert(group_id) {
+                continue;
+            }
+            let log = group.node.store();
+            let mut readers = Vec::new();
+            let mut bytes = 0usize;
+            for (index, entry) in log.entries_from(from) {
+                if entry.data.is_some() || bytes > REFILL_BYTES_MAX {
+                    break;
+                }
+                let Ok(reader) = self.wal.reader(entry.location) else {
+                    break;
+                };
+                bytes += entry.location.record_bytes as usize;
+                readers.push((index, reader));
+            }
+            if readers.is_empty() {
+                self.refilling.remove(&group_id);
+            } else {
+                refills.push(Refill { group_id, readers });
+            }
+        }
+        refills
+    }
+
+    /// Puts entries read back by a refill where Raft can read them.
+    pub fn refill(&mut self, group_id: u64, entries: Vec<(u64, Bytes)>) {
+        self.refilling.remove(&group_id);
+        if let Some(group) = self.groups.get_mut(&group_id) {
+            group.node.mut_store().refill(entries);
+            self.dirty.insert(group_id);
+            self.ring();
+        }
+    }
+}
+
+/// Replaces a follower's log with the leader's snapshot: recorded in the WAL first (recovery
+/// drops every entry before it), then the log and the state machine start from it.
+fn install_snapshot<D: Disk>(wal: &mut Wal<D>, group: &mut RaftGroup, snapshot: &Snapshot) -> u64 {
+    let metadata = snapshot.get_metadata();
+    let record = SnapshotRecord {
+        index: metadata.index,
+        term: metadata.term,
+        state: snapshot.data.clone(),
+    };
+    wal.append(
+        group.id,
+        RecordKind::SnapshotInstalled,
+        &[&record.encode_header(), &record.state],
+    );
+    group.install_snapshot(metadata.index, metadata.term, snapshot.data.clone());
+    metadata.index
 }
 
 /// Appends a group's hard state and, when it has one, its compaction point. Returns the
@@ -913,5 +1198,42 @@ pub async fn run_pump<D: Disk>(
             None => None,
         };
         shard.borrow_mut().end_pass(pass, done);
+        let refills = shard.borrow_mut().take_refills();
+        for refill in refills {
+            glommio::spawn_local(run_refill(shard.clone(), refill)).detach();
+        }
     }
+}
+
+/// Reads a refill's entries back from the WAL (runs of nearby records with one I/O each) and
+/// hands them to the group. On a read error the group simply asks again later.
+async fn run_refill<D: Disk>(shard: ShardRef<D>, refill: Refill<D>) {
+    let Refill { group_id, readers } = refill;
+    let mut entries = Vec::with_capacity(readers.len());
+    let mut readers = readers.into_iter().peekable();
+    while let Some((index, reader)) = readers.next() {
+        let run_start = reader.position();
+        let mut indexes = vec![index];
+        let mut run = vec![reader];
+        while let Some((index, reader)) = readers.next_if(|(_, next)| {
+            run.last()
+                .is_some_and(|last| last.can_extend_run(run_start, next))
+        }) {
+            indexes.push(index);
+            run.push(reader);
+        }
+        match read_run(run).await {
+            Ok(payloads) => entries.extend(
+                indexes
+                    .into_iter()
+                    .zip(payloads)
+                    .map(|(index, payload)| (index, payload.slice(ENTRY_HEADER_BYTES..))),
+            ),
+            Err(error) => {
+                tracing::warn!(group_id, %error, "cannot read entries back for a follower");
+                break;
+            }
+        }
+    }
+    shard.borrow_mut().refill(group_id, entries);
 }

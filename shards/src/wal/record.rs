@@ -32,6 +32,9 @@ pub enum RecordKind {
     Snapshot = 3,
     /// The group no longer exists on this shard (its topic was deleted).
     GroupRemoved = 4,
+    /// A follower installed its leader's snapshot: every entry of the group before this
+    /// record is gone and its log starts after `index`. Payload as for `Snapshot`.
+    SnapshotInstalled = 5,
 }
 
 impl RecordKind {
@@ -41,6 +44,7 @@ impl RecordKind {
             2 => Some(Self::HardState),
             3 => Some(Self::Snapshot),
             4 => Some(Self::GroupRemoved),
+            5 => Some(Self::SnapshotInstalled),
             _ => None,
         }
     }

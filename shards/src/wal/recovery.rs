@@ -210,6 +210,12 @@ impl Recovery {
                     group.snapshot = snapshot;
                 }
             }
+            RecordKind::SnapshotInstalled => {
+                let snapshot = SnapshotRecord::decode(record.payload).ok_or(malformed)?;
+                group.entries.clear();
+                group.hard_state.commit = group.hard_state.commit.max(snapshot.index);
+                group.snapshot = snapshot;
+            }
             RecordKind::GroupRemoved => {
                 *group = RecoveredGroup {
                     removed: true,

@@ -66,7 +66,7 @@ fn error_result(name: &str, (error, message): Invalid) -> CreatableTopicResult {
         .with_replication_factor(-1)
 }
 
-fn validate_partitions(ctx: &ShardContext, topic: &CreatableTopic) -> Result<u32, Invalid> {
+fn validate_partitions(ctx: &ShardContext, topic: &CreatableTopic) -> Result<(u32, u32), Invalid> {
     let partitions = match topic.num_partitions {
         -1 => ctx.config.default_partitions as i32,
         n if (1..=PARTITIONS_MAX).contains(&n) => n,
@@ -75,24 +75,27 @@ fn validate_partitions(ctx: &ShardContext, topic: &CreatableTopic) -> Result<u32
             return Err((ResponseError::InvalidPartitions, message));
         }
     };
-    match topic.replication_factor {
-        -1 | 1 => {}
-        n if n > 1 => {
-            let message = format!("replication factor {n} is larger than the 1 available broker");
+    let brokers = ctx.config.cluster.nodes.len() as i32;
+    let replication_factor = match topic.replication_factor {
+        -1 => ctx.config.default_replication_factor,
+        n if i32::from(n) > brokers => {
+            let message =
+                format!("replication factor {n} is larger than the {brokers} available brokers");
             return Err((ResponseError::InvalidReplicationFactor, message));
         }
+        n if n > 0 => n as u32,
         n => {
             let message = format!("replication factor must be positive, got {n}");
             return Err((ResponseError::InvalidReplicationFactor, message));
         }
-    }
+    };
     if !topic.assignments.is_empty() {
         return Err((
             ResponseError::InvalidRequest,
             "manual replica assignments are not supported".into(),
         ));
     }
-    Ok(partitions as u32)
+    Ok((partitions as u32, replication_factor))
 }
 
 fn validate_configs(topic: &CreatableTopic) -> Result<BTreeMap<String, String>, Invalid> {
@@ -155,12 +158,12 @@ fn validate(
     }
     let name = topic.name.0.to_string();
     topic_name::validate(&name).map_err(|m| (ResponseError::InvalidTopicException, m))?;
-    let partitions = validate_partitions(ctx, topic)?;
+    let (partitions, replication_factor) = validate_partitions(ctx, topic)?;
     let configs = validate_configs(topic)?;
     Ok(NewTopic {
         name,
         partitions,
-        replication_factor: 1,
+        replication_factor,
         configs,
     })
 }
@@ -180,7 +183,7 @@ fn created_result(version: i16, partitions: i32, record: &TopicRecord) -> Creata
         .with_name(name_of(&record.name))
         .with_topic_id(uuid::Uuid::from_slice(&record.topic_id).unwrap_or_default())
         .with_num_partitions(partitions)
-        .with_replication_factor(1)
+        .with_replication_factor(record.replication_factor.max(1) as i16)
         // Per-topic configs in the response exist from v5.
         .with_configs((version >= 5).then_some(configs))
 }

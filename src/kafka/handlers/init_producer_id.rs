@@ -13,7 +13,6 @@ use kafka_protocol::messages::ProducerId;
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::kafka::errors;
 use crate::runtime::context::ShardContext;
-use crate::runtime::frame::{ShardReply, ShardRequest};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=4;
 
@@ -39,17 +38,11 @@ pub async fn handle(
     // Without a transactional id, Kafka ignores the id and epoch a producer sends (KIP-360
     // epoch bumps included) and hands out a fresh id: trusting them would let any client take
     // over another producer's sequence state.
-    match ctx
-        .call(
-            0,
-            ShardRequest::Controller(ControllerRequest::AllocateProducerId),
-        )
-        .await
-    {
-        Ok(ShardReply::Controller(ControllerReply::ProducerId(Ok(id)))) => response
+    match super::controller_request(ctx, ControllerRequest::AllocateProducerId).await {
+        Some(ControllerReply::ProducerId(Ok(id))) => response
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
-        Ok(ShardReply::Controller(ControllerReply::ProducerId(Err(error)))) => {
+        Some(ControllerReply::ProducerId(Err(error))) => {
             response.with_error_code(errors::controller_error(&error).code())
         }
         _ => response.with_error_code(ResponseError::CoordinatorNotAvailable.code()),

@@ -1,5 +1,7 @@
-//! Metadata: this broker (from configuration, so it is right before any election), the
-//! requested topics with partitions, leaders, replicas, ISR and leader epochs.
+//! Metadata: the cluster's brokers (from the static configuration, so the list is right
+//! before any election), the requested topics with partitions, leaders, replicas, ISR and
+//! leader epochs. A node whose metadata is not initialized yet answers topics with
+//! LEADER_NOT_AVAILABLE (retriable) instead of claiming they do not exist.
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -13,6 +15,7 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{auto_create, describe};
+use crate::controller::commands::PartitionRecord;
 use crate::kafka::topic_name;
 use crate::metadata::MetadataView;
 use crate::runtime::context::ShardContext;
@@ -53,16 +56,45 @@ pub async fn handle(
         };
         topics.push(topic);
     }
-    let node_id = ctx.config.node_id as i32;
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(node_id))
-        .with_host(StrBytes::from_string(ctx.config.advertised_host.clone()))
-        .with_port(i32::from(ctx.config.advertised_port));
+    let controller = ctx.node.controller_leader().map_or(-1, |id| id as i32);
     MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(brokers(ctx))
         .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.clone())))
-        .with_controller_id(BrokerId(node_id))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
+}
+
+/// Every node of the static configuration; this node with its advertised listener.
+fn brokers(ctx: &ShardContext) -> Vec<MetadataResponseBroker> {
+    ctx.config
+        .cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            let (host, port) = if node.id == ctx.config.node_id {
+                (
+                    ctx.config.advertised_host.clone(),
+                    ctx.config.advertised_port,
+                )
+            } else {
+                split_host_port(&node.kafka)
+            };
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node.id as i32))
+                .with_host(StrBytes::from_string(host))
+                .with_port(i32::from(port))
+        })
+        .collect()
+}
+
+fn split_host_port(address: &str) -> (String, u16) {
+    match address.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_matches(['[', ']']).to_string(),
+            port.parse().unwrap_or(0),
+        ),
+        None => (address.to_string(), 0),
+    }
 }
 
 async fn describe_topic(
@@ -75,32 +107,60 @@ async fn describe_topic(
     if topic_name::validate(&name).is_err() {
         return response.with_error_code(ResponseError::InvalidTopicException.code());
     }
+    if !ctx.metadata_installed.get() {
+        return response.with_error_code(ResponseError::LeaderNotAvailable.code());
+    }
     let Some(topic) = view.topic(&name) else {
         return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };
+    let me = ctx.config.node_id;
+    let hosted = |p: &PartitionRecord| p.replicas.is_empty() || p.replicas.contains(&me);
     let placements: Vec<(u32, u64)> = topic
         .partitions
         .iter()
+        .filter(|p| hosted(p))
         .map(|p| (p.shard, p.group_id))
         .collect();
     let described = describe(ctx, &placements).await;
-    let node_id = ctx.config.node_id as i32;
     let partitions = topic
         .partitions
         .iter()
         .enumerate()
         .map(|(index, partition)| {
-            let response = MetadataResponsePartition::default().with_partition_index(index as i32);
+            let replicas: Vec<BrokerId> = if partition.replicas.is_empty() {
+                vec![BrokerId(me as i32)]
+            } else {
+                partition
+                    .replicas
+                    .iter()
+                    .map(|&n| BrokerId(n as i32))
+                    .collect()
+            };
+            let response = MetadataResponsePartition::default()
+                .with_partition_index(index as i32)
+                .with_replica_nodes(replicas.clone());
             match described.get(&partition.group_id) {
-                Some(d) if d.leader.is_some() => response
-                    .with_leader_id(BrokerId(d.leader.map_or(-1, |l| l as i32)))
-                    .with_leader_epoch(d.leader_epoch)
-                    .with_replica_nodes(vec![BrokerId(node_id)])
-                    .with_isr_nodes(vec![BrokerId(node_id)]),
+                Some(d) if d.leader.is_some() => {
+                    // The leader knows who is in sync; a follower reports every replica.
+                    let isr = if d.in_sync.is_empty() {
+                        replicas
+                    } else {
+                        d.in_sync.iter().map(|&n| BrokerId(n as i32)).collect()
+                    };
+                    response
+                        .with_leader_id(BrokerId(d.leader.map_or(-1, |l| l as i32)))
+                        .with_leader_epoch(d.leader_epoch)
+                        .with_isr_nodes(isr)
+                }
+                // Not a replica here: point at the preferred leader, which redirects a
+                // client that finds another leader in charge (NOT_LEADER_OR_FOLLOWER).
+                None if !hosted(partition) => response
+                    .with_leader_id(replicas[0])
+                    .with_leader_epoch(-1)
+                    .with_isr_nodes(replicas),
                 _ => response
                     .with_error_code(ResponseError::LeaderNotAvailable.code())
-                    .with_leader_id(BrokerId(-1))
-                    .with_replica_nodes(vec![BrokerId(node_id)]),
+                    .with_leader_id(BrokerId(-1)),
             }
         })
         .collect();

@@ -30,13 +30,32 @@ pub async fn call_controller(
     ctx: &Rc<ShardContext>,
     request: ControllerRequest,
 ) -> Vec<TopicOutcome> {
-    match ctx
-        .call(CONTROLLER_SHARD, ShardRequest::Controller(request))
-        .await
-    {
-        Ok(ShardReply::Controller(ControllerReply::Topics(outcomes))) => outcomes,
+    match controller_request(ctx, request).await {
+        Some(ControllerReply::Topics(outcomes)) => outcomes,
         _ => Vec::new(),
     }
+}
+
+/// Runs a controller request where the controller leads: on this node's shard 0, or
+/// forwarded to the leading node (then answered once this node's metadata has caught up
+/// with the change, so the client can use what it created at once). None: no controller
+/// can be reached now (retriable).
+pub async fn controller_request(
+    ctx: &Rc<ShardContext>,
+    request: ControllerRequest,
+) -> Option<ControllerReply> {
+    let me = u64::from(ctx.config.node_id);
+    let leader = ctx.node.controller_leader();
+    if !ctx.config.cluster.is_multi_node() || leader == Some(me) {
+        return match ctx
+            .call(CONTROLLER_SHARD, ShardRequest::Controller(request))
+            .await
+        {
+            Ok(ShardReply::Controller(reply)) => Some(reply),
+            _ => None,
+        };
+    }
+    crate::controller::forward::forward(ctx, leader?, request).await
 }
 
 /// Creates the valid, unknown topics among `names` with the broker defaults (auto-creation).
@@ -61,7 +80,7 @@ pub async fn auto_create(
         .map(|name| NewTopic {
             name,
             partitions: ctx.config.default_partitions,
-            replication_factor: 1,
+            replication_factor: ctx.config.default_replication_factor,
             configs: BTreeMap::new(),
         })
         .collect();
