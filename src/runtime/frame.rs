@@ -51,6 +51,8 @@ pub struct PartitionRead {
     pub group_id: u64,
     pub offset: i64,
     pub max_bytes: usize,
+    /// A follower replica may answer, up to its own commit index (KIP-392 follower fetch).
+    pub from_follower: bool,
 }
 
 #[derive(Debug)]

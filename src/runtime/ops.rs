@@ -152,10 +152,13 @@ async fn read_one(
     first_whole: bool,
 ) -> Result<ReadResult, ShardError> {
     let max_bytes = read.max_bytes.min(remaining);
-    let plan = ctx
-        .shard
-        .borrow()
-        .plan_read(read.group_id, read.offset, max_bytes, first_whole)?;
+    let plan = ctx.shard.borrow().plan_read_from(
+        read.group_id,
+        read.offset,
+        max_bytes,
+        first_whole,
+        read.from_follower,
+    )?;
     let batches = load_pieces(plan.pieces).await?;
     Ok(ReadResult {
         high_watermark: plan.high_watermark,

@@ -33,6 +33,8 @@ pub use rdkafka::producer::Producer;
 use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+pub mod cluster;
+
 // ---------------------------------------------------------------------------------------------
 // Kafka error codes used by the tests.
 pub const NONE: i16 = 0;
@@ -311,7 +313,7 @@ impl Drop for Broker {
     }
 }
 
-fn api_versions_probe(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
+pub fn api_versions_probe(addr: SocketAddr, timeout: Duration) -> io::Result<()> {
     let mut conn = RawConn::connect_timeout(addr, timeout)?;
     conn.set_timeout(timeout)?;
     let resp = conn.request(ApiKey::ApiVersions as i16, 0, &[])?;

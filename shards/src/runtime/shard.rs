@@ -643,8 +643,30 @@ impl<D: Disk> Shard<D> {
         max_bytes: usize,
         first_whole: bool,
     ) -> Result<ReadPlan<D>, ShardError> {
+        self.plan_read_from(group_id, offset, max_bytes, first_whole, false)
+    }
+
+    /// `plan_read`, where `from_follower` lets a follower answer from what it has applied:
+    /// committed entries only, so its high watermark trails the leader's but never passes
+    /// the commit index.
+    pub fn plan_read_from(
+        &self,
+        group_id: u64,
+        offset: i64,
+        max_bytes: usize,
+        first_whole: bool,
+        from_follower: bool,
+    ) -> Result<ReadPlan<D>, ShardError> {
         let group = self.group(group_id)?;
-        let offsets = self.read_offsets(group_id)?;
+        let follower_read = from_follower
+            && !group.is_leader()
+            && group.leader_id().is_some()
+            && group.offsets().is_some();
+        let offsets = if follower_read {
+            group.offsets().ok_or(ShardError::UnknownGroup(group_id))?
+        } else {
+            self.read_offsets(group_id)?
+        };
         let (log_start_offset, high_watermark) =
             (offsets.log_start_offset(), offsets.high_watermark());
         if offset < log_start_offset || offset > offsets.log_end_offset() {

@@ -30,6 +30,8 @@ struct Wanted {
     partition_max_bytes: usize,
     /// (shard, group) when the partition exists.
     placement: Option<(usize, u64)>,
+    /// A consumer naming its rack (v11+) may read from a follower, as in Kafka (KIP-392).
+    from_follower: bool,
 }
 
 type Outcome = Result<ReadResult, ResponseError>;
@@ -39,7 +41,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: FetchRequest)
         return FetchResponse::default().with_error_code(error.code());
     }
     let view = ctx.metadata();
-    let wanted = plan(&view, &request);
+    let wanted = plan(&view, version, &request);
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64)
         .min(Duration::from_millis(ctx.config.fetch_wait_ms_max));
     let deadline = Instant::now() + wait;
@@ -80,7 +82,8 @@ fn check_session(version: i16, request: &FetchRequest) -> Result<(), ResponseErr
     Err(ResponseError::FetchSessionIdNotFound)
 }
 
-fn plan(view: &MetadataView, request: &FetchRequest) -> Vec<Wanted> {
+fn plan(view: &MetadataView, version: i16, request: &FetchRequest) -> Vec<Wanted> {
+    let from_follower = version >= 11 && !request.rack_id.is_empty();
     let mut wanted = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
         for partition in &topic.partitions {
@@ -93,6 +96,7 @@ fn plan(view: &MetadataView, request: &FetchRequest) -> Vec<Wanted> {
                 fetch_offset: partition.fetch_offset,
                 partition_max_bytes: partition.partition_max_bytes.max(0) as usize,
                 placement,
+                from_follower,
             });
         }
     }
@@ -113,6 +117,7 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
                 group_id,
                 offset: w.fetch_offset,
                 max_bytes: w.partition_max_bytes,
+                from_follower: w.from_follower,
             });
         }
     }
