@@ -3,9 +3,11 @@
 //! bounded channel mesh and its reply comes back on a oneshot.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
@@ -18,13 +20,72 @@ use crate::controller::Controller;
 use crate::metadata::{MetadataView, TopicSettings};
 
 /// What the shards of one node share (atomics only: shards never lock).
-#[derive(Default)]
 pub struct NodeShared {
     /// The node whose controller replica leads, as shard 0 last saw it (0: unknown).
     controller_leader: AtomicU64,
+    started: Instant,
+    peers: BTreeMap<u64, PeerHealth>,
+}
+
+/// What this node knows of a peer's health (the failure detector's input).
+#[derive(Default)]
+struct PeerHealth {
+    /// When any shard last received a frame from the peer (ms since `started`).
+    last_heard_ms: AtomicU64,
+    /// How many times the peer was found gone for certain (its peer port refused).
+    losses: AtomicU64,
 }
 
 impl NodeShared {
+    pub fn new(config: &Config) -> Self {
+        let peers = config
+            .cluster
+            .nodes
+            .iter()
+            .filter(|n| n.id != config.node_id)
+            .map(|n| (u64::from(n.id), PeerHealth::default()))
+            .collect();
+        Self {
+            controller_leader: AtomicU64::new(0),
+            started: Instant::now(),
+            peers,
+        }
+    }
+
+    pub fn peer_ids(&self) -> Vec<u64> {
+        self.peers.keys().copied().collect()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn heard_from(&self, peer: u64) {
+        if let Some(health) = self.peers.get(&peer) {
+            health.last_heard_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// How long the peer has been silent (since start when never heard).
+    pub fn silent_for(&self, peer: u64) -> Duration {
+        let last = self
+            .peers
+            .get(&peer)
+            .map_or(0, |h| h.last_heard_ms.load(Ordering::Relaxed));
+        Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
+
+    pub fn mark_lost(&self, peer: u64) {
+        if let Some(health) = self.peers.get(&peer) {
+            health.losses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn losses(&self, peer: u64) -> u64 {
+        self.peers
+            .get(&peer)
+            .map_or(0, |h| h.losses.load(Ordering::Relaxed))
+    }
     pub fn controller_leader(&self) -> Option<u64> {
         let leader = self.controller_leader.load(Ordering::Relaxed);
         (leader != 0).then_some(leader)

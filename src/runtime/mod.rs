@@ -134,7 +134,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut executors = Vec::with_capacity(config.shards);
     let drained = Arc::new(AtomicUsize::new(0));
-    let node = Arc::new(NodeShared::default());
+    let node = Arc::new(NodeShared::new(&config));
     for index in 0..config.shards {
         let (config, mesh, stop, drained, node) = (
             config.clone(),
@@ -211,6 +211,7 @@ async fn run_shard(
     }
     let retention = glommio::spawn_local(retention_loop(ctx.clone()));
     let rebalance = clustered.then(|| glommio::spawn_local(preferred_leader_loop(ctx.clone())));
+    let watchdog = clustered.then(|| glommio::spawn_local(peer::failure_detector(ctx.clone())));
     let listener = crate::kafka::server::listen(&ctx)
         .map_err(|e| fail(format!("listen on {}: {e}", config.listen)))?;
     let acceptor = glommio::spawn_local(crate::kafka::server::accept_loop(ctx.clone(), listener));
@@ -221,6 +222,9 @@ async fn run_shard(
     }
     if let Some(rebalance) = rebalance {
         rebalance.cancel().await;
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.cancel().await;
     }
     if clustered {
         // Controlled shutdown: hand every group this node leads to a caught-up peer first, so

@@ -38,6 +38,15 @@ const FRAME_PAYLOAD_TARGET_BYTES: usize = 8 << 20;
 const _: () = assert!(FRAME_PAYLOAD_TARGET_BYTES < chronik_shards::transport::FRAME_BYTES_MAX / 2);
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// A link with nothing to send sends an empty frame this often, so its peer knows this node
+/// is alive even while every group is quiet.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+/// A peer silent for this long is suspected: the groups it votes in wake up and run their
+/// elections (or check-quorum) as usual.
+const LIVENESS_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How often a shard looks at its peers' health.
+const DETECTOR_INTERVAL: Duration = Duration::from_millis(20);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 const READ_CHUNK_BYTES: usize = 256 << 10;
 /// How long a forwarded controller request may take end to end.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,8 +81,7 @@ impl PeerLinks {
                 dropped: Cell::new(0),
                 wake,
             });
-            glommio::spawn_local(run_link(link.clone(), u64::from(ctx.config.node_id), woken))
-                .detach();
+            glommio::spawn_local(run_link(link.clone(), ctx.clone(), woken)).detach();
             links.insert(link.node_id, link);
         }
         Rc::new(PeerLinks { links })
@@ -104,15 +112,10 @@ impl PeerLinks {
     }
 }
 
-async fn run_link(link: Rc<Link>, from_node: u64, woken: LocalReceiver<()>) {
+async fn run_link(link: Rc<Link>, ctx: Rc<ShardContext>, woken: LocalReceiver<()>) {
+    let from_node = u64::from(ctx.config.node_id);
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
-        // Nothing to say: wait for traffic before (re)connecting.
-        while link.queue.borrow().is_empty() {
-            if woken.recv().await.is_none() {
-                return;
-            }
-        }
         match TcpStream::connect(link.address).await {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
@@ -122,6 +125,10 @@ async fn run_link(link: Rc<Link>, from_node: u64, woken: LocalReceiver<()>) {
                 }
             }
             Err(error) => {
+                let error = std::io::Error::from(error);
+                if is_refused(&error) {
+                    ctx.node.mark_lost(link.node_id);
+                }
                 tracing::debug!(peer = link.node_id, %error, "cannot reach peer");
             }
         }
@@ -141,13 +148,24 @@ async fn send_frames(
 ) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     loop {
-        if link.queue.borrow().is_empty() {
-            if woken.recv().await.is_none() {
-                return Ok(());
-            }
-            continue;
-        }
         out.clear();
+        if link.queue.borrow().is_empty() {
+            let wake = std::pin::pin!(woken.recv());
+            let quiet = std::pin::pin!(glommio::timer::Timer::new(LIVENESS_INTERVAL));
+            match futures::future::select(wake, quiet).await {
+                futures::future::Either::Left((None, _)) => return Ok(()),
+                futures::future::Either::Left((Some(()), _)) => continue,
+                futures::future::Either::Right(_) => {
+                    // Nothing to say for a while: an empty frame says "alive".
+                    let alive = Envelope {
+                        from_node,
+                        groups: Vec::new(),
+                    };
+                    frame::encode(&mut out, FrameKind::Raft, &alive.encode_to_vec())
+                        .map_err(std::io::Error::other)?;
+                }
+            }
+        }
         while !link.queue.borrow().is_empty() {
             let envelope = take_envelope(&mut link.queue.borrow_mut(), from_node);
             frame::encode(&mut out, FrameKind::Raft, &envelope.encode_to_vec())
@@ -218,12 +236,92 @@ async fn serve_peer(ctx: Rc<ShardContext>, mut stream: TcpStream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    if let Err(error) = read_frames(&ctx, &mut stream).await {
+    let mut sender = None;
+    if let Err(error) = read_frames(&ctx, &mut stream, &mut sender).await {
         tracing::info!(%peer, %error, "closing peer connection");
+    }
+    drop(stream);
+    // A peer's stream ended: if its peer port now refuses connections, the process is gone
+    // (a crash closes its sockets at once), and its partitions need new leaders now.
+    if let Some(node) = sender {
+        if probe_refused(&ctx, node).await {
+            tracing::info!(node, "peer is gone (its peer port refuses connections)");
+            ctx.node.mark_lost(node);
+        }
     }
 }
 
-async fn read_frames(ctx: &Rc<ShardContext>, stream: &mut TcpStream) -> Result<(), PeerError> {
+fn is_refused(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::ConnectionRefused
+        || error.raw_os_error() == Some(libc::ECONNREFUSED)
+}
+
+/// Whether `node`'s peer port refuses a connection right now.
+async fn probe_refused(ctx: &ShardContext, node: u64) -> bool {
+    let Some(address) = u32::try_from(node)
+        .ok()
+        .and_then(|id| ctx.config.cluster.node(id))
+        .map(|n| n.peer)
+    else {
+        return false;
+    };
+    let connect = std::pin::pin!(TcpStream::connect(address));
+    let timeout = std::pin::pin!(glommio::timer::Timer::new(PROBE_TIMEOUT));
+    match futures::future::select(connect, timeout).await {
+        futures::future::Either::Left((Err(error), _)) => is_refused(&error.into()),
+        _ => false,
+    }
+}
+
+/// Each shard's view of its peers' health: a peer found gone for certain (`mark_lost`) has
+/// its groups' leadership moved at once (`Shard::campaign_for_lost_leader`); a peer silent
+/// for `LIVENESS_TIMEOUT` wakes the quiet groups it votes in, so Raft's own timers and
+/// check-quorum take over.
+pub async fn failure_detector(ctx: Rc<ShardContext>) {
+    let peers = ctx.node.peer_ids();
+    let mut losses_seen: BTreeMap<u64, u64> =
+        peers.iter().map(|&p| (p, ctx.node.losses(p))).collect();
+    let mut silent: std::collections::BTreeSet<u64> = Default::default();
+    loop {
+        sleep(DETECTOR_INTERVAL).await;
+        for &peer in &peers {
+            let losses = ctx.node.losses(peer);
+            if losses > losses_seen[&peer] {
+                losses_seen.insert(peer, losses);
+                let mut shard = ctx.shard.borrow_mut();
+                let moved = shard.campaign_for_lost_leader(peer);
+                shard.wake_groups_with(peer);
+                if moved > 0 {
+                    tracing::info!(
+                        shard = ctx.shard_id,
+                        peer,
+                        moved,
+                        "electing new leaders for a lost peer's groups"
+                    );
+                }
+            }
+            if ctx.node.silent_for(peer) > LIVENESS_TIMEOUT {
+                if silent.insert(peer) {
+                    tracing::info!(
+                        shard = ctx.shard_id,
+                        peer,
+                        "peer is silent; waking its groups"
+                    );
+                }
+                // Groups may have gone quiet again meanwhile; keep them awake while it is away.
+                ctx.shard.borrow_mut().wake_groups_with(peer);
+            } else {
+                silent.remove(&peer);
+            }
+        }
+    }
+}
+
+async fn read_frames(
+    ctx: &Rc<ShardContext>,
+    stream: &mut TcpStream,
+    sender: &mut Option<u64>,
+) -> Result<(), PeerError> {
     let mut decoder = FrameDecoder::default();
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     loop {
@@ -236,7 +334,10 @@ async fn read_frames(ctx: &Rc<ShardContext>, stream: &mut TcpStream) -> Result<(
             match frame.kind {
                 FrameKind::Raft => {
                     let envelope = Envelope::decode(frame.payload)?;
+                    let from = envelope.from_node;
                     deliver(ctx, envelope).await?;
+                    ctx.node.heard_from(from);
+                    *sender = Some(from);
                 }
                 FrameKind::ControllerRequest => {
                     let reply = forward::serve(ctx, &frame.payload).await;

@@ -60,6 +60,12 @@ pub struct RaftGroup {
     proposed_producers: ProducerState,
     /// The replica that should lead when it can (the first of the partition's replicas).
     pub preferred_leader: u64,
+    /// Not ticked: nothing happens in the group and every replica holds everything, so no
+    /// heartbeats and no election timers run (see `Shard::tick_all`). Any message or
+    /// proposal wakes it; so does the node's failure detector when a peer goes away.
+    pub quiesced: bool,
+    /// Ticks since the group last did anything but heartbeats.
+    pub idle_ticks: u32,
 }
 
 impl RaftGroup {
@@ -82,6 +88,8 @@ impl RaftGroup {
             proposed_term: 0,
             proposed_producers: ProducerState::default(),
             preferred_leader: 0,
+            quiesced: false,
+            idle_ticks: 0,
         };
         group.rebuild_machine();
         group
@@ -143,6 +151,29 @@ impl RaftGroup {
             && (applied == log.last_index() || log.term_of(applied + 1) == Some(self.term()))
     }
 
+    /// Back to ticking (something happened, or may have: a peer went away).
+    pub fn wake(&mut self) {
+        self.quiesced = false;
+        self.idle_ticks = 0;
+    }
+
+    /// A leader may let the group go quiet once the whole log is committed, applied and held
+    /// by every follower heard from lately, and nothing waits on it.
+    pub fn can_quiesce(&self) -> bool {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+            return false;
+        }
+        let last = raft.raft_log.last_index();
+        raft.raft_log.committed == last
+            && self.node.store().applied() == last
+            && self.waiters.is_empty()
+            && raft
+                .prs()
+                .iter()
+                .all(|(&id, p)| id == raft.id || (p.matched == last && p.recent_active))
+    }
+
     pub fn leader_id(&self) -> Option<u64> {
         let leader = self.node.raft.leader_id;
         (leader != raft::INVALID_ID).then_some(leader)
@@ -178,6 +209,7 @@ impl RaftGroup {
         if reply.is_some() && self.waiters.len() >= self.waiters_max {
             return Err(ShardError::Overloaded(self.id));
         }
+        self.wake();
         let before = self.node.raft.raft_log.last_index();
         self.node
             .propose(Vec::new(), data)

@@ -101,6 +101,12 @@ pub struct Refill<D: Disk = DmaDisk> {
 /// The most one refill reads back, so catching up a follower is done in bounded steps.
 const REFILL_BYTES_MAX: usize = 8 << 20;
 
+/// Ticks of nothing but heartbeats before a leader lets its group go quiet: long enough for
+/// two heartbeat rounds to carry the final commit index to every follower.
+const QUIESCE_AFTER_TICKS: u32 = 2 * crate::group::config::HEARTBEAT_TICKS as u32 + 2;
+/// The context of the heartbeat that tells followers their group went quiet.
+pub const QUIESCE_CONTEXT: &[u8] = b"chronik-quiesce";
+
 /// What one replica knows of a group now (Metadata, leadership moves).
 #[derive(Debug, Clone)]
 pub struct GroupStatus {
@@ -717,10 +723,35 @@ impl<D: Disk> Shard<D> {
 
     // ---- the pump's steps ----
 
+    /// Ticks every group that is not quiet. A leader whose group has had nothing to do for
+    /// `QUIESCE_AFTER_TICKS` (so heartbeats carried the final commit index) and can quiesce
+    /// stops ticking and tells its followers with a last heartbeat marked `QUIESCE_CONTEXT`;
+    /// they stop their election timers. Thousands of idle partitions then cost nothing.
     fn tick_all(&mut self) {
         for (&group_id, group) in &mut self.groups {
+            if group.quiesced {
+                continue;
+            }
             if group.node.tick() {
                 self.dirty.insert(group_id);
+            }
+            group.idle_ticks = group.idle_ticks.saturating_add(1);
+            if group.idle_ticks < QUIESCE_AFTER_TICKS || !group.can_quiesce() {
+                continue;
+            }
+            group.quiesced = true;
+            let raft = &group.node.raft;
+            for (&to, _) in raft.prs().iter().filter(|(&id, _)| id != raft.id) {
+                let mut notice = Message {
+                    to,
+                    from: raft.id,
+                    term: raft.term,
+                    commit: raft.raft_log.committed,
+                    context: Bytes::from_static(QUIESCE_CONTEXT),
+                    ..Message::default()
+                };
+                notice.set_msg_type(MessageType::MsgHeartbeat);
+                self.outbox.push((group_id, notice));
             }
         }
     }
@@ -740,6 +771,9 @@ impl<D: Disk> Shard<D> {
                 continue;
             }
             let mut ready = group.node.ready();
+            if !ready.entries().is_empty() || !ready.committed_entries().is_empty() {
+                group.wake();
+            }
             // A leader's appends go out now, in parallel with its own group commit.
             self.outbox
                 .extend(ready.take_messages().into_iter().map(|m| (group_id, m)));
@@ -751,19 +785,10 @@ impl<D: Disk> Shard<D> {
             }
             // A new term or vote is written before the entries of that term.
             if let Some(hard_state) = ready.hs() {
-                let stored = group.node.store().hard_state();
-                let vote_or_term_changed =
-                    hard_state.term != stored.term || hard_state.vote != stored.vote;
-                if vote_or_term_changed {
-                    // Term and vote must be durable before this replica acts on them.
-                    let record = HardStateRecord::from(hard_state);
-                    self.wal
-                        .append(group_id, RecordKind::HardState, &[&record.encode()]);
-                } else {
-                    // A commit index alone may be written lazily (see `commit_unpersisted`).
+                let lazy = queue_hard_state(&mut self.wal, group, hard_state);
+                if lazy {
                     self.commit_unpersisted.insert(group_id);
                 }
-                group.node.mut_store().set_hard_state(hard_state.clone());
             }
             let committed = ready.take_committed_entries();
             let entries = ready.take_entries();
@@ -930,7 +955,7 @@ impl<D: Disk> Shard<D> {
 
     /// Whether a pass would do anything (dirty groups or records waiting for the WAL).
     pub fn has_work(&self) -> bool {
-        !self.dirty.is_empty() || self.wal.has_pending()
+        !self.dirty.is_empty() || self.wal.has_pending() || !self.outbox.is_empty()
     }
 
     /// Starts one pump pass: Readies of every dirty group, the checkpoints a roll owes, and
@@ -987,13 +1012,84 @@ impl<D: Disk> Shard<D> {
         if !group.node.raft.prs().conf().voters().contains(message.from) {
             return;
         }
-        if self.refusing_leadership && message.get_msg_type() == MessageType::MsgTimeoutNow {
+        let kind = message.get_msg_type();
+        if self.refusing_leadership && kind == MessageType::MsgTimeoutNow {
             return;
         }
-        if group.node.step(message).is_ok() {
+        let quiesce_notice = kind == MessageType::MsgHeartbeat
+            && message.context.as_ref() == QUIESCE_CONTEXT
+            && message.from == group.node.raft.leader_id
+            && message.term == group.node.raft.term;
+        match kind {
+            // A leader's own quiet heartbeats answered: nothing happened.
+            MessageType::MsgHeartbeatResponse => {}
+            MessageType::MsgHeartbeat => group.quiesced = false,
+            _ => group.wake(),
+        }
+        let stepped = group.node.step(message).is_ok();
+        if quiesce_notice {
+            group.quiesced = true;
+        }
+        if stepped {
             self.dirty.insert(group_id);
             self.ring();
         }
+    }
+
+    /// A peer node stopped answering: every group it is a voter of ticks again, so its
+    /// elections (or, on its leader, check-quorum and the ISR) run as usual.
+    pub fn wake_groups_with(&mut self, node: u64) -> usize {
+        let mut woken = 0;
+        for (&group_id, group) in &mut self.groups {
+            if group.quiesced && group.node.raft.prs().conf().voters().contains(node) {
+                group.wake();
+                self.dirty.insert(group_id);
+                woken += 1;
+            }
+        }
+        if woken > 0 {
+            self.ring();
+        }
+        woken
+    }
+
+    /// A peer node is gone for certain (its peer port refuses connections): for every group
+    /// it led, the first other voter by id starts an election at once, without waiting for
+    /// its election timer (as in a leadership transfer), so a crashed leader's partitions
+    /// move in milliseconds. Safety does not depend on it: votes still need a current log.
+    pub fn campaign_for_lost_leader(&mut self, lost: u64) -> usize {
+        let me = self.config.replica_id;
+        let mut started = 0;
+        for (&group_id, group) in &mut self.groups {
+            let raft = &group.node.raft;
+            let successor = raft
+                .prs()
+                .conf()
+                .voters()
+                .ids()
+                .iter()
+                .filter(|&id| id != lost)
+                .min();
+            if raft.leader_id != lost || successor != Some(me) || self.refusing_leadership {
+                continue;
+            }
+            let mut timeout_now = Message {
+                to: me,
+                from: lost,
+                term: raft.term,
+                ..Message::default()
+            };
+            timeout_now.set_msg_type(MessageType::MsgTimeoutNow);
+            group.wake();
+            if group.node.step(timeout_now).is_ok() {
+                self.dirty.insert(group_id);
+                started += 1;
+            }
+        }
+        if started > 0 {
+            self.ring();
+        }
+        started
     }
 
     pub fn group_status(&self, group_id: u64) -> Option<GroupStatus> {
@@ -1049,6 +1145,7 @@ impl<D: Disk> Shard<D> {
         if !caught_up {
             return false;
         }
+        group.wake();
         group.node.transfer_leader(to);
         self.dirty.insert(group_id);
         self.ring();
@@ -1135,6 +1232,24 @@ impl<D: Disk> Shard<D> {
             self.ring();
         }
     }
+}
+
+/// Queues a group's new hard state for the WAL when its term or vote changed (they must be
+/// durable before this replica acts on them) and records it in the log. Returns true when
+/// only the commit index moved: that may be written lazily (see `commit_unpersisted`).
+fn queue_hard_state<D: Disk>(
+    wal: &mut Wal<D>,
+    group: &mut RaftGroup,
+    hard_state: &raft::eraftpb::HardState,
+) -> bool {
+    let stored = group.node.store().hard_state();
+    let vote_or_term_changed = hard_state.term != stored.term || hard_state.vote != stored.vote;
+    if vote_or_term_changed {
+        let record = HardStateRecord::from(hard_state);
+        wal.append(group.id, RecordKind::HardState, &[&record.encode()]);
+    }
+    group.node.mut_store().set_hard_state(hard_state.clone());
+    !vote_or_term_changed
 }
 
 /// Replaces a follower's log with the leader's snapshot: recorded in the WAL first (recovery

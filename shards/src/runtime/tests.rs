@@ -93,6 +93,8 @@ async fn read_back(shard: &ShardRef, offset: i64) -> Vec<u8> {
     piece.load().await.expect("loads").to_vec()
 }
 
+// A seed's run reads as one scenario, top to bottom.
+#[allow(clippy::too_many_lines)]
 async fn run_seed(seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let temp = tempfile::tempdir().expect("tempdir");

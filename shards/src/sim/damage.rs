@@ -16,6 +16,7 @@ use crate::runtime::tests::for_each_seed;
 /// cut files) anywhere, in any segment. Recovery must either refuse with an error or come up
 /// and serve what it has; reading every partition back must never panic, and whatever is
 /// served passed its CRCs.
+#[allow(clippy::too_many_lines)]
 async fn run_damaged_seed(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let disk = SimDisk::default();

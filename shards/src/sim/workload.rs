@@ -82,11 +82,14 @@ pub(super) fn config() -> ShardConfig {
     }
 }
 
+/// Acknowledged batches of a partition: (offset, payload).
+pub(super) type AcknowledgedBatches = Vec<(i64, Vec<u8>)>;
+
 /// What the (simulated) controller and the producers know, across lives.
 #[derive(Default)]
 pub(super) struct Model {
     /// Live partitions: group id -> (retention bytes, acknowledged (offset, payload)).
-    pub(super) partitions: BTreeMap<u64, (i64, Vec<(i64, Vec<u8>)>)>,
+    pub(super) partitions: BTreeMap<u64, (i64, AcknowledgedBatches)>,
     pub(super) next_group_id: u64,
     /// Deleted, with the tombstone not yet known to be durable.
     pub(super) removing: Vec<u64>,
