@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::*;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use rdkafka::message::Message;
 use rdkafka::producer::BaseRecord;
 
 const LEADER_NOT_AVAILABLE: i16 = 5;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 
 /// CreateTopics on node `index` with a replication factor, retried while the cluster has no
@@ -33,13 +34,33 @@ fn create_replicated(
     partitions: i32,
     replication: i16,
 ) -> i16 {
+    create_with_configs(cluster, index, topic, partitions, replication, &[])
+}
+
+fn create_with_configs(
+    cluster: &Cluster,
+    index: usize,
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+    configs: &[(&str, &str)],
+) -> i16 {
     let addr = cluster.addr(index);
     let version = pick_version(addr, ApiKey::CreateTopics, (2, 7));
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name((*k).to_string().into())
+                .with_value(Some((*v).to_string().into()))
+        })
+        .collect();
     let request = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
             .with_name(tn(topic))
             .with_num_partitions(partitions)
-            .with_replication_factor(replication)])
+            .with_replication_factor(replication)
+            .with_configs(configs)])
         .with_timeout_ms(10_000);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -250,6 +271,28 @@ fn brokers_are_listed_before_the_first_election_and_admin_works_on_any_node() {
     std::thread::sleep(Duration::from_millis(300));
     produce_numbered(&mut cluster, "on-1", 3, 300, |_, _| {});
     assert_exactly_once(&cluster, "on-1", 3, 300);
+
+    // min.insync.replicas=3: once a replica is gone, acks=all is refused with a retriable
+    // error instead of being committed by two; acks=1 still goes through.
+    let strict = [("min.insync.replicas", "3")];
+    assert_eq!(
+        create_with_configs(&cluster, 0, "strict", 1, 3, &strict),
+        NONE
+    );
+    let leader = cluster.index_of(cluster.wait_for_leaders("strict", 1)[0]);
+    let leader_addr = cluster.addr(leader);
+    let produce = |acks: i16| {
+        let batch = simple_batch("strict", 1, now_ms());
+        produce_result(&produce_raw(leader_addr, "strict", 0, batch, acks)).0
+    };
+    assert_eq!(produce(-1), NONE);
+    let follower = (0..3).find(|&i| i != leader).expect("a follower");
+    cluster.kill9(follower);
+    let refused = wait_until(Duration::from_secs(15), || {
+        produce(-1) == NOT_ENOUGH_REPLICAS
+    });
+    assert!(refused, "acks=all accepted with a replica gone");
+    assert_eq!(produce(1), NONE);
 }
 
 #[test]

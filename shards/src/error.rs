@@ -28,6 +28,8 @@ pub enum ShardError {
     OutOfOrderSequence { expected: i32, got: i32 },
     #[error("producer epoch {got} is older than the current epoch {current}")]
     ProducerFenced { current: i16, got: i16 },
+    #[error("{in_sync} replicas in sync, min.insync.replicas is {required}")]
+    NotEnoughReplicas { in_sync: usize, required: usize },
     #[error("batch of {0} bytes is larger than a WAL record may be")]
     RecordTooLarge(usize),
     #[error("storage: {0}")]

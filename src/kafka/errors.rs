@@ -24,6 +24,8 @@ pub fn shard_error(error: &ShardError) -> ResponseError {
         // idempotent producer retry safely.
         ShardError::OutcomeUnknown(_) => ResponseError::RequestTimedOut,
         ShardError::RecordTooLarge(_) => ResponseError::MessageTooLarge,
+        // Retriable: the producer backs off until followers catch up.
+        ShardError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
         ShardError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         // A newer producer instance took over this producer id.
         ShardError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,

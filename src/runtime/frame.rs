@@ -16,7 +16,7 @@ pub enum ShardRequest {
     /// Record batches for partitions of this shard, proposed in order in one go so they share
     /// a group commit; each answers when committed (unless acks = 0).
     Append {
-        appends: Vec<(u64, Bytes)>,
+        appends: Vec<PartitionAppend>,
         acks: i16,
     },
     /// Reads several partitions in order under one byte budget. Each read returns at most
@@ -44,6 +44,16 @@ pub enum ShardRequest {
     Raft(Vec<(u64, raft::eraftpb::Message)>),
     /// Only shard 0 hosts the controller.
     Controller(ControllerRequest),
+}
+
+/// One partition's batch for `ShardRequest::Append`.
+#[derive(Debug, Clone)]
+pub struct PartitionAppend {
+    pub group_id: u64,
+    pub batch: Bytes,
+    /// acks=all: the in-sync replicas the leader needs, else NOT_ENOUGH_REPLICAS (the
+    /// topic's `min.insync.replicas`); 0 for acks 0 and 1.
+    pub min_in_sync: usize,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -13,12 +13,12 @@ use kafka_protocol::records::RecordBatchDecoder;
 use chronik_shards::error::ShardError;
 use chronik_shards::partition::batch::BatchHeader;
 use chronik_shards::partition::offsets::RetentionLimits;
-use chronik_shards::runtime::shard::{load_pieces, CommitReceiver, GroupSpec};
+use chronik_shards::runtime::shard::{load_pieces, CommitReceiver, GroupSpec, Shard};
 
 use super::context::ShardContext;
 use super::frame::{
-    AppendResult, ListedOffset, PartitionDescription, PartitionRead, ReadResult, ShardReply,
-    ShardRequest,
+    AppendResult, ListedOffset, PartitionAppend, PartitionDescription, PartitionRead, ReadResult,
+    ShardReply, ShardRequest,
 };
 use crate::kafka::decompress::decompress_bounded;
 use crate::metadata::{MetadataView, TopicSettings};
@@ -79,7 +79,7 @@ pub fn execute(
 
 async fn append_many(
     ctx: &ShardContext,
-    appends: Vec<(u64, Bytes)>,
+    appends: Vec<PartitionAppend>,
     acks: i16,
 ) -> Vec<Result<AppendResult, ShardError>> {
     // Propose everything first (one borrow, request order), then wait for the commits.
@@ -87,18 +87,40 @@ async fn append_many(
         let mut shard = ctx.shard.borrow_mut();
         appends
             .iter()
-            .map(|(group_id, batch)| {
-                let header = BatchHeader::parse(batch)
+            .map(|append| {
+                let header = BatchHeader::parse(&append.batch)
                     .map_err(|_| ShardError::OutcomeUnknown("batch header unreadable"))?;
-                shard.propose_batch(*group_id, batch, &header, acks != 0)
+                check_in_sync(&shard, append)?;
+                shard.propose_batch(append.group_id, &append.batch, &header, acks != 0)
             })
             .collect()
     };
     let mut results = Vec::with_capacity(proposed.len());
-    for ((group_id, _), proposal) in appends.iter().zip(proposed) {
-        results.push(finish_append(ctx, *group_id, proposal).await);
+    for (append, proposal) in appends.iter().zip(proposed) {
+        results.push(finish_append(ctx, append.group_id, proposal).await);
     }
     results
+}
+
+/// `min.insync.replicas` for acks=all: a leader that sees fewer replicas in sync refuses the
+/// batch (NOT_ENOUGH_REPLICAS, retriable) instead of waiting on a quorum it may not get.
+fn check_in_sync(shard: &Shard, append: &PartitionAppend) -> Result<(), ShardError> {
+    if append.min_in_sync <= 1 {
+        return Ok(());
+    }
+    match shard.group_status(append.group_id) {
+        Some(status) if status.leader.is_some() && !status.in_sync.is_empty() => {
+            if status.in_sync.len() < append.min_in_sync {
+                return Err(ShardError::NotEnoughReplicas {
+                    in_sync: status.in_sync.len(),
+                    required: append.min_in_sync,
+                });
+            }
+            Ok(())
+        }
+        // Not the leader (or unknown): proposing answers that.
+        _ => Ok(()),
+    }
 }
 
 async fn finish_append(

@@ -19,7 +19,7 @@ use super::auto_create;
 use crate::kafka::{errors, topic_name};
 use crate::metadata::{MetadataView, TopicSettings};
 use crate::runtime::context::ShardContext;
-use crate::runtime::frame::{AppendResult, ShardReply, ShardRequest};
+use crate::runtime::frame::{AppendResult, PartitionAppend, ShardReply, ShardRequest};
 use chronik_shards::error::ShardError;
 use std::collections::BTreeMap;
 
@@ -31,8 +31,7 @@ enum Plan {
     Append {
         index: i32,
         shard: usize,
-        group_id: u64,
-        batch: Bytes,
+        append: PartitionAppend,
     },
 }
 
@@ -132,17 +131,29 @@ fn plan_partition(
     if let Err(error) = BatchHeader::validate(batches[0]) {
         return failed(index, errors::batch_error(&error), error.to_string());
     }
+    let min_in_sync = if acks == -1 {
+        record
+            .configs
+            .get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+    } else {
+        0
+    };
     Plan::Append {
         index,
         shard: partition.shard as usize,
-        group_id: partition.group_id,
-        batch: records,
+        append: PartitionAppend {
+            group_id: partition.group_id,
+            batch: records,
+            min_in_sync,
+        },
     }
 }
 
 /// Per shard: where each answer goes (topic position, partition position, partition index)
 /// and the (group, batch) appends, in the same order.
-type ShardAppends = (Vec<(usize, usize, i32)>, Vec<(u64, Bytes)>);
+type ShardAppends = (Vec<(usize, usize, i32)>, Vec<PartitionAppend>);
 
 /// Sends each shard its partitions' batches in one request (all shards at once) and puts
 /// the answers back in request order.
@@ -162,13 +173,12 @@ async fn execute(
                 Plan::Append {
                     index,
                     shard,
-                    group_id,
-                    batch,
+                    append,
                 } => {
                     topic_answers.push(None);
                     let (slots, appends) = by_shard.entry(shard).or_default();
                     slots.push((topic_position, partition_position, index));
-                    appends.push((group_id, batch));
+                    appends.push(append);
                 }
             }
         }
