@@ -59,6 +59,10 @@ pub struct Cli {
     /// This node's id (broker id and Raft replica id).
     #[arg(long)]
     pub node_id: Option<u32>,
+    /// Core the first shard is pinned to (shard i: core first_core + i, wrapping); several
+    /// nodes on one machine use different ones.
+    #[arg(long)]
+    pub first_core: Option<usize>,
     /// Address this node listens on for its peers' Raft traffic (cluster mode).
     #[arg(long)]
     pub peer_listen: Option<SocketAddr>,
@@ -113,6 +117,7 @@ pub struct FileConfig {
     pub fetch_wait_ms_max: Option<u64>,
     pub fetch_bytes_max: Option<usize>,
     pub peer_listen: Option<SocketAddr>,
+    pub first_core: Option<usize>,
     pub default_replication_factor: Option<u32>,
     pub cluster: Option<ClusterFile>,
 }
@@ -144,6 +149,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Replication factor of auto-created topics and of CreateTopics with -1.
     pub default_replication_factor: u32,
+    /// Shard i is pinned to core `first_core + i` (modulo the cores there are).
+    pub first_core: usize,
 }
 
 /// The static cluster: every node (sorted by id) and where this one listens for peers.
@@ -283,6 +290,7 @@ impl Config {
             connection_requests_in_flight_max: file.connection_requests_in_flight_max.unwrap_or(32),
             fetch_wait_ms_max: file.fetch_wait_ms_max.unwrap_or(30_000),
             fetch_bytes_max: file.fetch_bytes_max.unwrap_or(57_671_680),
+            first_core: cli.first_core.or(file.first_core).unwrap_or(0),
             default_replication_factor: file
                 .default_replication_factor
                 .unwrap_or_else(|| nodes.len().clamp(1, 3) as u32),

@@ -249,6 +249,7 @@ data_dir = $(toml_str "$dir/node-$i")
 listen = "$kafka"
 peer_listen = "$peer"
 shards = $shards
+first_core = $(( (i - 1) * shards ))
 
 [cluster]
 name = "devcluster"

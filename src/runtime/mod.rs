@@ -143,7 +143,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(), StartError> {
             drained.clone(),
             node.clone(),
         );
-        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+        // Several nodes on one machine (a dev cluster) pin to different cores.
+        let core = (!cores.is_empty()).then(|| cores[(config.first_core + index) % cores.len()]);
         let executor = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("shard-{index}"))
             .spawn(move || async move {

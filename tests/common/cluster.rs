@@ -119,6 +119,9 @@ impl Cluster {
             .arg(&node.data_dir)
             .arg("--shards")
             .arg(self.shards.to_string())
+            // Nodes sharing the machine pin their shards to different cores.
+            .arg("--first-core")
+            .arg((index * self.shards).to_string())
             .arg("--cluster-nodes")
             .arg(&flag)
             .args(&self.extra_args)
