@@ -103,28 +103,96 @@ fn create_topic_once(address: &str, topic: &str, partitions: i32) -> i16 {
     response.topics.first().map_or(-1, |t| t.error_code)
 }
 
-fn main() {
-    let mut bootstrap = "127.0.0.1:9092".to_string();
-    let mut topic = "load".to_string();
-    let mut messages: u64 = 200_000;
-    let mut size: usize = 1024;
-    let mut acks = "all".to_string();
-    let mut client = Vec::new();
-    let mut partitions = 0;
+struct Options {
+    bootstrap: String,
+    topic: String,
+    messages: u64,
+    size: usize,
+    acks: String,
+    client: Vec<String>,
+    partitions: i32,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        bootstrap: "127.0.0.1:9092".to_string(),
+        topic: "load".to_string(),
+        messages: 200_000,
+        size: 1024,
+        acks: "all".to_string(),
+        client: Vec::new(),
+        partitions: 0,
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
         let value = pair.get(1).cloned().unwrap_or_default();
         match pair[0].as_str() {
-            "--bootstrap" => bootstrap = value,
-            "--topic" => topic = value,
-            "--messages" => messages = value.parse().expect("--messages N"),
-            "--size" => size = value.parse().expect("--size BYTES"),
-            "--acks" => acks = value,
-            "-X" => client.push(value),
-            "--partitions" => partitions = value.parse().expect("--partitions N"),
+            "--bootstrap" => options.bootstrap = value,
+            "--topic" => options.topic = value,
+            "--messages" => options.messages = value.parse().expect("--messages N"),
+            "--size" => options.size = value.parse().expect("--size BYTES"),
+            "--acks" => options.acks = value,
+            "-X" => options.client.push(value),
+            "--partitions" => options.partitions = value.parse().expect("--partitions N"),
             other => panic!("unknown option {other}"),
         }
     }
+    options
+}
+
+fn client_config(bootstrap: &str, acks: &str, client: &[String]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("message.timeout.ms", "60000");
+    for setting in client {
+        let (key, value) = setting.split_once('=').expect("-X key=value");
+        config.set(key, value);
+    }
+    config
+}
+
+fn report(
+    messages: u64,
+    size: usize,
+    acks: &str,
+    seconds: f64,
+    latencies: &Histogram<u64>,
+    failures: &VecDeque<String>,
+) {
+    let megabytes = (messages as f64 * size as f64) / 1e6;
+    println!(
+        "{messages} messages of {size} B, acks={acks}: {seconds:.2} s, {:.0} msg/s, {:.1} MB/s; \
+         ack latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; failed: {}",
+        messages as f64 / seconds,
+        megabytes / seconds,
+        latencies.value_at_quantile(0.5) as f64 / 1000.0,
+        latencies.value_at_quantile(0.99) as f64 / 1000.0,
+        latencies.value_at_quantile(0.999) as f64 / 1000.0,
+        latencies.max() as f64 / 1000.0,
+        if failures.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{failures:?}")
+        }
+    );
+}
+
+fn main() {
+    let Options {
+        bootstrap,
+        topic,
+        messages,
+        size,
+        acks,
+        client,
+        partitions,
+    } = options();
     if partitions > 0 {
         let first = bootstrap.split(',').next().unwrap_or_default();
         create_topic(first, &topic, partitions);
@@ -139,19 +207,7 @@ fn main() {
         reports.failed.clone(),
         reports.started,
     );
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &bootstrap)
-        .set("acks", &acks)
-        .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("message.timeout.ms", "60000");
-    for setting in &client {
-        let (key, value) = setting.split_once('=').expect("-X key=value");
-        config.set(key, value);
-    }
+    let config = client_config(&bootstrap, &acks, &client);
     let producer: BaseProducer<Reports> = config.create_with_context(reports).expect("producer");
     let payload = vec![b'x'; size];
     // Warm up: metadata and connections (and auto-creation) before the clock starts.
@@ -181,22 +237,13 @@ fn main() {
     producer.flush(Duration::from_secs(120)).expect("flush");
     let seconds = begin.elapsed().as_secs_f64();
     let failures = failed.lock().expect("failures");
-    let latencies = latencies.lock().expect("histogram");
-    let megabytes = (messages as f64 * size as f64) / 1e6;
-    println!(
-        "{messages} messages of {size} B, acks={acks}: {seconds:.2} s, {:.0} msg/s, {:.1} MB/s; \
-         ack latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms; failed: {}",
-        messages as f64 / seconds,
-        megabytes / seconds,
-        latencies.value_at_quantile(0.5) as f64 / 1000.0,
-        latencies.value_at_quantile(0.99) as f64 / 1000.0,
-        latencies.value_at_quantile(0.999) as f64 / 1000.0,
-        latencies.max() as f64 / 1000.0,
-        if failures.is_empty() {
-            "none".to_string()
-        } else {
-            format!("{failures:?}")
-        }
+    report(
+        messages,
+        size,
+        &acks,
+        seconds,
+        &latencies.lock().expect("histogram"),
+        &failures,
     );
     if !failures.is_empty() {
         std::process::exit(1);

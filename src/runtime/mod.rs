@@ -422,8 +422,12 @@ async fn hand_over_leadership(ctx: &ShardContext) {
 }
 
 async fn preferred_leader_loop(ctx: Rc<ShardContext>) {
-    loop {
+    for round in 1u64.. {
         sleep(PREFERRED_LEADER_INTERVAL).await;
+        if round % 10 == 0 {
+            let (groups, quiet, led, term) = ctx.shard.borrow().group_summary();
+            tracing::debug!(shard = ctx.shard_id, groups, quiet, led, term, "groups");
+        }
         let moved = ctx
             .shard
             .borrow_mut()

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod log;
+pub mod raft_log_bridge;
 
 use std::collections::BTreeMap;
 

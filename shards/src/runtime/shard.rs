@@ -253,7 +253,10 @@ impl<D: Disk> Shard<D> {
     ) -> Result<(ShardRef<D>, LocalReceiver<()>), ShardError> {
         let (wal, recovered) = Wal::open_on(disk, config.wal.clone()).await?;
         let (doorbell, doorbell_rx) = local_channel::new_bounded(1);
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let logger = slog::Logger::root(
+            crate::group::raft_log_bridge::TracingDrain,
+            slog::o!("shard" => config.shard_id),
+        );
         let removed: BTreeSet<u64> = recovered
             .groups
             .iter()
@@ -378,8 +381,12 @@ impl<D: Disk> Shard<D> {
             self.config.uncommitted_bytes_max,
         )
         .map_err(|_| ShardError::OutcomeUnknown("invalid raft config"))?;
-        let node = RawNode::new(&raft_config, log, &self.logger)
-            .map_err(|_| ShardError::OutcomeUnknown("raft refused the recovered log"))?;
+        let node = RawNode::new(
+            &raft_config,
+            log,
+            &self.logger.new(slog::o!("group" => group_id)),
+        )
+        .map_err(|_| ShardError::OutcomeUnknown("raft refused the recovered log"))?;
         let machine = match spec {
             GroupSpec::Partition { retention, .. } => Machine::Partition {
                 offsets: PartitionOffsets::starting_at(0),
@@ -1016,16 +1023,38 @@ impl<D: Disk> Shard<D> {
         if self.refusing_leadership && kind == MessageType::MsgTimeoutNow {
             return;
         }
+        let raft = &group.node.raft;
+        let from_leader = message.from == raft.leader_id;
+        let quiet_context = message.context.as_ref() == QUIESCE_CONTEXT;
         let quiesce_notice = kind == MessageType::MsgHeartbeat
-            && message.context.as_ref() == QUIESCE_CONTEXT
-            && message.from == group.node.raft.leader_id
-            && message.term == group.node.raft.term;
-        match kind {
-            // A leader's own quiet heartbeats answered: nothing happened.
-            MessageType::MsgHeartbeatResponse => {}
-            MessageType::MsgHeartbeat => group.quiesced = false,
-            _ => group.wake(),
-        }
+            && quiet_context
+            && from_leader
+            && message.term == raft.term;
+        // A message of an older term changes nothing (Raft answers or drops it): it must not
+        // wake a quiet group, or a late heartbeat of a deposed leader would start its timers.
+        let stale = message.term < raft.term;
+        let poke = match kind {
+            _ if stale || quiesce_notice => None,
+            // Answers to the quiet heartbeat: nothing happened. Any other answer means a
+            // follower is awake (see `poke_leader`): the leader resumes heartbeats.
+            MessageType::MsgHeartbeatResponse => {
+                if !quiet_context {
+                    group.quiesced = false;
+                }
+                None
+            }
+            // The leader is heartbeating again.
+            MessageType::MsgHeartbeat => {
+                group.quiesced = false;
+                None
+            }
+            _ => {
+                let quiet_follower = group.quiesced && !group.is_leader();
+                group.wake();
+                (quiet_follower && !from_leader).then(|| poke_leader(group))
+            }
+        };
+        self.outbox.extend(poke.flatten().map(|m| (group_id, m)));
         let stepped = group.node.step(message).is_ok();
         if quiesce_notice {
             group.quiesced = true;
@@ -1043,6 +1072,11 @@ impl<D: Disk> Shard<D> {
         for (&group_id, group) in &mut self.groups {
             if group.quiesced && group.node.raft.prs().conf().voters().contains(node) {
                 group.wake();
+                // A follower whose leader is alive wakes it too, so both tick together.
+                if group.node.raft.leader_id != node {
+                    self.outbox
+                        .extend(poke_leader(group).map(|m| (group_id, m)));
+                }
                 self.dirty.insert(group_id);
                 woken += 1;
             }
@@ -1117,6 +1151,14 @@ impl<D: Disk> Shard<D> {
             in_sync,
             voters,
         })
+    }
+
+    /// (groups, quiet groups, groups led here, highest term): a summary for the logs.
+    pub fn group_summary(&self) -> (usize, usize, usize, u64) {
+        let quiet = self.groups.values().filter(|g| g.quiesced).count();
+        let led = self.groups.values().filter(|g| g.is_leader()).count();
+        let term = self.groups.values().map(RaftGroup::term).max().unwrap_or(0);
+        (self.groups.len(), quiet, led, term)
     }
 
     /// Groups this replica leads.
@@ -1232,6 +1274,24 @@ impl<D: Disk> Shard<D> {
             self.ring();
         }
     }
+}
+
+/// A follower that wakes while its leader may be quiet tells the leader with a plain
+/// heartbeat response (harmless to Raft); the leader then resumes heartbeats, so the
+/// follower's election timer does not run out under a live leader.
+fn poke_leader(group: &RaftGroup) -> Option<Message> {
+    let raft = &group.node.raft;
+    if raft.leader_id == raft::INVALID_ID || raft.leader_id == raft.id {
+        return None;
+    }
+    let mut poke = Message {
+        to: raft.leader_id,
+        from: raft.id,
+        term: raft.term,
+        ..Message::default()
+    };
+    poke.set_msg_type(MessageType::MsgHeartbeatResponse);
+    Some(poke)
 }
 
 /// Queues a group's new hard state for the WAL when its term or vote changed (they must be
