@@ -104,6 +104,8 @@ const REFILL_BYTES_MAX: usize = 8 << 20;
 /// Ticks of nothing but heartbeats before a leader lets its group go quiet: long enough for
 /// two heartbeat rounds to carry the final commit index to every follower.
 const QUIESCE_AFTER_TICKS: u32 = 2 * crate::group::config::HEARTBEAT_TICKS as u32 + 2;
+/// Ticks after which the preferred leader of a group without a leader campaigns.
+const PREFERRED_CAMPAIGN_TICKS: usize = 3;
 /// The context of the heartbeat that tells followers their group went quiet.
 pub const QUIESCE_CONTEXT: &[u8] = b"chronik-quiesce";
 
@@ -740,6 +742,18 @@ impl<D: Disk> Shard<D> {
                 continue;
             }
             if group.node.tick() {
+                self.dirty.insert(group_id);
+            }
+            // A leaderless group's preferred leader does not wait out a whole election
+            // timeout (its first campaign may have reached peers before they had the group).
+            let raft = &group.node.raft;
+            if raft.state != StateRole::Leader
+                && raft.leader_id == raft::INVALID_ID
+                && group.preferred_leader == raft.id
+                && raft.election_elapsed == PREFERRED_CAMPAIGN_TICKS
+                && !self.refusing_leadership
+            {
+                let _ = group.node.campaign();
                 self.dirty.insert(group_id);
             }
             group.idle_ticks = group.idle_ticks.saturating_add(1);
