@@ -41,6 +41,7 @@ fn partition_shard() -> ShardRef<SimDisk> {
         proposal_waiters_max: 100_000,
         fetch_waiters_max: 10,
         uncommitted_bytes_max: 256 << 20,
+        deterministic_elections: false,
     };
     let (shard, _doorbell) = block_on(Shard::open_on(SimDisk::default(), config)).expect("opens");
     let retention = RetentionLimits {

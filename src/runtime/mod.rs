@@ -289,6 +289,7 @@ async fn open_shard(
         proposal_waiters_max: 100_000,
         fetch_waiters_max: 10_000,
         uncommitted_bytes_max: 256 << 20,
+        deterministic_elections: false,
     };
     shard_config.wal.validate()?;
     Shard::open(shard_config).await.map_err(|e| e.to_string())

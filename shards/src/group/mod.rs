@@ -336,6 +336,23 @@ impl RaftGroup {
         }
     }
 
+    /// This replica no longer leads: nothing it proposed can be answered by it any more
+    /// (a later leader may still commit the entries, or replace them), so the producers
+    /// waiting on it hear NOT_LEADER_OR_FOLLOWER now and retry at the new leader, instead of
+    /// waiting for an index this replica's log may never reach.
+    pub fn fail_waiters_if_not_leader(&mut self) {
+        if self.is_leader() || self.waiters.is_empty() {
+            return;
+        }
+        let leader = self.leader_id();
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            let _ = waiter.reply.send(Err(ShardError::NotLeader {
+                group_id: self.id,
+                leader,
+            }));
+        }
+    }
+
     /// Registers a long-poll fetch to be woken when the high watermark moves.
     pub fn add_fetch_waiter(&mut self) -> Result<oneshot::Receiver<()>, ShardError> {
         self.fetch_waiters.retain(|w| !w.is_canceled());

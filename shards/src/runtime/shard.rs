@@ -46,6 +46,10 @@ pub struct ShardConfig {
     pub proposal_waiters_max: usize,
     pub fetch_waiters_max: usize,
     pub uncommitted_bytes_max: u64,
+    /// The simulation: raft-rs draws election timeouts from an unseeded random source, so a
+    /// simulated run fixes them (each node's ticks come from the seed anyway) to replay
+    /// exactly.
+    pub deterministic_elections: bool,
 }
 
 pub enum GroupSpec {
@@ -381,6 +385,7 @@ impl<D: Disk> Shard<D> {
             self.config.replica_id,
             applied,
             self.config.uncommitted_bytes_max,
+            self.config.deterministic_elections,
         )
         .map_err(|_| ShardError::OutcomeUnknown("invalid raft config"))?;
         let node = RawNode::new(
@@ -836,6 +841,7 @@ impl<D: Disk> Shard<D> {
             group.node.advance_append_async(ready);
             group.apply_committed(committed);
             group.node.advance_apply();
+            group.fail_waiters_if_not_leader();
             pending.push(PendingPersist {
                 group_id,
                 number,
@@ -1175,6 +1181,18 @@ impl<D: Disk> Shard<D> {
         (self.groups.len(), quiet, led, term)
     }
 
+    /// (last index, its term, commit, applied) of a group's log, for diagnostics.
+    pub fn debug_log_state(&self, group_id: u64) -> Option<(u64, Option<u64>, u64, u64)> {
+        let log = self.groups.get(&group_id)?.node.store();
+        let last = log.last_index();
+        Some((
+            last,
+            log.term_of(last),
+            log.hard_state().commit,
+            log.applied(),
+        ))
+    }
+
     /// Groups this replica leads.
     pub fn led_groups(&self) -> Vec<u64> {
         self.groups
@@ -1418,7 +1436,7 @@ pub async fn run_pump<D: Disk>(
 
 /// Reads a refill's entries back from the WAL (runs of nearby records with one I/O each) and
 /// hands them to the group. On a read error the group simply asks again later.
-async fn run_refill<D: Disk>(shard: ShardRef<D>, refill: Refill<D>) {
+pub async fn run_refill<D: Disk>(shard: ShardRef<D>, refill: Refill<D>) {
     let Refill { group_id, readers } = refill;
     let mut entries = Vec::with_capacity(readers.len());
     let mut readers = readers.into_iter().peekable();

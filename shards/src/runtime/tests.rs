@@ -30,6 +30,7 @@ fn config(dir: &std::path::Path) -> ShardConfig {
         proposal_waiters_max: 10_000,
         fetch_waiters_max: 100,
         uncommitted_bytes_max: 64 << 20,
+        deterministic_elections: false,
     }
 }
 

@@ -79,6 +79,7 @@ pub(super) fn config() -> ShardConfig {
         proposal_waiters_max: 10_000,
         fetch_waiters_max: 10,
         uncommitted_bytes_max: 16 << 20,
+        deterministic_elections: true,
     }
 }
 
