@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use common::cluster::Cluster;
 use common::{consume_all, Broker};
 use rdkafka::message::{Headers, Message};
 
@@ -21,18 +22,30 @@ const PARTITIONS: i32 = 3;
 
 #[test]
 fn kafkajs_admin_and_idempotent_producer() {
+    let broker = Broker::start(2);
+    run_kafkajs(&broker.bootstrap(), 1, &|| broker.log_tail(40));
+}
+
+/// The same against a 3-node cluster, with a replication factor 3 topic.
+#[test]
+fn kafkajs_against_a_cluster() {
+    let cluster = Cluster::start(3, 1);
+    run_kafkajs(&cluster.bootstrap(), 3, &|| cluster.logs(20));
+}
+
+fn run_kafkajs(bootstrap: &str, replication: u32, logs: &dyn Fn() -> String) {
     let node_modules = std::env::var("CHRONIK_NODE_MODULES").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/node/node_modules").to_string()
     });
-    let broker = Broker::start(2);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/kafkajs_client.js"
     );
     let output = Command::new("node")
         .arg(script)
-        .arg(broker.bootstrap())
+        .arg(bootstrap)
         .arg("from-kafkajs")
+        .arg(replication.to_string())
         .env("NODE_PATH", &node_modules)
         .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
         .output()
@@ -44,7 +57,7 @@ fn kafkajs_admin_and_idempotent_producer() {
         "kafkajs failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}\n\
          (kafkajs missing from {node_modules}? run tools/test.sh)\n{}",
         output.status,
-        broker.log_tail(40)
+        logs()
     );
     let report: HashMap<&str, &str> = stdout
         .lines()
@@ -69,7 +82,7 @@ fn kafkajs_admin_and_idempotent_producer() {
     // Every message is where kafkajs put it (partition n % 3), in order, with its key and
     // headers, whether its batch was gzip-compressed or not.
     let messages = consume_all(
-        &broker.bootstrap(),
+        bootstrap,
         "from-kafkajs",
         PARTITIONS,
         MESSAGES,

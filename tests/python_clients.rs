@@ -9,10 +9,23 @@ mod common;
 
 use std::process::Command;
 
+use common::cluster::Cluster;
 use common::Broker;
 
 #[test]
 fn confluent_kafka_and_kafka_python_round_trip() {
+    let broker = Broker::start(2);
+    run_python_clients(&broker.bootstrap(), &|| broker.log_tail(40));
+}
+
+/// The same against a 3-node cluster: the topics they auto-create are replicated 3 times.
+#[test]
+fn python_clients_against_a_cluster() {
+    let cluster = Cluster::start(3, 1);
+    run_python_clients(&cluster.bootstrap(), &|| cluster.logs(20));
+}
+
+fn run_python_clients(bootstrap: &str, logs: &dyn Fn() -> String) {
     let python = std::env::var("CHRONIK_PYTHON").unwrap_or_else(|_| {
         let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/python/bin/python");
         if std::path::Path::new(venv).exists() {
@@ -21,14 +34,13 @@ fn confluent_kafka_and_kafka_python_round_trip() {
             "python3".to_string()
         }
     });
-    let broker = Broker::start(2);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/python_clients.py"
     );
     let output = Command::new(&python)
         .arg(script)
-        .arg(broker.bootstrap())
+        .arg(bootstrap)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run {python}: {e} (tools/test.sh installs the Python clients)")
@@ -40,7 +52,7 @@ fn confluent_kafka_and_kafka_python_round_trip() {
         "Python clients failed ({}).\nstdout:\n{stdout}\nstderr:\n{stderr}\n\
          (missing modules? run tools/test.sh, which installs kafka-python and confluent-kafka)\n{}",
         output.status,
-        broker.log_tail(40)
+        logs()
     );
     assert!(
         stdout.contains("confluent-kafka: 200 messages round-tripped"),

@@ -3,11 +3,13 @@
 // with and without gzip, offsets by time. kafkajs consumes only through consumer groups,
 // so the Rust side (tests/js_clients.rs) reads the data back with librdkafka.
 //
-// Usage: node kafkajs_client.js <bootstrap> <topic>. Prints `name=value` lines of what it saw.
+// Usage: node kafkajs_client.js <bootstrap,...> <topic> [replication factor, default 1].
+// Prints `name=value` lines of what it saw.
 
 const { Kafka, CompressionTypes, logLevel } = require('kafkajs');
 
-const [bootstrap, topic] = process.argv.slice(2);
+const [bootstrap, topic, replication = '1'] = process.argv.slice(2);
+const REPLICATION = Number(replication);
 const PARTITIONS = 3;
 const BATCHES = 10;
 const PER_BATCH = 20;
@@ -15,14 +17,14 @@ const PER_BATCH = 20;
 async function main() {
   const kafka = new Kafka({
     clientId: 'chronik-kafkajs-test',
-    brokers: [bootstrap],
+    brokers: bootstrap.split(','),
     logLevel: logLevel.WARN,
     retry: { retries: 5 },
   });
   const admin = kafka.admin();
   await admin.connect();
   const created = await admin.createTopics({
-    topics: [{ topic, numPartitions: PARTITIONS, replicationFactor: 1 }],
+    topics: [{ topic, numPartitions: PARTITIONS, replicationFactor: REPLICATION }],
     waitForLeaders: true,
   });
   const doomed = `${topic}-doomed`;
