@@ -67,6 +67,8 @@ pub struct RaftGroup {
     pub quiesced: bool,
     /// Ticks since the group last did anything but heartbeats.
     pub idle_ticks: u32,
+    /// Ticks a leader has had a follower waiting on a snapshot (see `retry_lost_snapshots`).
+    snapshot_wait_ticks: u32,
 }
 
 impl RaftGroup {
@@ -91,6 +93,7 @@ impl RaftGroup {
             preferred_leader: 0,
             quiesced: false,
             idle_ticks: 0,
+            snapshot_wait_ticks: 0,
         };
         group.rebuild_machine();
         group
@@ -150,6 +153,36 @@ impl RaftGroup {
         let applied = log.applied();
         self.is_leader()
             && (applied == log.last_index() || log.term_of(applied + 1) == Some(self.term()))
+    }
+
+    /// raft-rs pauses a follower it sent a snapshot to until the application reports how
+    /// the sending went, or the follower answers. A snapshot lost on the way (a dropped link,
+    /// a follower that crashed before installing it) would pause it forever: after
+    /// `SNAPSHOT_RETRY_TICKS` without an answer, report it failed, so Raft probes again and
+    /// sends a fresh one (ours are small: a log start offset, or the controller's metadata).
+    /// Returns whether anything was reported.
+    pub fn retry_lost_snapshots(&mut self) -> bool {
+        let waiting: Vec<u64> = self
+            .node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, p)| p.state == raft::ProgressState::Snapshot)
+            .map(|(&id, _)| id)
+            .collect();
+        if waiting.is_empty() || !self.is_leader() {
+            self.snapshot_wait_ticks = 0;
+            return false;
+        }
+        self.snapshot_wait_ticks += 1;
+        if self.snapshot_wait_ticks < SNAPSHOT_RETRY_TICKS {
+            return false;
+        }
+        self.snapshot_wait_ticks = 0;
+        for id in waiting {
+            self.node.report_snapshot(id, raft::SnapshotStatus::Failure);
+        }
+        true
     }
 
     /// Back to ticking (something happened, or may have: a peer went away).
@@ -386,6 +419,9 @@ impl RaftGroup {
         }
     }
 }
+
+/// Ticks a follower may take to answer a snapshot before it is sent again.
+const SNAPSHOT_RETRY_TICKS: u32 = 2 * config::ELECTION_TICKS as u32;
 
 pub fn encode_start_offset(offset: i64) -> Bytes {
     Bytes::copy_from_slice(&offset.to_le_bytes())

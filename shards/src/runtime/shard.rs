@@ -86,6 +86,8 @@ struct PendingPersist {
     number: u64,
     /// Votes and append responses: sent only once the group commit made their promise true.
     messages: Vec<Message>,
+    /// A snapshot installed by this Ready: Raft may count it applied only once it is durable.
+    snapshot_index: Option<u64>,
 }
 
 /// Raft messages of one group to a peer replica (the `to` field names the replica).
@@ -746,7 +748,7 @@ impl<D: Disk> Shard<D> {
             if group.quiesced {
                 continue;
             }
-            if group.node.tick() {
+            if group.node.tick() | group.retry_lost_snapshots() {
                 self.dirty.insert(group_id);
             }
             // A leaderless group's preferred leader does not wait out a whole election
@@ -803,11 +805,13 @@ impl<D: Disk> Shard<D> {
             // A leader's appends go out now, in parallel with its own group commit.
             self.outbox
                 .extend(ready.take_messages().into_iter().map(|m| (group_id, m)));
+            let mut snapshot_index = None;
             if !ready.snapshot().is_empty() {
                 // A snapshot from the leader replaces this replica's log (it is behind the
                 // leader's compaction point); recorded before anything of the same Ready.
                 let index = install_snapshot(&mut self.wal, group, ready.snapshot());
                 self.pending_compactions.push((group_id, index));
+                snapshot_index = Some(index);
             }
             // A new term or vote is written before the entries of that term.
             if let Some(hard_state) = ready.hs() {
@@ -840,12 +844,15 @@ impl<D: Disk> Shard<D> {
             let number = ready.number();
             group.node.advance_append_async(ready);
             group.apply_committed(committed);
-            group.node.advance_apply();
+            if snapshot_index.is_none() {
+                group.node.advance_apply();
+            }
             group.fail_waiters_if_not_leader();
             pending.push(PendingPersist {
                 group_id,
                 number,
                 messages,
+                snapshot_index,
             });
         }
         if self.wal.has_pending() {
@@ -907,6 +914,7 @@ impl<D: Disk> Shard<D> {
             group_id,
             number,
             messages,
+            snapshot_index,
         } in pending
         {
             let Some(group) = self.groups.get_mut(&group_id) else {
@@ -915,6 +923,9 @@ impl<D: Disk> Shard<D> {
             self.outbox
                 .extend(messages.into_iter().map(|m| (group_id, m)));
             group.node.on_persist_ready(number);
+            if let Some(index) = snapshot_index {
+                group.node.advance_apply_to(index);
+            }
             if group.node.has_ready() {
                 self.dirty.insert(group_id);
             }
