@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::timer::Timer;
-use raft::eraftpb::{Message, MessageType, Snapshot};
+use raft::eraftpb::{Entry, Message, MessageType, Snapshot};
 use raft::{RawNode, StateRole};
 
 use crate::error::ShardError;
@@ -821,24 +821,7 @@ impl<D: Disk> Shard<D> {
                 }
             }
             let committed = ready.take_committed_entries();
-            let entries = ready.take_entries();
-            let mut locations = Vec::with_capacity(entries.len());
-            for entry in &entries {
-                let header = EntryHeader {
-                    term: entry.term,
-                    index: entry.index,
-                    entry_type: entry_type_byte(entry.get_entry_type()),
-                };
-                let (location, _) = self.wal.append(
-                    group_id,
-                    RecordKind::Entry,
-                    &[&header.encode(), &entry.data],
-                );
-                self.wal.note_entry(location, group_id, entry.index);
-                locations.push(location);
-            }
-            let truncated = group.node.mut_store().append(&entries, &locations);
-            group.on_persisted(&entries, truncated);
+            append_entries(&mut self.wal, group, &ready.take_entries());
             // Votes and append responses wait for the group commit (persisted messages).
             let messages = ready.take_persisted_messages();
             let number = ready.number();
@@ -1335,6 +1318,28 @@ fn poke_leader(group: &RaftGroup) -> Option<Message> {
     };
     poke.set_msg_type(MessageType::MsgHeartbeatResponse);
     Some(poke)
+}
+
+/// Queues a Ready's entries for the WAL and hands them to the group's log (Raft reads them
+/// from there at once; they are durable after the group commit).
+fn append_entries<D: Disk>(wal: &mut Wal<D>, group: &mut RaftGroup, entries: &[Entry]) {
+    let mut locations = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let header = EntryHeader {
+            term: entry.term,
+            index: entry.index,
+            entry_type: entry_type_byte(entry.get_entry_type()),
+        };
+        let (location, _) = wal.append(
+            group.id,
+            RecordKind::Entry,
+            &[&header.encode(), &entry.data],
+        );
+        wal.note_entry(location, group.id, entry.index);
+        locations.push(location);
+    }
+    let truncated = group.node.mut_store().append(entries, &locations);
+    group.on_persisted(entries, truncated);
 }
 
 /// Queues a group's new hard state for the WAL when its term or vote changed (they must be

@@ -563,20 +563,9 @@ async fn settle(cluster: &mut Cluster, rng: &mut StdRng, at: &str) {
     );
 }
 
-async fn run_seed(seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut cluster = Cluster::start().await;
-    for number in 0..STEPS {
-        let at = format!("seed {seed} step {number}");
-        step(&mut cluster, &mut rng, &at).await;
-        if number % 50 == 0 {
-            cluster.check_committed_prefixes(&at).await;
-        }
-    }
-    let at = format!("seed {seed} settled");
-    settle(&mut cluster, &mut rng, &at).await;
-    cluster.check_committed_prefixes(&at).await;
-    // Every replica holds every acknowledged batch at its offset, and the same log.
+/// After settling: every replica holds every acknowledged batch at its offset (unless its
+/// own retention let go of it), and the same log.
+async fn check_converged(cluster: &Cluster, at: &str) {
     for &group in &GROUPS {
         let logs: Vec<BTreeMap<i64, Bytes>> = {
             let mut logs = Vec::new();
@@ -640,6 +629,22 @@ async fn run_seed(seed: u64) {
             }
         }
     }
+}
+
+async fn run_seed(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut cluster = Cluster::start().await;
+    for number in 0..STEPS {
+        let at = format!("seed {seed} step {number}");
+        step(&mut cluster, &mut rng, &at).await;
+        if number % 50 == 0 {
+            cluster.check_committed_prefixes(&at).await;
+        }
+    }
+    let at = format!("seed {seed} settled");
+    settle(&mut cluster, &mut rng, &at).await;
+    cluster.check_committed_prefixes(&at).await;
+    check_converged(&cluster, &at).await;
     if std::env::var_os("CHRONIK_SIM_VERBOSE").is_some() {
         let terms: Vec<u64> = cluster.leaders.keys().map(|(_, t)| *t).collect();
         eprintln!(
