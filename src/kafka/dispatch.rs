@@ -14,7 +14,7 @@ use crate::runtime::context::ShardContext;
 
 /// (API, versions we accept). Produce advertises v0-v2 as Kafka 4.0 does (KAFKA-18659:
 /// librdkafka infers codec support from them) but only v3+ decodes.
-pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 9] {
+pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 10] {
     [
         (ApiKey::Produce, handlers::produce::VERSIONS),
         (ApiKey::Fetch, handlers::fetch::VERSIONS),
@@ -27,6 +27,10 @@ pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 9] {
         (
             ApiKey::FindCoordinator,
             handlers::find_coordinator::VERSIONS,
+        ),
+        (
+            ApiKey::OffsetForLeaderEpoch,
+            handlers::offset_for_leader_epoch::VERSIONS,
         ),
     ]
 }
@@ -129,6 +133,9 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
         }
         RequestKind::InitProducerId(req) => ResponseKind::InitProducerId(
             handlers::init_producer_id::handle(&ctx, version, req).await,
+        ),
+        RequestKind::OffsetForLeaderEpoch(req) => ResponseKind::OffsetForLeaderEpoch(
+            handlers::offset_for_leader_epoch::handle(&ctx, version, req).await,
         ),
         _ => {
             tracing::warn!("decoded an API that has no handler");

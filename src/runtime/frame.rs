@@ -39,6 +39,12 @@ pub enum ShardRequest {
     Describe {
         group_ids: Vec<u64>,
     },
+    /// OffsetForLeaderEpoch of one partition; `current_leader_epoch` -1 skips the fencing.
+    EpochEndOffset {
+        group_id: u64,
+        leader_epoch: i32,
+        current_leader_epoch: i32,
+    },
     Metadata(Arc<MetadataView>),
     /// Raft messages from a peer node for groups of this shard.
     Raft(Vec<(u64, raft::eraftpb::Message)>),
@@ -85,6 +91,16 @@ pub struct ListedOffset {
     pub leader_epoch: i32,
 }
 
+/// Why OffsetForLeaderEpoch cannot answer for a partition.
+#[derive(Debug)]
+pub enum EpochError {
+    Shard(ShardError),
+    /// The client knows a newer epoch than this leader (UNKNOWN_LEADER_EPOCH).
+    Unknown,
+    /// The client's epoch is older than this leader's (FENCED_LEADER_EPOCH).
+    Fenced,
+}
+
 #[derive(Debug, Clone)]
 pub struct PartitionDescription {
     pub leader: Option<u64>,
@@ -99,6 +115,7 @@ pub enum ShardReply {
     Waited,
     ListOffset(Result<ListedOffset, ShardError>),
     Describe(Vec<Option<PartitionDescription>>),
+    EpochEndOffset(Result<(i32, i64), EpochError>),
     MetadataApplied,
     Stepped,
     Controller(ControllerReply),

@@ -17,8 +17,8 @@ use chronik_shards::runtime::shard::{load_pieces, CommitReceiver, GroupSpec, Sha
 
 use super::context::ShardContext;
 use super::frame::{
-    AppendResult, ListedOffset, PartitionAppend, PartitionDescription, PartitionRead, ReadResult,
-    ShardReply, ShardRequest,
+    AppendResult, EpochError, ListedOffset, PartitionAppend, PartitionDescription, PartitionRead,
+    ReadResult, ShardReply, ShardRequest,
 };
 use crate::kafka::decompress::decompress_bounded;
 use crate::metadata::{MetadataView, TopicSettings};
@@ -47,6 +47,16 @@ pub fn execute(
             ShardRequest::Describe { group_ids } => {
                 ShardReply::Describe(describe(&ctx, &group_ids))
             }
+            ShardRequest::EpochEndOffset {
+                group_id,
+                leader_epoch,
+                current_leader_epoch,
+            } => ShardReply::EpochEndOffset(epoch_end_offset(
+                &ctx,
+                group_id,
+                leader_epoch,
+                current_leader_epoch,
+            )),
             ShardRequest::Metadata(view) => {
                 install_metadata(&ctx, view);
                 ShardReply::MetadataApplied
@@ -346,6 +356,25 @@ fn find_listed_batch(
             None => listed(-1, -1),
         },
     })
+}
+
+fn epoch_end_offset(
+    ctx: &ShardContext,
+    group_id: u64,
+    leader_epoch: i32,
+    current_leader_epoch: i32,
+) -> Result<(i32, i64), EpochError> {
+    let shard = ctx.shard.borrow();
+    let current = shard.leader_epoch(group_id).map_err(EpochError::Shard)?;
+    if current_leader_epoch >= 0 && current_leader_epoch > current {
+        return Err(EpochError::Unknown);
+    }
+    if current_leader_epoch >= 0 && current_leader_epoch < current {
+        return Err(EpochError::Fenced);
+    }
+    shard
+        .epoch_end_offset(group_id, leader_epoch)
+        .map_err(EpochError::Shard)
 }
 
 fn describe(ctx: &ShardContext, group_ids: &[u64]) -> Vec<Option<PartitionDescription>> {

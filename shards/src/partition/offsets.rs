@@ -16,6 +16,8 @@ pub struct BatchMeta {
     pub next_offset: i64,
     pub max_timestamp: i64,
     pub bytes: u32,
+    /// The leader epoch (Raft term) the batch was appended in.
+    pub leader_epoch: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +83,37 @@ impl PartitionOffsets {
             next_offset: base_offset + header.offset_count(),
             max_timestamp: header.max_timestamp,
             bytes: data_len,
+            leader_epoch: header.partition_leader_epoch,
         });
         self.retained_bytes += u64::from(data_len);
         Some(base_offset)
+    }
+
+    /// Kafka's OffsetForLeaderEpoch over this log (its `LeaderEpochFileCache::endOffsetFor`):
+    /// the largest epoch at or below `epoch` that appended a batch (or `epoch` itself when it
+    /// is older than every batch kept), and where the next epoch starts: the first batch of
+    /// a later epoch, or the log end. The current epoch ends at the log end; an epoch above
+    /// it is unknown: (-1, -1). A consumer compares this with its position to detect that
+    /// the log it read from was truncated.
+    pub fn end_offset_for_epoch(&self, epoch: i32, current_epoch: i32) -> (i32, i64) {
+        if epoch < 0 || epoch > current_epoch {
+            return (-1, -1);
+        }
+        if epoch == current_epoch {
+            return (epoch, self.log_end_offset());
+        }
+        let next_start = self
+            .batches
+            .iter()
+            .find(|b| b.leader_epoch > epoch)
+            .map_or(self.log_end_offset(), |b| b.base_offset);
+        let floor = self
+            .batches
+            .iter()
+            .rev()
+            .find(|b| b.leader_epoch <= epoch)
+            .map_or(epoch, |b| b.leader_epoch);
+        (floor, next_start)
     }
 
     /// Forgets entries from `raft_index` on (Raft replaced them).
@@ -194,6 +224,44 @@ mod tests {
         h[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
         h[57..61].copy_from_slice(&records.to_be_bytes());
         h
+    }
+
+    fn head_in_epoch(records: i32, epoch: i32) -> Vec<u8> {
+        let mut h = head(records, 0);
+        h[12..16].copy_from_slice(&epoch.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn epochs_end_where_the_next_one_starts() {
+        let mut offsets = PartitionOffsets::starting_at(0);
+        offsets.on_append(1, &head_in_epoch(2, 3), 100); // offsets 0-1, epoch 3
+        offsets.on_append(2, &head_in_epoch(3, 3), 100); // 2-4, epoch 3
+        offsets.on_append(3, &head_in_epoch(1, 5), 100); // 5, epoch 5
+        let current = 7;
+        assert_eq!(offsets.end_offset_for_epoch(3, current), (3, 5));
+        assert_eq!(
+            offsets.end_offset_for_epoch(4, current),
+            (3, 5),
+            "no batch in epoch 4"
+        );
+        assert_eq!(offsets.end_offset_for_epoch(5, current), (5, 6));
+        assert_eq!(offsets.end_offset_for_epoch(6, current), (5, 6));
+        assert_eq!(
+            offsets.end_offset_for_epoch(7, current),
+            (7, 6),
+            "current: log end"
+        );
+        assert_eq!(
+            offsets.end_offset_for_epoch(1, current),
+            (1, 0),
+            "older than the log"
+        );
+        assert_eq!(
+            offsets.end_offset_for_epoch(8, current),
+            (-1, -1),
+            "unknown epoch"
+        );
     }
 
     #[test]

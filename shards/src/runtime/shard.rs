@@ -652,6 +652,14 @@ impl<D: Disk> Shard<D> {
             .count()
     }
 
+    /// OffsetForLeaderEpoch on the leader: `(epoch, end offset)`, see
+    /// `PartitionOffsets::end_offset_for_epoch`.
+    pub fn epoch_end_offset(&self, group_id: u64, epoch: i32) -> Result<(i32, i64), ShardError> {
+        let offsets = self.read_offsets(group_id)?;
+        let current = self.leader_epoch(group_id)?;
+        Ok(offsets.end_offset_for_epoch(epoch, current))
+    }
+
     pub fn leader_epoch(&self, group_id: u64) -> Result<i32, ShardError> {
         Ok(self.group(group_id)?.term() as i32)
     }
