@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chronik_shards::partition::batch::BatchHeader;
 use chronik_shards::partition::offsets::RetentionLimits;
-use chronik_shards::runtime::shard::{GroupSpec, Shard, ShardConfig, ShardRef};
+use chronik_shards::runtime::shard::{AckWhen, GroupSpec, Shard, ShardConfig, ShardRef};
 use chronik_shards::sim::{run_pass, SimDisk};
 use chronik_shards::wal::WalConfig;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -71,9 +71,12 @@ fn propose_and_commit(c: &mut Criterion) {
             b.iter(|| {
                 let mut receivers = Vec::with_capacity(batches_per_pass);
                 for _ in 0..batches_per_pass {
-                    let proposed = shard
-                        .borrow_mut()
-                        .propose_batch(GROUP, &batch, &header, true);
+                    let proposed = shard.borrow_mut().propose_batch(
+                        GROUP,
+                        &batch,
+                        &header,
+                        AckWhen::Committed,
+                    );
                     let (_, receiver) = proposed.expect("leader");
                     receivers.push(receiver.expect("acks=all waits"));
                 }

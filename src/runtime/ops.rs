@@ -13,7 +13,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use chronik_shards::error::ShardError;
 use chronik_shards::partition::batch::BatchHeader;
 use chronik_shards::partition::offsets::RetentionLimits;
-use chronik_shards::runtime::shard::{load_pieces, CommitReceiver, GroupSpec, Shard};
+use chronik_shards::runtime::shard::{load_pieces, AckWhen, CommitReceiver, GroupSpec, Shard};
 
 use super::context::ShardContext;
 use super::frame::{
@@ -101,7 +101,12 @@ async fn append_many(
                 let header = BatchHeader::parse(&append.batch)
                     .map_err(|_| ShardError::OutcomeUnknown("batch header unreadable"))?;
                 check_in_sync(&shard, append)?;
-                shard.propose_batch(append.group_id, &append.batch, &header, acks != 0)
+                let ack = match acks {
+                    0 => AckWhen::Never,
+                    1 => AckWhen::LeaderDurable,
+                    _ => AckWhen::Committed,
+                };
+                shard.propose_batch(append.group_id, &append.batch, &header, ack)
             })
             .collect()
     };

@@ -43,6 +43,19 @@ pub type ProposalReply = oneshot::Sender<Result<u64, ShardError>>;
 struct Waiter {
     term: u64,
     reply: ProposalReply,
+    /// acks=1: answered once this leader's own write is durable, not on commit.
+    leader_durable: bool,
+}
+
+/// When a proposal is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckWhen {
+    /// acks=0: never.
+    Never,
+    /// acks=1: once the leader's own group commit made it durable.
+    LeaderDurable,
+    /// acks=all: once a quorum holds it (committed).
+    Committed,
 }
 
 pub struct RaftGroup {
@@ -237,6 +250,17 @@ impl RaftGroup {
         data: Vec<u8>,
         reply: Option<ProposalReply>,
     ) -> Result<u64, ShardError> {
+        self.propose_acked(data, reply, false)
+    }
+
+    /// `propose`, answered on this leader's durable write instead of on commit when
+    /// `leader_durable` is set (acks=1).
+    pub fn propose_acked(
+        &mut self,
+        data: Vec<u8>,
+        reply: Option<ProposalReply>,
+        leader_durable: bool,
+    ) -> Result<u64, ShardError> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -258,6 +282,7 @@ impl RaftGroup {
                 Waiter {
                     term: self.term(),
                     reply,
+                    leader_durable,
                 },
             );
         }
@@ -365,6 +390,27 @@ impl RaftGroup {
             offsets.on_commit(last);
             if offsets.high_watermark() > before {
                 self.wake_fetchers();
+            }
+        }
+    }
+
+    /// This leader's group commit made its entries up to `index` durable: acks=1 proposals
+    /// among them are answered now (they may still be lost if this leader fails before a
+    /// quorum holds them, as in Kafka).
+    pub fn answer_leader_durable(&mut self, index: u64) {
+        if !self.is_leader() {
+            return;
+        }
+        let term = self.term();
+        let durable: Vec<u64> = self
+            .waiters
+            .range(..=index)
+            .filter(|(_, w)| w.leader_durable && w.term == term)
+            .map(|(&i, _)| i)
+            .collect();
+        for index in durable {
+            if let Some(waiter) = self.waiters.remove(&index) {
+                let _ = waiter.reply.send(Ok(index));
             }
         }
     }

@@ -24,6 +24,7 @@ use raft::{RawNode, StateRole};
 
 use crate::error::ShardError;
 use crate::group::log::{entry_type_byte, GroupLog};
+pub use crate::group::AckWhen;
 use crate::group::{config::raft_config, Machine, RaftGroup, StateMachine};
 use crate::partition::batch::{self, BatchHeader};
 use crate::partition::offsets::{BatchMeta, PartitionOffsets, RetentionLimits};
@@ -88,6 +89,8 @@ struct PendingPersist {
     messages: Vec<Message>,
     /// A snapshot installed by this Ready: Raft may count it applied only once it is durable.
     snapshot_index: Option<u64>,
+    /// The last entry this Ready writes (acks=1 proposals up to it are answered when durable).
+    last_entry: Option<u64>,
 }
 
 /// Raft messages of one group to a peer replica (the `to` field names the replica).
@@ -560,7 +563,7 @@ impl<D: Disk> Shard<D> {
         group_id: u64,
         batch: &[u8],
         header: &BatchHeader,
-        wait: bool,
+        ack: AckWhen,
     ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
         let record_bytes_max = self.wal.config().record_bytes_max() - ENTRY_HEADER_BYTES - 64;
         if batch.len() > record_bytes_max {
@@ -598,13 +601,13 @@ impl<D: Disk> Shard<D> {
         }
         let mut data = batch.to_vec();
         batch::patch(&mut data, base_offset, group.term() as i32);
-        let (reply, receiver) = if wait {
+        let (reply, receiver) = if ack == AckWhen::Never {
+            (None, None)
+        } else {
             let (reply, receiver) = oneshot::channel();
             (Some(reply), Some(receiver))
-        } else {
-            (None, None)
         };
-        let raft_index = group.propose(data, reply)?;
+        let raft_index = group.propose_acked(data, reply, ack == AckWhen::LeaderDurable)?;
         group.note_batch_proposed(header, base_offset, raft_index);
         self.dirty.insert(group_id);
         self.ring();
@@ -829,7 +832,9 @@ impl<D: Disk> Shard<D> {
                 }
             }
             let committed = ready.take_committed_entries();
-            append_entries(&mut self.wal, group, &ready.take_entries());
+            let entries = ready.take_entries();
+            let last_entry = entries.last().map(|e| e.index);
+            append_entries(&mut self.wal, group, &entries);
             // Votes and append responses wait for the group commit (persisted messages).
             let messages = ready.take_persisted_messages();
             let number = ready.number();
@@ -844,6 +849,7 @@ impl<D: Disk> Shard<D> {
                 number,
                 messages,
                 snapshot_index,
+                last_entry,
             });
         }
         if self.wal.has_pending() {
@@ -906,6 +912,7 @@ impl<D: Disk> Shard<D> {
             number,
             messages,
             snapshot_index,
+            last_entry,
         } in pending
         {
             let Some(group) = self.groups.get_mut(&group_id) else {
@@ -914,6 +921,9 @@ impl<D: Disk> Shard<D> {
             self.outbox
                 .extend(messages.into_iter().map(|m| (group_id, m)));
             group.node.on_persist_ready(number);
+            if let Some(index) = last_entry {
+                group.answer_leader_durable(index);
+            }
             if let Some(index) = snapshot_index {
                 group.node.advance_apply_to(index);
             }

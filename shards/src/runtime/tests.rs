@@ -10,7 +10,7 @@ use std::time::Duration;
 use glommio::LocalExecutorBuilder;
 use rand::{Rng, SeedableRng};
 
-use super::shard::{run_pump, GroupSpec, Shard, ShardConfig, ShardRef};
+use super::shard::{run_pump, AckWhen, GroupSpec, Shard, ShardConfig, ShardRef};
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::partition::offsets::RetentionLimits;
 use crate::wal::{Disk, WalConfig};
@@ -145,9 +145,10 @@ async fn run_seed(seed: u64) {
                 .collect();
             let data = batch(&payload);
             let header = BatchHeader::parse(&data).expect("header");
-            let proposed = shard
-                .borrow_mut()
-                .propose_batch(GROUP, &data, &header, true);
+            let proposed =
+                shard
+                    .borrow_mut()
+                    .propose_batch(GROUP, &data, &header, AckWhen::Committed);
             let (offset, receiver) = proposed.expect("leader accepts");
             pending.push((offset, payload, receiver.expect("waits")));
             if i % rng.random_range(1..20) == 0 {

@@ -37,7 +37,9 @@ use rand::{Rng, SeedableRng};
 use super::{run_pass, SimDisk};
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::partition::offsets::RetentionLimits;
-use crate::runtime::shard::{load_pieces, CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef};
+use crate::runtime::shard::{
+    load_pieces, AckWhen, CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef,
+};
 use crate::runtime::tests::{batch, for_each_seed};
 use crate::transport::frame::{self, FrameDecoder, FrameKind};
 use crate::transport::wire::WireMessage;
@@ -342,7 +344,7 @@ impl Cluster {
         let term = shard.borrow().group_status(group).map_or(0, |s| s.term);
         let proposed = shard
             .borrow_mut()
-            .propose_batch(group, &data, &header, true);
+            .propose_batch(group, &data, &header, AckWhen::Committed);
         if let Ok((offset, Some(receiver))) = proposed {
             self.pending.push(Pending {
                 node: node.id,

@@ -23,7 +23,9 @@ use rand::Rng;
 use super::{run_pass, SimDisk};
 use crate::group::StateMachine;
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
-use crate::runtime::shard::{load_pieces, CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef};
+use crate::runtime::shard::{
+    load_pieces, AckWhen, CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef,
+};
 use crate::runtime::tests::{batch, install_partitions};
 use crate::wal::WalConfig;
 
@@ -252,10 +254,10 @@ pub(super) fn propose(life: &mut Life, model: &Model, rng: &mut StdRng) {
         let payload: Vec<u8> = (0..size).map(|_| rng.random()).collect();
         let data = batch(&payload);
         let header = BatchHeader::parse(&data).expect("header");
-        let proposed = life
-            .shard
-            .borrow_mut()
-            .propose_batch(group, &data, &header, true);
+        let proposed =
+            life.shard
+                .borrow_mut()
+                .propose_batch(group, &data, &header, AckWhen::Committed);
         let (offset, receiver) = proposed.expect("the leader accepts");
         life.pending
             .push((group, offset, payload, receiver.expect("waits")));
