@@ -82,6 +82,7 @@ impl From<&ControllerError> for ForwardedError {
             ControllerError::NotCommitted(text) => (4, text.clone()),
             ControllerError::MetadataTooLarge(bytes) => (5, bytes.to_string()),
             ControllerError::NotEnoughBrokers(count) => (6, count.to_string()),
+            ControllerError::NoController(text) => (7, text.clone()),
         };
         ForwardedError { kind, text }
     }
@@ -95,6 +96,7 @@ impl From<ForwardedError> for ControllerError {
             3 => ControllerError::NameCollision(error.text),
             5 => ControllerError::MetadataTooLarge(error.text.parse().unwrap_or(0)),
             6 => ControllerError::NotEnoughBrokers(error.text.parse().unwrap_or(0)),
+            7 => ControllerError::NoController(error.text),
             _ => ControllerError::NotCommitted(error.text),
         }
     }
@@ -201,7 +203,7 @@ fn decode_reply(forwarded: ForwardedReply) -> ControllerReply {
 /// Runs a request forwarded by a peer, on this node's controller (shard 0). Returns the
 /// encoded reply; undecodable input gets an error reply, never a panic.
 pub async fn serve(ctx: &Rc<ShardContext>, payload: &[u8]) -> Vec<u8> {
-    let not_leader = || ControllerError::NotCommitted("not the controller leader".into());
+    let not_leader = || ControllerError::NoController("not the controller leader".into());
     let reply = match ForwardedRequest::decode(payload) {
         Err(_) => ControllerReply::Topics(Vec::new()),
         Ok(forwarded) => {

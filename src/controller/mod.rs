@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use chronik_shards::error::ShardError;
 use chronik_shards::group::StateMachine;
 use glommio::sync::Semaphore;
 use prost::Message;
@@ -23,6 +24,7 @@ use state::{MetadataState, CONTROLLER_GROUP_ID};
 
 use crate::runtime::context::ShardContext;
 
+#[derive(Clone)]
 pub enum ControllerRequest {
     CreateTopics {
         topics: Vec<NewTopic>,
@@ -58,6 +60,10 @@ pub enum ControllerError {
     MetadataTooLarge(usize),
     #[error("the replication factor is larger than the {0} brokers")]
     NotEnoughBrokers(u32),
+    /// No controller leader can take the change now (an election, a cluster not yet
+    /// initialized): retriable, as Kafka's NOT_CONTROLLER.
+    #[error("no controller is available: {0}")]
+    NoController(String),
 }
 
 pub type TopicOutcome = (String, Result<TopicRecord, ControllerError>);
@@ -142,7 +148,10 @@ impl Controller {
             .shard
             .borrow_mut()
             .propose(CONTROLLER_GROUP_ID, command.encode_to_vec())
-            .map_err(|e| ControllerError::NotCommitted(e.to_string()))?;
+            .map_err(|e| match e {
+                ShardError::NotLeader { .. } => ControllerError::NoController(e.to_string()),
+                e => ControllerError::NotCommitted(e.to_string()),
+            })?;
         match receiver.await {
             Ok(Ok(_index)) => Ok(()),
             Ok(Err(error)) => Err(ControllerError::NotCommitted(error.to_string())),
@@ -181,7 +190,7 @@ impl Controller {
             return ControllerReply::Topics(Vec::new());
         };
         if !self.state.borrow().is_initialized() {
-            let error = ControllerError::NotCommitted("the cluster is not initialized yet".into());
+            let error = ControllerError::NoController("the cluster is not initialized yet".into());
             return refuse(request, error);
         }
         let outcomes = match request {

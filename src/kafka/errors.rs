@@ -73,5 +73,7 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::NotCommitted(_) => ResponseError::RequestTimedOut,
         ControllerError::MetadataTooLarge(_) => ResponseError::PolicyViolation,
         ControllerError::NotEnoughBrokers(_) => ResponseError::InvalidReplicationFactor,
+        // Retriable: clients refresh metadata and send it again.
+        ControllerError::NoController(_) => ResponseError::NotController,
     }
 }

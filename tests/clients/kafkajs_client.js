@@ -30,7 +30,13 @@ async function main() {
   const doomed = `${topic}-doomed`;
   await admin.createTopics({ topics: [{ topic: doomed, numPartitions: 1 }], waitForLeaders: true });
   await admin.deleteTopics({ topics: [doomed] });
-  const listed = await admin.listTopics();
+  // Metadata reaches the other brokers of a cluster a moment after the deletion is
+  // committed (as in Kafka): ask until the deleted topic is gone from the answer, bounded.
+  let listed = await admin.listTopics();
+  for (let tries = 0; tries < 50 && listed.includes(doomed); tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    listed = await admin.listTopics();
+  }
   const metadata = await admin.fetchTopicMetadata({ topics: [topic] });
 
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });

@@ -234,11 +234,12 @@ pub async fn handle(
                 Some((_, Err(error))) => {
                     error_result(&name, (errors::controller_error(&error), error.to_string()))
                 }
+                // No controller could be reached (an election): retriable.
                 None => error_result(
                     &name,
                     (
-                        ResponseError::RequestTimedOut,
-                        "controller did not answer".into(),
+                        ResponseError::NotController,
+                        "no controller is available".into(),
                     ),
                 ),
             }

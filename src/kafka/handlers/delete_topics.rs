@@ -73,7 +73,7 @@ pub async fn handle(
                 // The controller could not be reached or did not answer for it: every topic
                 // asked for gets an answer (clients fail on a missing one), and this one is
                 // retriable.
-                None => result.with_error_code(ResponseError::RequestTimedOut.code()),
+                None => result.with_error_code(ResponseError::NotController.code()),
             });
         }
     }

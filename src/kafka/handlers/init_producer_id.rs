@@ -10,7 +10,7 @@ use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::ProducerId;
 
-use crate::controller::{ControllerReply, ControllerRequest};
+use crate::controller::{ControllerError, ControllerReply, ControllerRequest};
 use crate::kafka::errors;
 use crate::runtime::context::ShardContext;
 
@@ -42,6 +42,10 @@ pub async fn handle(
         Some(ControllerReply::ProducerId(Ok(id))) => response
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
+        // The producer looks for another coordinator and asks again.
+        Some(ControllerReply::ProducerId(Err(ControllerError::NoController(_)))) => {
+            response.with_error_code(ResponseError::CoordinatorNotAvailable.code())
+        }
         Some(ControllerReply::ProducerId(Err(error))) => {
             response.with_error_code(errors::controller_error(&error).code())
         }

@@ -56,7 +56,13 @@ pub async fn handle(
         };
         topics.push(topic);
     }
-    let controller = ctx.node.controller_leader().map_or(-1, |id| id as i32);
+    // Any node takes admin requests (it forwards them), so while no controller leader is
+    // known this node names itself, as KRaft brokers name a live broker: clients such as
+    // kafkajs fail outright on -1.
+    let controller = ctx
+        .node
+        .controller_leader()
+        .unwrap_or(u64::from(ctx.config.node_id)) as i32;
     MetadataResponse::default()
         .with_brokers(brokers(ctx))
         .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.clone())))

@@ -37,11 +37,40 @@ pub async fn call_controller(
     }
 }
 
+/// How long a request waits for a controller leader (an election, a cluster starting) before
+/// it is answered with a retriable error. Kafka brokers that forward (KIP-590) wait the same
+/// way: clients such as kafkajs do not retry a per-topic NOT_CONTROLLER.
+const CONTROLLER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs a controller request where the controller leads: on this node's shard 0, or
 /// forwarded to the leading node (then answered once this node's metadata has caught up
-/// with the change, so the client can use what it created at once). None: no controller
-/// can be reached now (retriable).
+/// with the change, so the client can use what it created at once). While no controller
+/// leads, it waits (bounded by `CONTROLLER_WAIT`) and tries again. None: no controller could
+/// be reached (retriable).
 pub async fn controller_request(
+    ctx: &Rc<ShardContext>,
+    request: ControllerRequest,
+) -> Option<ControllerReply> {
+    let deadline = std::time::Instant::now() + CONTROLLER_WAIT;
+    loop {
+        let reply = controller_request_once(ctx, request.clone()).await;
+        let no_controller = match &reply {
+            None => true,
+            Some(ControllerReply::Topics(outcomes)) => outcomes
+                .iter()
+                .all(|(_, o)| matches!(o, Err(ControllerError::NoController(_)))),
+            Some(ControllerReply::ProducerId(outcome)) => {
+                matches!(outcome, Err(ControllerError::NoController(_)))
+            }
+        };
+        if !no_controller || std::time::Instant::now() >= deadline || ctx.stopping.get() {
+            return reply;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn controller_request_once(
     ctx: &Rc<ShardContext>,
     request: ControllerRequest,
 ) -> Option<ControllerReply> {
