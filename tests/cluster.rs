@@ -381,6 +381,36 @@ fn a_controlled_shutdown_under_load_shows_clients_only_retriable_errors() {
     assert_replicas_identical(&cluster, topic, 3);
 }
 
+/// Sends `count` messages `PREFIX-N` to partition 0 through `bootstrap` with `acks`, without
+/// retries, and returns how many were acknowledged within `timeout_ms`.
+fn produce_unretried(
+    bootstrap: &str,
+    topic: &str,
+    acks: &str,
+    prefix: &str,
+    count: usize,
+    timeout_ms: u64,
+) -> usize {
+    let timeout = timeout_ms.to_string();
+    let producer = producer(
+        bootstrap,
+        &[
+            ("acks", acks),
+            ("message.timeout.ms", &timeout),
+            ("retries", "0"),
+        ],
+    );
+    for n in 0..count {
+        let payload = format!("{prefix}-{n}");
+        let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+            .partition(0)
+            .payload(payload.as_bytes());
+        send_retry(&producer, record);
+    }
+    let _ = producer.flush(Duration::from_millis(timeout_ms + 5000));
+    producer.context().ok_count.load(Ordering::SeqCst)
+}
+
 #[test]
 fn a_leader_cut_off_from_its_followers_cannot_acknowledge() {
     let mut cluster = Cluster::start(3, 1);
@@ -394,49 +424,15 @@ fn a_leader_cut_off_from_its_followers_cannot_acknowledge() {
     }
     // acks=1 is the leader's own durable write: answered even alone, before check-quorum
     // makes it step down (and may be lost later, as in Kafka).
-    let leader_only = producer(
-        &format!("127.0.0.1:{}", cluster.nodes[old_leader].kafka_port),
-        &[
-            ("acks", "1"),
-            ("message.timeout.ms", "5000"),
-            ("retries", "0"),
-        ],
-    );
-    for n in 0..5 {
-        let payload = format!("lost-acks1-{n}");
-        let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .partition(0)
-            .payload(payload.as_bytes());
-        send_retry(&leader_only, record);
-    }
-    let _ = leader_only.flush(Duration::from_secs(10));
+    let leader_address = format!("127.0.0.1:{}", cluster.nodes[old_leader].kafka_port);
+    let acknowledged = produce_unretried(&leader_address, topic, "1", "lost-acks1", 5, 5000);
     assert_eq!(
-        leader_only.context().ok_count.load(Ordering::SeqCst),
-        5,
+        acknowledged, 5,
         "acks=1 is answered by the leader's own durable write"
     );
     // The leader alone cannot commit: nothing sent to it now may be acknowledged.
-    let lone = producer(
-        &format!("127.0.0.1:{}", cluster.nodes[old_leader].kafka_port),
-        &[
-            ("acks", "all"),
-            ("message.timeout.ms", "3000"),
-            ("retries", "0"),
-        ],
-    );
-    for n in 0..20 {
-        let payload = format!("lost-{n}");
-        let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-            .partition(0)
-            .payload(payload.as_bytes());
-        send_retry(&lone, record);
-    }
-    let _ = lone.flush(Duration::from_secs(10));
-    assert_eq!(
-        lone.context().ok_count.load(Ordering::SeqCst),
-        0,
-        "acknowledged while cut off"
-    );
+    let acknowledged = produce_unretried(&leader_address, topic, "all", "lost", 20, 3000);
+    assert_eq!(acknowledged, 0, "acknowledged while cut off");
     // The followers come back while the old leader is away: they elect one of themselves
     // and commit new data; then the old leader returns and follows. (What the old leader
     // sent before the followers stopped may still sit in their sockets' buffers, so its

@@ -7,24 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shards=${SHARDS:-1} partitions=${PARTITIONS:-4000} settle=${SETTLE_S:-15} window=${WINDOW_S:-10}
-bin=target/release/chronik
-work=$(mktemp -d "${TMPDIR:-/tmp}/chronik-idle.XXXXXX")
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-nodes=1=127.0.0.1:29192/127.0.0.1:30192,2=127.0.0.1:29193/127.0.0.1:30193,3=127.0.0.1:29194/127.0.0.1:30194
-for i in 1 2 3; do
-  "$bin" --node-id "$i" --data-dir "$work/node$i" --shards "$shards" \
-    --first-core $(( (i - 1) * shards )) --cluster-nodes "$nodes" >"$work/node$i.log" 2>&1 &
-  pids+=($!)
-done
-for port in 29192 29193 29194; do
-  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+# shellcheck source=tools/bench_lib.sh
+source tools/bench_lib.sh
+start_cluster "$shards" 29192
 target/release/examples/produce_load --bootstrap 127.0.0.1:29192 --topic idle \
   --partitions "$partitions" --messages 1 --size 100 >/dev/null
 sleep "$settle"

@@ -88,27 +88,8 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// Room to read into: the adapter reads straight into it, then calls `next_frame`.
-    pub fn buffer_mut(&mut self) -> &mut BytesMut {
-        &mut self.buffer
-    }
-
     pub fn extend(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
-    }
-
-    /// How many more bytes the frame being received needs (at least one when unknown).
-    pub fn wanted(&self) -> usize {
-        if self.buffer.len() < 4 {
-            return 4 - self.buffer.len();
-        }
-        let length = u32::from_be_bytes([
-            self.buffer[0],
-            self.buffer[1],
-            self.buffer[2],
-            self.buffer[3],
-        ]) as usize;
-        (4 + length).saturating_sub(self.buffer.len()).max(1)
     }
 
     /// The next whole frame, if one has arrived. An error means the stream is unusable.
