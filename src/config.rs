@@ -71,6 +71,16 @@ pub struct Cli {
     /// is a cluster of one.
     #[arg(long)]
     pub cluster_nodes: Option<String>,
+    /// Partitions of `__consumer_offsets` (fixed once the topic exists).
+    #[arg(long)]
+    pub offsets_topic_partitions: Option<u32>,
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`).
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// The shortest session timeout a group member may ask for.
+    #[arg(long)]
+    pub group_min_session_timeout_ms: Option<i32>,
 }
 
 /// One node of the static cluster description: its id and its two addresses. Ports are
@@ -119,6 +129,11 @@ pub struct FileConfig {
     pub peer_listen: Option<SocketAddr>,
     pub first_core: Option<usize>,
     pub default_replication_factor: Option<u32>,
+    pub offsets_topic_partitions: Option<u32>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    pub group_min_session_timeout_ms: Option<i32>,
+    pub group_max_session_timeout_ms: Option<i32>,
+    pub group_max_size: Option<usize>,
     pub cluster: Option<ClusterFile>,
 }
 
@@ -151,6 +166,8 @@ pub struct Config {
     pub default_replication_factor: u32,
     /// Shard i is pinned to core `first_core + i` (modulo the cores there are).
     pub first_core: usize,
+    pub offsets_topic_partitions: u32,
+    pub groups: crate::coordinator::group::GroupSettings,
 }
 
 /// The static cluster: every node (sorted by id) and where this one listens for peers.
@@ -243,6 +260,11 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let groups = group_settings(&cli, &file);
+        let offsets_topic_partitions = cli
+            .offsets_topic_partitions
+            .or(file.offsets_topic_partitions)
+            .unwrap_or(16);
         let node_id = cli.node_id.or(file.node_id).unwrap_or(1);
         let mut cluster_file = file.cluster.unwrap_or_default();
         let nodes = cluster_nodes(&cli, &mut cluster_file)?;
@@ -261,7 +283,7 @@ impl Config {
             None => (listen.ip().to_string(), listen.port()),
         };
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let config = Config {
+        let mut config = Config {
             data_dir: cli
                 .data_dir
                 .or(file.data_dir)
@@ -294,16 +316,14 @@ impl Config {
             default_replication_factor: file
                 .default_replication_factor
                 .unwrap_or_else(|| nodes.len().clamp(1, 3) as u32),
+            offsets_topic_partitions,
+            groups,
             cluster: ClusterConfig {
-                name: cluster_file
-                    .name
-                    .take()
-                    .unwrap_or_else(|| "chronik".to_string()),
+                name: cluster_file.name.take().unwrap_or_else(|| "chronik".into()),
                 nodes,
                 peer_listen,
             },
         };
-        let mut config = config;
         config.validate()?;
         Ok(config)
     }
@@ -337,6 +357,17 @@ impl Config {
             return invalid("intervals must be positive".into());
         }
         self.validate_cluster()?;
+        if self.offsets_topic_partitions == 0 || self.offsets_topic_partitions > 1000 {
+            return invalid("offsets_topic_partitions must be 1..=1000".into());
+        }
+        if self.groups.min_session_timeout_ms <= 0
+            || self.groups.min_session_timeout_ms > self.groups.max_session_timeout_ms
+            || self.groups.max_size == 0
+        {
+            return invalid(
+                "group session timeouts must be positive, min <= max; group_max_size >= 1".into(),
+            );
+        }
         if self.connection_requests_in_flight_max == 0
             || self.connection_requests_in_flight_max > 1024
         {
@@ -403,6 +434,22 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+/// Kafka's `group.*` settings, with Kafka's defaults.
+fn group_settings(cli: &Cli, file: &FileConfig) -> crate::coordinator::group::GroupSettings {
+    crate::coordinator::group::GroupSettings {
+        min_session_timeout_ms: cli
+            .group_min_session_timeout_ms
+            .or(file.group_min_session_timeout_ms)
+            .unwrap_or(6_000),
+        max_session_timeout_ms: file.group_max_session_timeout_ms.unwrap_or(1_800_000),
+        initial_rebalance_delay_ms: cli
+            .group_initial_rebalance_delay_ms
+            .or(file.group_initial_rebalance_delay_ms)
+            .unwrap_or(3_000),
+        max_size: file.group_max_size.unwrap_or(10_000),
     }
 }
 

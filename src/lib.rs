@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod coordinator;
 pub mod kafka;
 pub mod metadata;
 pub mod runtime;

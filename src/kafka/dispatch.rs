@@ -14,7 +14,7 @@ use crate::runtime::context::ShardContext;
 
 /// (API, versions we accept). Produce advertises v0-v2 as Kafka 4.0 does (KAFKA-18659:
 /// librdkafka infers codec support from them) but only v3+ decodes.
-pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 10] {
+pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 20] {
     [
         (ApiKey::Produce, handlers::produce::VERSIONS),
         (ApiKey::Fetch, handlers::fetch::VERSIONS),
@@ -32,6 +32,16 @@ pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 10] {
             ApiKey::OffsetForLeaderEpoch,
             handlers::offset_for_leader_epoch::VERSIONS,
         ),
+        (ApiKey::JoinGroup, handlers::join_group::VERSIONS),
+        (ApiKey::SyncGroup, handlers::sync_group::VERSIONS),
+        (ApiKey::Heartbeat, handlers::heartbeat::VERSIONS),
+        (ApiKey::LeaveGroup, handlers::leave_group::VERSIONS),
+        (ApiKey::OffsetCommit, handlers::offset_commit::VERSIONS),
+        (ApiKey::OffsetFetch, handlers::offset_fetch::VERSIONS),
+        (ApiKey::DescribeGroups, handlers::describe_groups::VERSIONS),
+        (ApiKey::ListGroups, handlers::list_groups::VERSIONS),
+        (ApiKey::DeleteGroups, handlers::delete_groups::VERSIONS),
+        (ApiKey::OffsetDelete, handlers::offset_delete::VERSIONS),
     ]
 }
 
@@ -43,6 +53,8 @@ pub fn supported_versions(api_key: ApiKey) -> Option<RangeInclusive<i16>> {
 }
 
 pub struct Request {
+    /// The client's address, as DescribeGroups reports a member's host.
+    pub client_host: String,
     pub api_key: ApiKey,
     pub version: i16,
     pub header: RequestHeader,
@@ -87,6 +99,7 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| DecodeError::Malformed(api_key, e.to_string()))?;
     Ok(Decoded::Request(Box::new(Request {
+        client_host: String::new(),
         api_key,
         version,
         header,
@@ -99,6 +112,7 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     correlation_id = request.header.correlation_id, shard = ctx.shard_id))]
 pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
     let Request {
+        client_host,
         api_key,
         version,
         header,
@@ -128,18 +142,28 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
         RequestKind::DeleteTopics(req) => {
             ResponseKind::DeleteTopics(handlers::delete_topics::handle(&ctx, version, req).await)
         }
-        RequestKind::FindCoordinator(req) => {
-            ResponseKind::FindCoordinator(handlers::find_coordinator::handle(&ctx, version, req))
-        }
+        RequestKind::FindCoordinator(req) => ResponseKind::FindCoordinator(
+            handlers::find_coordinator::handle(&ctx, version, req).await,
+        ),
         RequestKind::InitProducerId(req) => ResponseKind::InitProducerId(
             handlers::init_producer_id::handle(&ctx, version, req).await,
         ),
         RequestKind::OffsetForLeaderEpoch(req) => ResponseKind::OffsetForLeaderEpoch(
             handlers::offset_for_leader_epoch::handle(&ctx, version, req).await,
         ),
-        _ => {
-            tracing::warn!("decoded an API that has no handler");
-            return Reply::Close;
+        body => {
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let Some(response) =
+                handle_group_api(&ctx, version, body, client_id, client_host).await
+            else {
+                tracing::warn!("decoded an API that has no handler");
+                return Reply::Close;
+            };
+            response
         }
     };
     match encode_response(api_key, version, header.correlation_id, &response) {
@@ -149,6 +173,50 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
             Reply::Close
         }
     }
+}
+
+/// The consumer group APIs (None: not one of them).
+async fn handle_group_api(
+    ctx: &Rc<ShardContext>,
+    version: i16,
+    body: RequestKind,
+    client_id: String,
+    client_host: String,
+) -> Option<ResponseKind> {
+    let ctx = ctx.clone();
+    Some(match body {
+        RequestKind::JoinGroup(req) => ResponseKind::JoinGroup(
+            handlers::join_group::handle(&ctx, version, req, client_id, client_host).await,
+        ),
+        RequestKind::SyncGroup(req) => {
+            ResponseKind::SyncGroup(handlers::sync_group::handle(&ctx, req).await)
+        }
+        RequestKind::Heartbeat(req) => {
+            ResponseKind::Heartbeat(handlers::heartbeat::handle(&ctx, req).await)
+        }
+        RequestKind::LeaveGroup(req) => {
+            ResponseKind::LeaveGroup(handlers::leave_group::handle(&ctx, version, req).await)
+        }
+        RequestKind::OffsetCommit(req) => {
+            ResponseKind::OffsetCommit(handlers::offset_commit::handle(&ctx, req).await)
+        }
+        RequestKind::OffsetFetch(req) => {
+            ResponseKind::OffsetFetch(handlers::offset_fetch::handle(&ctx, version, req).await)
+        }
+        RequestKind::DescribeGroups(req) => {
+            ResponseKind::DescribeGroups(handlers::describe_groups::handle(&ctx, req).await)
+        }
+        RequestKind::ListGroups(req) => {
+            ResponseKind::ListGroups(handlers::list_groups::handle(&ctx, req).await)
+        }
+        RequestKind::DeleteGroups(req) => {
+            ResponseKind::DeleteGroups(handlers::delete_groups::handle(&ctx, req).await)
+        }
+        RequestKind::OffsetDelete(req) => {
+            ResponseKind::OffsetDelete(handlers::offset_delete::handle(&ctx, req).await)
+        }
+        _ => return None,
+    })
 }
 
 /// What the connection does with a request's outcome, in request order.

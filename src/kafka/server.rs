@@ -87,7 +87,11 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
             break;
         }
         let task = match dispatch::decode(frame) {
-            Ok(Decoded::Request(request)) => {
+            Ok(Decoded::Request(mut request)) => {
+                request.client_host = format!(
+                    "/{}",
+                    peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h)
+                );
                 let guard = InFlight::start(&ctx);
                 let ctx = ctx.clone();
                 glommio::spawn_local(async move {

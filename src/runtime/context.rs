@@ -17,6 +17,7 @@ use chronik_shards::runtime::shard::ShardRef;
 use super::frame::{RouteError, ShardMessage, ShardReply, ShardRequest};
 use crate::config::Config;
 use crate::controller::Controller;
+use crate::coordinator::service::GroupCoordinator;
 use crate::metadata::{MetadataView, TopicSettings};
 
 /// What the shards of one node share (atomics only: shards never lock).
@@ -109,6 +110,8 @@ pub struct ShardContext {
     pub requests_in_flight: Cell<usize>,
     /// Set at shutdown: connections take no new requests.
     pub stopping: Cell<bool>,
+    /// The consumer groups this shard coordinates.
+    pub groups: RefCell<GroupCoordinator>,
 }
 
 impl ShardContext {
@@ -119,6 +122,7 @@ impl ShardContext {
         shard: ShardRef,
         senders: Senders<ShardMessage>,
     ) -> Self {
+        let group_settings = config.groups;
         Self {
             shard_id,
             node,
@@ -130,6 +134,7 @@ impl ShardContext {
             controller: RefCell::new(None),
             requests_in_flight: Cell::new(0),
             stopping: Cell::new(false),
+            groups: RefCell::new(GroupCoordinator::new(group_settings)),
         }
     }
 

@@ -50,6 +50,11 @@ pub enum ShardRequest {
     Raft(Vec<(u64, raft::eraftpb::Message)>),
     /// Only shard 0 hosts the controller.
     Controller(ControllerRequest),
+    /// A group request for the coordinator of one `__consumer_offsets` partition.
+    Group {
+        partition: u64,
+        call: Box<crate::coordinator::GroupCall>,
+    },
 }
 
 /// One partition's batch for `ShardRequest::Append`.
@@ -119,6 +124,7 @@ pub enum ShardReply {
     MetadataApplied,
     Stepped,
     Controller(ControllerReply),
+    Group(crate::coordinator::GroupAnswer),
 }
 
 pub struct ShardMessage {

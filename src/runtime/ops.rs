@@ -68,6 +68,9 @@ pub fn execute(
                 }
                 ShardReply::Stepped
             }
+            ShardRequest::Group { partition, call } => ShardReply::Group(
+                crate::coordinator::service::execute(&ctx, partition, *call).await,
+            ),
             ShardRequest::Controller(request) => {
                 let controller = ctx.controller.borrow().clone();
                 match controller {

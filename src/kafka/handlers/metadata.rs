@@ -93,6 +93,21 @@ fn brokers(ctx: &ShardContext) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
+/// The address clients reach `node` at: this node's advertised listener, or the node's
+/// `kafka` address in the cluster description.
+pub fn broker_address(ctx: &ShardContext, node: u32) -> Option<(String, u16)> {
+    if node == ctx.config.node_id {
+        return Some((
+            ctx.config.advertised_host.clone(),
+            ctx.config.advertised_port,
+        ));
+    }
+    ctx.config
+        .cluster
+        .node(node)
+        .map(|n| split_host_port(&n.kafka))
+}
+
 fn split_host_port(address: &str) -> (String, u16) {
     match address.rsplit_once(':') {
         Some((host, port)) => (
@@ -171,5 +186,8 @@ async fn describe_topic(
         })
         .collect();
     let topic_id = uuid::Uuid::from_slice(&topic.topic_id).unwrap_or_default();
-    response.with_topic_id(topic_id).with_partitions(partitions)
+    response
+        .with_topic_id(topic_id)
+        .with_is_internal(crate::coordinator::is_internal_topic(&name))
+        .with_partitions(partitions)
 }

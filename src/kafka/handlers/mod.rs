@@ -3,14 +3,24 @@
 
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -20,6 +30,8 @@ use kafka_protocol::error::ResponseError;
 use crate::controller::{
     ControllerError, ControllerReply, ControllerRequest, NewTopic, TopicOutcome,
 };
+use crate::coordinator::service::refuse;
+use crate::coordinator::{partition_for, GroupAnswer, GroupCall, OFFSETS_TOPIC};
 use crate::kafka::{errors, topic_name};
 use crate::runtime::context::ShardContext;
 use crate::runtime::frame::{PartitionDescription, ShardReply, ShardRequest};
@@ -168,4 +180,90 @@ pub async fn describe(
         }
     }
     described
+}
+
+/// Creates `__consumer_offsets` if it does not exist yet (the first FindCoordinator of a
+/// group, as Kafka does), with the broker's replication factor and no retention: offsets
+/// stay until they are deleted or overwritten.
+pub async fn ensure_offsets_topic(ctx: &Rc<ShardContext>) -> Result<(), ResponseError> {
+    if ctx.metadata().topic(OFFSETS_TOPIC).is_some() {
+        return Ok(());
+    }
+    let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let topics = vec![NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: ctx.config.offsets_topic_partitions,
+        replication_factor: ctx.config.default_replication_factor,
+        configs,
+    }];
+    let outcomes = call_controller(
+        ctx,
+        ControllerRequest::CreateTopics {
+            topics,
+            validate_only: false,
+        },
+    )
+    .await;
+    match outcomes.first() {
+        Some((_, Ok(_))) | Some((_, Err(ControllerError::TopicAlreadyExists))) => {
+            tracing::info!("created {OFFSETS_TOPIC}");
+            Ok(())
+        }
+        Some((_, Err(error))) => {
+            tracing::warn!(%error, "cannot create {OFFSETS_TOPIC}");
+            Err(ResponseError::CoordinatorNotAvailable)
+        }
+        None => Err(ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+/// Where a group's coordinator runs on this node: (shard, Raft group of its offsets
+/// partition, the partition's replicas). NOT_COORDINATOR when this node holds no replica.
+pub fn group_partition(
+    ctx: &ShardContext,
+    group_id: &str,
+) -> Result<(usize, u64, Vec<u32>), ResponseError> {
+    let view = ctx.metadata();
+    let topic = view
+        .topic(OFFSETS_TOPIC)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let index = partition_for(group_id, topic.partitions.len());
+    let partition = topic
+        .partitions
+        .get(index)
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    Ok((
+        partition.shard as usize,
+        partition.group_id,
+        partition.replicas.clone(),
+    ))
+}
+
+/// Sends a group request to the coordinator of `group_id` on this node.
+pub async fn call_group(ctx: &Rc<ShardContext>, group_id: &str, call: GroupCall) -> GroupAnswer {
+    let me = ctx.config.node_id;
+    let (shard, partition) = match group_partition(ctx, group_id) {
+        Ok((_, _, replicas)) if !replicas.is_empty() && !replicas.contains(&me) => {
+            return refuse(call, ResponseError::NotCoordinator)
+        }
+        Ok((shard, partition, _)) => (shard, partition),
+        Err(error) => return refuse(call, error),
+    };
+    let fallback = call.clone();
+    match ctx
+        .call(
+            shard,
+            ShardRequest::Group {
+                partition,
+                call: Box::new(call),
+            },
+        )
+        .await
+    {
+        Ok(ShardReply::Group(answer)) => answer,
+        _ => refuse(fallback, ResponseError::CoordinatorNotAvailable),
+    }
 }

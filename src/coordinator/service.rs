@@ -1,0 +1,948 @@
+//! The group coordinator of one shard: the groups of the `__consumer_offsets` partitions this
+//! shard leads, loaded from those partitions, with every change written to them first.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{
+    GroupId, JoinGroupResponse, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+
+use chronik_shards::error::ShardError;
+use chronik_shards::partition::batch::BatchHeader;
+use chronik_shards::runtime::shard::{load_pieces, AckWhen};
+
+use super::group::{Group, GroupSettings, GroupState, JoinRequest, JoinResult, Reply, SyncStep};
+use super::records::{encode_batch, CommittedOffset, OffsetsRecord};
+use super::{FetchedOffset, GroupAnswer, GroupCall, ListedGroup};
+use crate::runtime::context::ShardContext;
+
+/// Kafka's `offset.metadata.max.bytes`.
+const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Records per batch the coordinator writes (a commit of many partitions is split).
+const RECORDS_PER_BATCH_MAX: usize = 1000;
+/// How much of the partition one read step loads while a coordinator loads.
+const LOAD_READ_BYTES: usize = 1 << 20;
+/// How often sessions and rebalance deadlines are checked.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// The groups of one offsets partition, valid for one leader term.
+struct OffsetsPartition {
+    term: i32,
+    loaded: bool,
+    groups: BTreeMap<String, Group>,
+}
+
+pub struct GroupCoordinator {
+    partitions: BTreeMap<u64, OffsetsPartition>,
+    settings: GroupSettings,
+    started: Instant,
+}
+
+impl GroupCoordinator {
+    pub fn new(settings: GroupSettings) -> Self {
+        Self {
+            partitions: BTreeMap::new(),
+            settings,
+            started: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn group_mut(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
+        self.partitions
+            .get_mut(&partition)?
+            .groups
+            .get_mut(group_id)
+    }
+
+    fn group_or_new(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
+        let settings = self.settings;
+        let groups = &mut self.partitions.get_mut(&partition)?.groups;
+        Some(
+            groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id.to_string(), settings)),
+        )
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn text(value: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(value.into())
+}
+
+/// Runs a group request on the shard that owns `partition` (a Raft group id).
+pub async fn execute(ctx: &Rc<ShardContext>, partition: u64, call: GroupCall) -> GroupAnswer {
+    if let GroupCall::List = call {
+        return GroupAnswer::List(list(ctx).await);
+    }
+    if let Err(error) = ensure_loaded(ctx, partition).await {
+        return refuse(call, error);
+    }
+    match call {
+        GroupCall::Join {
+            version,
+            request,
+            client_id,
+            client_host,
+        } => {
+            GroupAnswer::Join(join(ctx, partition, version, request, client_id, client_host).await)
+        }
+        GroupCall::Sync(request) => GroupAnswer::Sync(sync(ctx, partition, request).await),
+        GroupCall::Heartbeat(request) => {
+            let mut coordinator = ctx.groups.borrow_mut();
+            let now = coordinator.now_ms();
+            let code = match coordinator.group_mut(partition, &request.group_id) {
+                Some(group) => group.heartbeat(
+                    request.generation_id,
+                    &request.member_id,
+                    request.group_instance_id.as_deref(),
+                    now,
+                ),
+                None => ResponseError::UnknownMemberId.code(),
+            };
+            GroupAnswer::Heartbeat(code)
+        }
+        GroupCall::Leave { version, request } => {
+            GroupAnswer::Leave(leave(ctx, partition, version, request))
+        }
+        GroupCall::Commit(request) => GroupAnswer::Commit(commit(ctx, partition, request).await),
+        GroupCall::FetchOffsets { group, topics } => {
+            GroupAnswer::FetchOffsets(Ok(fetch_offsets(ctx, partition, &group, topics)))
+        }
+        GroupCall::Describe(group) => GroupAnswer::Describe(describe(ctx, partition, group)),
+        GroupCall::Delete(group) => GroupAnswer::Delete(delete(ctx, partition, &group).await),
+        GroupCall::DeleteOffsets(request) => {
+            GroupAnswer::DeleteOffsets(delete_offsets(ctx, partition, request).await)
+        }
+        GroupCall::List => unreachable!("answered above"),
+    }
+}
+
+/// The answer to `call` when the coordinator cannot take it (`error`).
+pub fn refuse(call: GroupCall, error: ResponseError) -> GroupAnswer {
+    let code = error.code();
+    match call {
+        GroupCall::Join { request, .. } => GroupAnswer::Join(
+            JoinGroupResponse::default()
+                .with_error_code(code)
+                .with_generation_id(-1)
+                .with_member_id(request.member_id),
+        ),
+        GroupCall::Sync(_) => GroupAnswer::Sync(SyncGroupResponse::default().with_error_code(code)),
+        GroupCall::Heartbeat(_) => GroupAnswer::Heartbeat(code),
+        GroupCall::Leave { .. } => {
+            GroupAnswer::Leave(LeaveGroupResponse::default().with_error_code(code))
+        }
+        GroupCall::Commit(request) => GroupAnswer::Commit(commit_failed(&request, code)),
+        GroupCall::FetchOffsets { .. } => GroupAnswer::FetchOffsets(Err(code)),
+        GroupCall::Describe(group) => GroupAnswer::Describe(
+            DescribedGroup::default()
+                .with_group_id(GroupId(text(group)))
+                .with_error_code(code),
+        ),
+        GroupCall::Delete(_) => GroupAnswer::Delete(code),
+        GroupCall::DeleteOffsets(_) => {
+            GroupAnswer::DeleteOffsets(OffsetDeleteResponse::default().with_error_code(code))
+        }
+        GroupCall::List => GroupAnswer::List(Vec::new()),
+    }
+}
+
+// ---- leadership and loading ----
+
+/// Makes sure this shard coordinates `partition` for its current leader term, loading the
+/// groups from the partition the first time (per term). NOT_COORDINATOR when another node
+/// leads; COORDINATOR_LOAD_IN_PROGRESS while the partition is read back or the new leader
+/// has not committed an entry of its term yet (both retriable).
+pub async fn ensure_loaded(ctx: &Rc<ShardContext>, partition: u64) -> Result<(), ResponseError> {
+    let me = u64::from(ctx.config.node_id);
+    let term = {
+        let shard = ctx.shard.borrow();
+        if shard.leader_of(partition) != Some(me) {
+            return Err(ResponseError::NotCoordinator);
+        }
+        if shard.read_offsets(partition).is_err() {
+            return Err(ResponseError::CoordinatorLoadInProgress);
+        }
+        shard
+            .leader_epoch(partition)
+            .map_err(|_| ResponseError::NotCoordinator)?
+    };
+    {
+        let mut coordinator = ctx.groups.borrow_mut();
+        match coordinator.partitions.get(&partition) {
+            Some(p) if p.term == term && p.loaded => return Ok(()),
+            Some(p) if p.term == term => return Err(ResponseError::CoordinatorLoadInProgress),
+            _ => {}
+        }
+        // A previous term's groups go (their waiters answer NOT_COORDINATOR).
+        coordinator.partitions.insert(
+            partition,
+            OffsetsPartition {
+                term,
+                loaded: false,
+                groups: BTreeMap::new(),
+            },
+        );
+    }
+    let loaded = load_groups(ctx, partition).await;
+    let mut coordinator = ctx.groups.borrow_mut();
+    let still_ours = coordinator
+        .partitions
+        .get(&partition)
+        .is_some_and(|p| p.term == term && !p.loaded);
+    match loaded {
+        Ok(groups) if still_ours => {
+            tracing::info!(partition, term, groups = groups.len(), "coordinator loaded");
+            let entry = coordinator.partitions.get_mut(&partition);
+            if let Some(entry) = entry {
+                entry.groups = groups;
+                entry.loaded = true;
+            }
+            Ok(())
+        }
+        Ok(_) => Err(ResponseError::CoordinatorLoadInProgress),
+        Err(error) => {
+            tracing::warn!(partition, %error, "coordinator could not load its partition");
+            coordinator.partitions.remove(&partition);
+            Err(ResponseError::CoordinatorLoadInProgress)
+        }
+    }
+}
+
+/// Reads the partition from its start to the high watermark and replays it.
+async fn load_groups(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+) -> Result<BTreeMap<String, Group>, ShardError> {
+    let (settings, now) = {
+        let coordinator = ctx.groups.borrow();
+        (coordinator.settings, coordinator.now_ms())
+    };
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    let (mut offset, end) = {
+        let shard = ctx.shard.borrow();
+        let offsets = shard.read_offsets(partition)?;
+        (offsets.log_start_offset(), offsets.high_watermark())
+    };
+    while offset < end {
+        let plan = ctx
+            .shard
+            .borrow()
+            .plan_read(partition, offset, LOAD_READ_BYTES, true)?;
+        let batches = load_pieces(plan.pieces).await?;
+        if batches.is_empty() {
+            break;
+        }
+        for mut batch in batches {
+            let Ok(set) = RecordBatchDecoder::decode(&mut batch) else {
+                tracing::warn!(partition, offset, "skipping an unreadable offsets batch");
+                offset += 1;
+                continue;
+            };
+            for record in set.records {
+                offset = offset.max(record.offset + 1);
+                let Some(key) = &record.key else { continue };
+                let Some(decoded) = OffsetsRecord::decode(key, record.value.as_ref()) else {
+                    continue;
+                };
+                replay(&mut groups, decoded, record.offset, settings, now);
+            }
+        }
+    }
+    groups.retain(|_, g| !g.is_forgettable());
+    Ok(groups)
+}
+
+fn replay(
+    groups: &mut BTreeMap<String, Group>,
+    record: OffsetsRecord,
+    log_offset: i64,
+    settings: GroupSettings,
+    now_ms: u64,
+) {
+    let id = record.group().to_string();
+    let group = groups
+        .entry(id.clone())
+        .or_insert_with(|| Group::new(id, settings));
+    match record {
+        OffsetsRecord::Offset {
+            topic,
+            partition,
+            value,
+            ..
+        } => group.apply_offset(topic, partition, value, log_offset),
+        OffsetsRecord::Group {
+            value: Some(stored),
+            ..
+        } => group.restore(stored, now_ms),
+        OffsetsRecord::Group {
+            value: None,
+            group: id,
+        } => {
+            groups.insert(id.clone(), Group::new(id, settings));
+        }
+    }
+}
+
+/// Appends records to the partition and waits until they are committed (replicated and
+/// durable): the base offset of the first batch.
+async fn write(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    records: &[OffsetsRecord],
+) -> Result<i64, ShardError> {
+    let mut first_offset = None;
+    for chunk in records.chunks(RECORDS_PER_BATCH_MAX) {
+        let batch = encode_batch(chunk, wall_clock_ms());
+        let header = BatchHeader::parse(&batch)
+            .map_err(|_| ShardError::OutcomeUnknown("offsets batch unreadable"))?;
+        let (base_offset, receiver) =
+            ctx.shard
+                .borrow_mut()
+                .propose_batch(partition, &batch, &header, AckWhen::Committed)?;
+        if let Some(receiver) = receiver {
+            receiver
+                .await
+                .map_err(|_| ShardError::OutcomeUnknown("shard stopped while replicating"))??;
+        }
+        first_offset.get_or_insert(base_offset);
+    }
+    Ok(first_offset.unwrap_or(-1))
+}
+
+fn write_error(error: &ShardError) -> ResponseError {
+    match error {
+        ShardError::NotLeader { .. } | ShardError::UnknownGroup(_) | ShardError::GroupRemoved => {
+            ResponseError::NotCoordinator
+        }
+        ShardError::RecordTooLarge(_) => ResponseError::InvalidCommitOffsetSize,
+        // Retriable: the client sends the same commit again (commits are idempotent).
+        _ => ResponseError::CoordinatorNotAvailable,
+    }
+}
+
+/// The timer: drops partitions this shard no longer leads, expires sessions, completes
+/// rebalances whose time is up and stores groups that became empty.
+pub async fn run_timer(ctx: Rc<ShardContext>) {
+    loop {
+        glommio::timer::sleep(TICK).await;
+        let mut to_store = Vec::new();
+        {
+            let shard = ctx.shard.borrow();
+            let me = u64::from(ctx.config.node_id);
+            let mut coordinator = ctx.groups.borrow_mut();
+            let now = coordinator.now_ms();
+            coordinator.partitions.retain(|&partition, p| {
+                shard.leader_of(partition) == Some(me)
+                    && shard.leader_epoch(partition).ok() == Some(p.term)
+            });
+            for (&partition, p) in &mut coordinator.partitions {
+                for group in p.groups.values_mut() {
+                    group.tick(now);
+                    if group.take_needs_store() {
+                        to_store.push((
+                            partition,
+                            group.id.clone(),
+                            group.stored_record(wall_clock_ms()),
+                        ));
+                    }
+                }
+                p.groups
+                    .retain(|_, g| !g.is_forgettable() || g.state() != GroupState::Empty);
+            }
+        }
+        for (partition, group, stored) in to_store {
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                let record = OffsetsRecord::Group {
+                    group,
+                    value: Some(stored),
+                };
+                if let Err(error) = write(&ctx, partition, &[record]).await {
+                    tracing::debug!(partition, %error, "empty group not stored");
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+// ---- membership ----
+
+async fn join(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    version: i16,
+    request: kafka_protocol::messages::JoinGroupRequest,
+    client_id: String,
+    client_host: String,
+) -> JoinGroupResponse {
+    let join_request = JoinRequest {
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+        client_id,
+        client_host,
+        session_timeout_ms: request.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if version == 0 {
+            request.session_timeout_ms
+        } else {
+            request.rebalance_timeout_ms
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member: version >= 4,
+    };
+    let reply = {
+        let mut coordinator = ctx.groups.borrow_mut();
+        let now = coordinator.now_ms();
+        match coordinator.group_or_new(partition, &request.group_id) {
+            Some(group) => group.join(join_request, now),
+            None => Reply::Now(JoinResult {
+                error: ResponseError::NotCoordinator.code(),
+                generation_id: -1,
+                ..Default::default()
+            }),
+        }
+    };
+    let result = match reply {
+        Reply::Now(result) => result,
+        Reply::Later(receiver) => receiver.await.unwrap_or_else(|_| JoinResult {
+            error: ResponseError::NotCoordinator.code(),
+            generation_id: -1,
+            member_id: request.member_id.to_string(),
+            ..Default::default()
+        }),
+    };
+    let members = result
+        .members
+        .into_iter()
+        .map(|(member_id, instance, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(text(member_id))
+                .with_group_instance_id(instance.map(text))
+                .with_metadata(metadata)
+        })
+        .collect();
+    JoinGroupResponse::default()
+        .with_error_code(result.error)
+        .with_generation_id(result.generation_id)
+        .with_protocol_type(result.protocol_type.map(text))
+        // Before v7 the protocol name is not nullable.
+        .with_protocol_name(Some(text(result.protocol_name.unwrap_or_default())))
+        .with_leader(text(result.leader_id))
+        .with_member_id(text(result.member_id))
+        .with_members(members)
+}
+
+async fn sync(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    request: SyncGroupRequest,
+) -> SyncGroupResponse {
+    let failed = |error: ResponseError| SyncGroupResponse::default().with_error_code(error.code());
+    let step = {
+        let mut coordinator = ctx.groups.borrow_mut();
+        let now = coordinator.now_ms();
+        let Some(group) = coordinator.group_mut(partition, &request.group_id) else {
+            return failed(ResponseError::UnknownMemberId);
+        };
+        group.sync(
+            request.generation_id,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            request.protocol_type.as_deref(),
+            request.protocol_name.as_deref(),
+            request
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                .collect(),
+            now,
+        )
+    };
+    let receiver = match step {
+        SyncStep::Reply(Reply::Now(result)) => {
+            return sync_response(
+                result.error,
+                result.protocol_type,
+                result.protocol_name,
+                result.assignment,
+            )
+        }
+        SyncStep::Reply(Reply::Later(receiver)) => receiver,
+        SyncStep::Store {
+            generation_id,
+            receiver,
+        } => {
+            let stored = ctx
+                .groups
+                .borrow_mut()
+                .group_mut(partition, &request.group_id)
+                .map(|g| g.stored_record(wall_clock_ms()));
+            let ok = match stored {
+                Some(stored) => {
+                    let record = OffsetsRecord::Group {
+                        group: request.group_id.to_string(),
+                        value: Some(stored),
+                    };
+                    write(ctx, partition, &[record]).await.is_ok()
+                }
+                None => false,
+            };
+            let mut coordinator = ctx.groups.borrow_mut();
+            let now = coordinator.now_ms();
+            if let Some(group) = coordinator.group_mut(partition, &request.group_id) {
+                group.store_finished(generation_id, ok, now);
+            }
+            receiver
+        }
+    };
+    match receiver.await {
+        Ok(result) => sync_response(
+            result.error,
+            result.protocol_type,
+            result.protocol_name,
+            result.assignment,
+        ),
+        Err(_) => failed(ResponseError::NotCoordinator),
+    }
+}
+
+fn sync_response(
+    error: i16,
+    protocol_type: Option<String>,
+    protocol_name: Option<String>,
+    assignment: Bytes,
+) -> SyncGroupResponse {
+    SyncGroupResponse::default()
+        .with_error_code(error)
+        .with_protocol_type(protocol_type.map(text))
+        .with_protocol_name(protocol_name.map(text))
+        .with_assignment(assignment)
+}
+
+fn leave(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    version: i16,
+    request: kafka_protocol::messages::LeaveGroupRequest,
+) -> LeaveGroupResponse {
+    let mut coordinator = ctx.groups.borrow_mut();
+    let now = coordinator.now_ms();
+    let group = coordinator.group_mut(partition, &request.group_id);
+    if version < 3 {
+        let code = match group {
+            Some(group) => group.leave(&request.member_id, None, now),
+            None => ResponseError::UnknownMemberId.code(),
+        };
+        return LeaveGroupResponse::default().with_error_code(code);
+    }
+    let Some(group) = group else {
+        return LeaveGroupResponse::default()
+            .with_error_code(ResponseError::UnknownMemberId.code());
+    };
+    let members = request
+        .members
+        .into_iter()
+        .map(|member| {
+            let code = group.leave(&member.member_id, member.group_instance_id.as_deref(), now);
+            MemberResponse::default()
+                .with_member_id(member.member_id)
+                .with_group_instance_id(member.group_instance_id)
+                .with_error_code(code)
+        })
+        .collect();
+    LeaveGroupResponse::default().with_members(members)
+}
+
+// ---- offsets ----
+
+fn commit_failed(request: &OffsetCommitRequest, code: i16) -> OffsetCommitResponse {
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// OffsetCommit: checked against the group's generation, written, answered once committed.
+async fn commit(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group_id = request.group_id.to_string();
+    let checked = {
+        let mut coordinator = ctx.groups.borrow_mut();
+        let now = coordinator.now_ms();
+        match coordinator.group_or_new(partition, &group_id) {
+            Some(group) => group.check_commit(
+                request.generation_id_or_member_epoch,
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+                now,
+            ),
+            None => Err(ResponseError::NotCoordinator),
+        }
+    };
+    if let Err(error) = checked {
+        return commit_failed(&request, error.code());
+    }
+    let records = offset_records(&group_id, &request);
+    let written = write(ctx, partition, &records).await;
+    if let Ok(base_offset) = written {
+        apply_written(ctx, partition, &group_id, records, base_offset);
+    }
+    let written_code = written
+        .as_ref()
+        .map_or_else(|e| write_error(e).code(), |_| 0);
+    commit_response(&request, written_code)
+}
+
+/// The records of a commit (partitions whose metadata is too large are left out).
+fn offset_records(group_id: &str, request: &OffsetCommitRequest) -> Vec<OffsetsRecord> {
+    let now = wall_clock_ms();
+    let mut records = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            let metadata = p.committed_metadata.as_deref().unwrap_or("");
+            if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                continue;
+            }
+            records.push(OffsetsRecord::Offset {
+                group: group_id.to_string(),
+                topic: topic.name.to_string(),
+                partition: p.partition_index,
+                value: Some(CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: metadata.to_string(),
+                    commit_timestamp_ms: now,
+                }),
+            });
+        }
+    }
+    records
+}
+
+/// Offset records written from `base_offset` on take effect in the group.
+fn apply_written(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    group_id: &str,
+    records: Vec<OffsetsRecord>,
+    base_offset: i64,
+) {
+    let mut coordinator = ctx.groups.borrow_mut();
+    let Some(group) = coordinator.group_mut(partition, group_id) else {
+        return;
+    };
+    for (index, record) in records.into_iter().enumerate() {
+        if let OffsetsRecord::Offset {
+            topic,
+            partition,
+            value,
+            ..
+        } = record
+        {
+            group.apply_offset(topic, partition, value, base_offset + index as i64);
+        }
+    }
+}
+
+fn commit_response(request: &OffsetCommitRequest, written_code: i16) -> OffsetCommitResponse {
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let too_large = p
+                        .committed_metadata
+                        .as_ref()
+                        .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX);
+                    let code = if too_large {
+                        ResponseError::OffsetMetadataTooLarge.code()
+                    } else {
+                        written_code
+                    };
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+fn fetch_offsets(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<FetchedOffset> {
+    let mut coordinator = ctx.groups.borrow_mut();
+    let group = coordinator.group_mut(partition, group_id);
+    let lookup = |topic: &str, index: i32| {
+        let stored = group
+            .as_ref()
+            .and_then(|g| g.offsets.get(&(topic.to_string(), index)));
+        match stored {
+            Some(stored) => FetchedOffset {
+                topic: topic.to_string(),
+                partition: index,
+                offset: stored.committed.offset,
+                leader_epoch: stored.committed.leader_epoch,
+                metadata: stored.committed.metadata.clone(),
+            },
+            None => FetchedOffset {
+                topic: topic.to_string(),
+                partition: index,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: String::new(),
+            },
+        }
+    };
+    match topics {
+        Some(topics) => topics
+            .iter()
+            .flat_map(|(topic, partitions)| partitions.iter().map(|&p| lookup(topic, p)))
+            .collect(),
+        None => {
+            let keys: Vec<(String, i32)> = group
+                .as_ref()
+                .map(|g| g.offsets.keys().cloned().collect())
+                .unwrap_or_default();
+            keys.iter().map(|(topic, p)| lookup(topic, *p)).collect()
+        }
+    }
+}
+
+async fn delete_offsets(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    request: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let group_id = request.group_id.to_string();
+    let subscribed = {
+        let mut coordinator = ctx.groups.borrow_mut();
+        let Some(group) = coordinator.group_mut(partition, &group_id) else {
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::GroupIdNotFound.code());
+        };
+        if group.state() == GroupState::Dead {
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::GroupIdNotFound.code());
+        }
+        if !group.is_empty() && group.protocol_type() != Some("consumer") {
+            return OffsetDeleteResponse::default()
+                .with_error_code(ResponseError::NonEmptyGroup.code());
+        }
+        group.subscribed_topics()
+    };
+    let mut records = Vec::new();
+    for topic in &request.topics {
+        if subscribed.contains(topic.name.as_str()) {
+            continue;
+        }
+        for p in &topic.partitions {
+            records.push(OffsetsRecord::Offset {
+                group: group_id.clone(),
+                topic: topic.name.to_string(),
+                partition: p.partition_index,
+                value: None,
+            });
+        }
+    }
+    let written = write(ctx, partition, &records).await;
+    if let Ok(base_offset) = written {
+        apply_written(ctx, partition, &group_id, records, base_offset);
+    }
+    let written_code = written
+        .as_ref()
+        .map_or_else(|e| write_error(e).code(), |_| 0);
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let code = if subscribed.contains(topic.name.as_str()) {
+                ResponseError::GroupSubscribedToTopic.code()
+            } else {
+                written_code
+            };
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_partitions(partitions)
+                .with_name(topic.name)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
+}
+
+// ---- administration ----
+
+fn describe(ctx: &Rc<ShardContext>, partition: u64, group_id: String) -> DescribedGroup {
+    let mut coordinator = ctx.groups.borrow_mut();
+    let described = DescribedGroup::default().with_group_id(GroupId(text(group_id.clone())));
+    let Some(group) = coordinator.group_mut(partition, &group_id) else {
+        return described.with_group_state(text("Dead"));
+    };
+    let members = group
+        .describe_members()
+        .into_iter()
+        .map(|(id, instance, client_id, host, metadata, assignment)| {
+            DescribedGroupMember::default()
+                .with_member_id(text(id))
+                .with_group_instance_id(instance.map(text))
+                .with_client_id(text(client_id))
+                .with_client_host(text(host))
+                .with_member_metadata(metadata)
+                .with_member_assignment(assignment)
+        })
+        .collect();
+    described
+        .with_group_state(text(group.state().name()))
+        .with_protocol_type(text(group.protocol_type().unwrap_or("")))
+        .with_protocol_data(text(group.protocol_name().unwrap_or("")))
+        .with_members(members)
+}
+
+async fn delete(ctx: &Rc<ShardContext>, partition: u64, group_id: &str) -> i16 {
+    let records = {
+        let mut coordinator = ctx.groups.borrow_mut();
+        let Some(group) = coordinator.group_mut(partition, group_id) else {
+            return ResponseError::GroupIdNotFound.code();
+        };
+        match group.state() {
+            GroupState::Dead => return ResponseError::GroupIdNotFound.code(),
+            GroupState::Empty => {}
+            _ => return ResponseError::NonEmptyGroup.code(),
+        }
+        let mut records: Vec<OffsetsRecord> = group
+            .offsets
+            .keys()
+            .map(|(topic, p)| OffsetsRecord::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        records.push(OffsetsRecord::Group {
+            group: group_id.to_string(),
+            value: None,
+        });
+        records
+    };
+    if let Err(error) = write(ctx, partition, &records).await {
+        return write_error(&error).code();
+    }
+    let mut coordinator = ctx.groups.borrow_mut();
+    if let Some(p) = coordinator.partitions.get_mut(&partition) {
+        if let Some(mut group) = p.groups.remove(group_id) {
+            group.mark_dead();
+        }
+    }
+    0
+}
+
+/// Every group of the offsets partitions this shard leads (loading them if needed).
+async fn list(ctx: &Rc<ShardContext>) -> Vec<ListedGroup> {
+    let view = ctx.metadata();
+    let me = u64::from(ctx.config.node_id);
+    let partitions: Vec<u64> = view
+        .topic(super::OFFSETS_TOPIC)
+        .map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .filter(|p| p.shard as usize == ctx.shard_id)
+                .map(|p| p.group_id)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut listed = Vec::new();
+    for partition in partitions {
+        if ctx.shard.borrow().leader_of(partition) != Some(me) {
+            continue;
+        }
+        if ensure_loaded(ctx, partition).await.is_err() {
+            continue;
+        }
+        let coordinator = ctx.groups.borrow();
+        if let Some(p) = coordinator.partitions.get(&partition) {
+            listed.extend(
+                p.groups
+                    .values()
+                    .filter(|g| g.state() != GroupState::Dead)
+                    .map(|g| ListedGroup {
+                        group_id: g.id.clone(),
+                        protocol_type: g.protocol_type().unwrap_or("").to_string(),
+                        state: g.state().name(),
+                    }),
+            );
+        }
+    }
+    listed
+}

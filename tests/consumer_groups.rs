@@ -1,0 +1,376 @@
+//! Consumer groups with librdkafka: members share partitions without overlap, every message
+//! is consumed exactly once across rebalances (a member leaves, another joins), and committed
+//! offsets and membership survive `kill -9` of the broker.
+
+// A test reads as one scenario, top to bottom; the 70-line rule is for the broker.
+#![allow(clippy::too_many_lines)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use kafka_protocol::messages::ConsumerProtocolAssignment;
+use kafka_protocol::protocol::Decodable;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::producer::BaseRecord;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+/// Group settings that keep the tests short (the defaults are Kafka's: 3 s, 6 s).
+const FAST_GROUPS: &[&str] = &[
+    "--group-initial-rebalance-delay-ms",
+    "200",
+    "--group-min-session-timeout-ms",
+    "1000",
+];
+
+/// Commits the offsets stored so far before partitions are revoked, so the member that gets
+/// them next starts exactly after what this one processed.
+struct CommitOnRevoke;
+
+impl ClientContext for CommitOnRevoke {}
+
+impl ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+        }
+    }
+}
+
+fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer<CommitOnRevoke> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create_with_context(CommitOnRevoke)
+        .expect("create group consumer")
+}
+
+fn produce(bootstrap: &str, topic: &str, range: std::ops::Range<usize>, partitions: i32) {
+    let producer = producer(
+        bootstrap,
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    for i in range {
+        let payload = format!("m{i}");
+        let partition = (i % partitions as usize) as i32;
+        send_retry(
+            &producer,
+            BaseRecord::to(topic)
+                .partition(partition)
+                .payload(payload.as_bytes())
+                .key(payload.as_bytes()),
+        );
+    }
+    flush(&producer, Duration::from_secs(60));
+    assert_eq!(producer.context().err_count.load(Ordering::SeqCst), 0);
+}
+
+/// A member in its own thread: polls, records each payload, stores its offset and commits
+/// every 50 messages; on stop it commits what it stored and closes (LeaveGroup).
+struct Member {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+fn start_member(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    seen: Arc<Mutex<Vec<String>>>,
+) -> Member {
+    let consumer = group_consumer(bootstrap, group);
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let mut uncommitted = 0;
+        while !stopping.load(Ordering::SeqCst) {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    let payload = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                    seen.lock().expect("seen").push(payload.into_owned());
+                    consumer
+                        .store_offset_from_message(&message)
+                        .expect("store offset");
+                    uncommitted += 1;
+                    if uncommitted >= 50 {
+                        consumer
+                            .commit_consumer_state(CommitMode::Sync)
+                            .expect("commit");
+                        uncommitted = 0;
+                    }
+                }
+                Some(Err(error)) => eprintln!("consumer error (retried): {error}"),
+                None => {
+                    if uncommitted > 0 && consumer.commit_consumer_state(CommitMode::Sync).is_ok() {
+                        uncommitted = 0;
+                    }
+                }
+            }
+        }
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .or_else(|e| match e {
+                // Nothing stored since the last commit.
+                rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset,
+                ) => Ok(()),
+                other => Err(other),
+            })
+            .expect("final commit");
+        drop(consumer);
+    });
+    Member { stop, thread }
+}
+
+impl Member {
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("member thread");
+    }
+}
+
+fn wait_for_count(seen: &Mutex<Vec<String>>, count: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while seen.lock().expect("seen").len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "consumed {} of {count} within {timeout:?}",
+            seen.lock().expect("seen").len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// (state, member id -> assigned partitions) of a group, from DescribeGroups ("Dead" with
+/// no members when the coordinator does not know the group).
+fn describe_group(bootstrap: &str, group: &str) -> (String, BTreeMap<String, Vec<i32>>) {
+    let admin = consumer(bootstrap, &[]);
+    let list = admin
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("describe group");
+    let Some(info) = list.groups().iter().find(|g| g.name() == group) else {
+        return ("Dead".to_string(), BTreeMap::new());
+    };
+    let members = info
+        .members()
+        .iter()
+        .map(|m| {
+            let mut bytes = Bytes::copy_from_slice(m.assignment().unwrap_or_default());
+            let partitions = if bytes.len() < 2 {
+                Vec::new()
+            } else {
+                let version = bytes::Buf::get_i16(&mut bytes);
+                let assignment = ConsumerProtocolAssignment::decode(&mut bytes, version.min(3))
+                    .expect("assignment decodes");
+                assignment
+                    .assigned_partitions
+                    .into_iter()
+                    .flat_map(|t| t.partitions)
+                    .collect()
+            };
+            (m.id().to_string(), partitions)
+        })
+        .collect();
+    (info.state().to_string(), members)
+}
+
+/// Waits until the group is Stable with `members` members, and checks that no partition is
+/// assigned to two of them and that all `partitions` are assigned.
+fn wait_stable(bootstrap: &str, group: &str, members: usize, partitions: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (state, assigned) = describe_group(bootstrap, group);
+        if state == "Stable" && assigned.len() == members {
+            let all: Vec<i32> = assigned.values().flatten().copied().collect();
+            let distinct: BTreeSet<i32> = all.iter().copied().collect();
+            assert_eq!(
+                all.len(),
+                distinct.len(),
+                "a partition assigned twice: {assigned:?}"
+            );
+            assert_eq!(
+                distinct,
+                (0..partitions).collect(),
+                "not all assigned: {assigned:?}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} not stable with {members} members: {state} {assigned:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn assert_exactly_once(seen: &Mutex<Vec<String>>, total: usize) {
+    let seen = seen.lock().expect("seen");
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for payload in seen.iter() {
+        *counts.entry(payload.as_str()).or_default() += 1;
+    }
+    let duplicated: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).take(10).collect();
+    assert!(
+        duplicated.is_empty(),
+        "consumed more than once: {duplicated:?}"
+    );
+    let missing: Vec<usize> = (0..total)
+        .filter(|i| !counts.contains_key(format!("m{i}").as_str()))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "never consumed: {missing:?}");
+    assert_eq!(seen.len(), total);
+}
+
+#[test]
+fn three_members_share_twelve_partitions_exactly_once_across_rebalances() {
+    const PARTITIONS: i32 = 12;
+    const PHASE: usize = 2000;
+    let mut args = vec!["--default-partitions", "12"];
+    args.extend_from_slice(FAST_GROUPS);
+    let broker = Broker::start_with(2, &args, None);
+    let bootstrap = broker.bootstrap();
+    let (topic, group) = ("orders", "billing");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+
+    produce(&bootstrap, topic, 0..PHASE, PARTITIONS);
+    let a = start_member(&bootstrap, topic, group, seen.clone());
+    let b = start_member(&bootstrap, topic, group, seen.clone());
+    wait_stable(&bootstrap, group, 2, PARTITIONS);
+    wait_for_count(&seen, PHASE, Duration::from_secs(60));
+
+    // A third member joins: everyone's partitions are revoked and assigned again.
+    let c = start_member(&bootstrap, topic, group, seen.clone());
+    produce(&bootstrap, topic, PHASE..2 * PHASE, PARTITIONS);
+    wait_stable(&bootstrap, group, 3, PARTITIONS);
+    wait_for_count(&seen, 2 * PHASE, Duration::from_secs(60));
+
+    // One leaves: the other two take its partitions from its last commit.
+    b.stop();
+    produce(&bootstrap, topic, 2 * PHASE..3 * PHASE, PARTITIONS);
+    wait_stable(&bootstrap, group, 2, PARTITIONS);
+    wait_for_count(&seen, 3 * PHASE, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1)); // a duplicate would show up by now
+    a.stop();
+    c.stop();
+    assert_exactly_once(&seen, 3 * PHASE);
+
+    // Both gone: the group is empty, its offsets are the end of every partition.
+    let (state, members) = describe_group(&bootstrap, group);
+    assert_eq!((state.as_str(), members.len()), ("Empty", 0));
+    let probe = consumer(&bootstrap, &[("group.id", group)]);
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        wanted.add_partition(topic, p);
+    }
+    let committed = probe
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed offsets");
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            other => panic!("partition {} has no commit: {other:?}", e.partition()),
+        })
+        .sum();
+    assert_eq!(total, (3 * PHASE) as i64);
+}
+
+#[test]
+fn commits_and_membership_survive_kill_9() {
+    const PARTITIONS: i32 = 4;
+    const TOTAL: usize = 1000;
+    let mut args = vec!["--default-partitions", "4"];
+    args.extend_from_slice(FAST_GROUPS);
+    let mut broker = Broker::start_with(2, &args, None);
+    let bootstrap = broker.bootstrap();
+    let (topic, group) = ("payments", "ledger");
+    produce(&bootstrap, topic, 0..TOTAL, PARTITIONS);
+
+    // The first member reads part of the topic and commits exactly what it read.
+    let first = group_consumer(&bootstrap, group);
+    first.subscribe(&[topic]).expect("subscribe");
+    let mut read_first = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_first.len() < 400 {
+        assert!(
+            Instant::now() < deadline,
+            "first member read {}",
+            read_first.len()
+        );
+        if let Some(Ok(message)) = first.poll(Duration::from_millis(100)) {
+            read_first
+                .push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+            first.store_offset_from_message(&message).expect("store");
+        }
+    }
+    first
+        .commit_consumer_state(CommitMode::Sync)
+        .expect("commit");
+    let committed_before = first
+        .committed(Duration::from_secs(10))
+        .expect("committed")
+        .to_topic_map();
+    let (state, members_before) = describe_group(&bootstrap, group);
+    assert_eq!(state, "Stable");
+    assert_eq!(members_before.len(), 1);
+
+    broker.kill9();
+    broker.restart();
+
+    // The restarted coordinator knows the group, its member and its assignment.
+    let (state, members_after) = describe_group(&bootstrap, group);
+    assert_eq!(state, "Stable");
+    assert_eq!(members_after, members_before);
+    let probe = consumer(&bootstrap, &[("group.id", group)]);
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        wanted.add_partition(topic, p);
+    }
+    let committed_after = probe
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed offsets")
+        .to_topic_map();
+    assert_eq!(committed_after, committed_before);
+
+    // The first member leaves without committing more; a second one resumes exactly at the
+    // commits: together they read every message once.
+    drop(first);
+    let seen = Arc::new(Mutex::new(read_first));
+    let second = start_member(&bootstrap, topic, group, seen.clone());
+    wait_for_count(&seen, TOTAL, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    second.stop();
+    assert_exactly_once(&seen, TOTAL);
+
+    // An empty group can be deleted, with its offsets; a deleted group is gone.
+    let admin: rdkafka::admin::AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .expect("admin");
+    let options = rdkafka::admin::AdminOptions::new();
+    let results = futures::executor::block_on(admin.delete_groups(&[group], &options))
+        .expect("delete groups");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let again = futures::executor::block_on(admin.delete_groups(&[group], &options))
+        .expect("delete groups");
+    assert!(
+        matches!(
+            &again[0],
+            Err((_, rdkafka::types::RDKafkaErrorCode::GroupIdNotFound))
+        ),
+        "{again:?}"
+    );
+}
