@@ -1,7 +1,8 @@
 //! kafkajs, an independent client implementation (JavaScript: its own encoders, CRC-32C and
 //! record batches), creates and deletes topics, produces with an idempotent producer, plain
-//! and gzip, and reads offsets by time against a broker this test starts. librdkafka then
-//! reads every message back. `tools/test.sh` installs kafkajs into target/node;
+//! and gzip, reads offsets by time, and consumes in groups (commit, resume from the commits,
+//! two members sharing partitions) against a broker this test starts. librdkafka then reads
+//! every message back. `tools/test.sh` installs kafkajs into target/node;
 //! `CHRONIK_NODE_MODULES` names another node_modules that has it.
 
 // A test reads as one scenario, top to bottom; the 70-line rule is for the broker.
@@ -19,6 +20,8 @@ use rdkafka::message::{Headers, Message};
 
 const MESSAGES: usize = 200;
 const PARTITIONS: i32 = 3;
+/// Produced by the script's consumer group phase, after the first member committed.
+const GROUP_PHASE_MESSAGES: usize = 30;
 
 #[test]
 fn kafkajs_admin_and_idempotent_producer() {
@@ -70,6 +73,12 @@ fn run_kafkajs(bootstrap: &str, replication: u32, logs: &dyn Fn() -> String) {
         ("high_watermark_sum", "200"),
         ("low_watermarks", "0,0,0"),
         ("by_timestamp_from_start", "0,0,0"),
+        ("group_first_read", "200"),
+        ("group_committed_sum", "200"),
+        ("group_resumed", "30"),
+        ("group_resumed_first", "200"),
+        ("group_pair_members", "2"),
+        ("group_pair_read", "230"),
     ];
     for (name, value) in expected {
         assert_eq!(
@@ -85,10 +94,10 @@ fn run_kafkajs(bootstrap: &str, replication: u32, logs: &dyn Fn() -> String) {
         bootstrap,
         "from-kafkajs",
         PARTITIONS,
-        MESSAGES,
+        MESSAGES + GROUP_PHASE_MESSAGES,
         Duration::from_secs(30),
     );
-    assert_eq!(messages.len(), MESSAGES);
+    assert_eq!(messages.len(), MESSAGES + GROUP_PHASE_MESSAGES);
     let mut last_n: HashMap<i32, i64> = HashMap::new();
     for message in &messages {
         let value = String::from_utf8_lossy(message.payload().expect("value"));
@@ -98,6 +107,11 @@ fn run_kafkajs(bootstrap: &str, replication: u32, logs: &dyn Fn() -> String) {
             .unwrap_or_else(|| panic!("unexpected value {value}"));
         assert_eq!(i64::from(message.partition()), n % i64::from(PARTITIONS));
         assert_eq!(message.key(), Some(format!("key-{n}").as_bytes()));
+        let previous = last_n.insert(message.partition(), n);
+        assert!(previous.is_none_or(|p| p < n), "order within a partition");
+        if n >= MESSAGES as i64 {
+            continue; // the group phase's messages carry no headers
+        }
         let headers = message.headers().expect("headers");
         let header = |name: &str| {
             headers
@@ -108,7 +122,5 @@ fn run_kafkajs(bootstrap: &str, replication: u32, logs: &dyn Fn() -> String) {
         };
         assert_eq!(header("source").as_deref(), Some("kafkajs"));
         assert_eq!(header("n"), Some(n.to_string()));
-        let previous = last_n.insert(message.partition(), n);
-        assert!(previous.is_none_or(|p| p < n), "order within a partition");
     }
 }

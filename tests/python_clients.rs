@@ -1,6 +1,7 @@
 //! The Python clients people use most, confluent-kafka and kafka-python (idempotent by
-//! default), produce and consume against a broker this test starts. `tools/test.sh` installs
-//! them into target/python; `CHRONIK_PYTHON` names another interpreter that has them.
+//! default), produce, consume and consume in a consumer group (commit, resume from the commit)
+//! against a broker this test starts. `tools/test.sh` installs them into target/python;
+//! `CHRONIK_PYTHON` names another interpreter that has them.
 
 // A test reads as one scenario, top to bottom; the 70-line rule is for the broker.
 #![allow(clippy::too_many_lines)]
@@ -58,8 +59,14 @@ fn run_python_clients(bootstrap: &str, logs: &dyn Fn() -> String) {
         stdout.contains("confluent-kafka: 200 messages round-tripped"),
         "{stdout}"
     );
-    assert!(
-        stdout.contains("kafka-python: 200 messages round-tripped"),
-        "{stdout}"
-    );
+    for client in [
+        "kafka-python",
+        "confluent-kafka group",
+        "kafka-python group",
+    ] {
+        assert!(
+            stdout.contains(&format!("{client}: 200 messages round-tripped")),
+            "{client}\n{stdout}"
+        );
+    }
 }

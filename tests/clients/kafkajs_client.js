@@ -60,10 +60,10 @@ async function main() {
       messages,
     });
   }
-  await producer.disconnect();
 
   const offsets = await admin.fetchTopicOffsets(topic);
   const fromStart = await admin.fetchTopicOffsetsByTimestamp(topic, startedAt - 60_000);
+  const groups = await consumeInGroups(kafka, admin, producer);
   await admin.disconnect();
 
   const report = {
@@ -73,10 +73,77 @@ async function main() {
     high_watermark_sum: offsets.reduce((sum, o) => sum + Number(o.high), 0),
     low_watermarks: offsets.map((o) => o.low).join(','),
     by_timestamp_from_start: fromStart.map((o) => o.offset).join(','),
+    ...groups,
   };
   for (const [name, value] of Object.entries(report)) {
     console.log(`${name}=${value}`);
   }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitUntil(what, condition, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+// Consumer groups with kafkajs defaults: one member reads everything and commits on
+// disconnect; a new member of the group resumes after the commits; two members of another
+// group split the partitions between them.
+async function consumeInGroups(kafka, admin, producer) {
+  const group = `${topic}-readers`;
+  const seen = [];
+  const first = kafka.consumer({ groupId: group });
+  await first.connect();
+  await first.subscribe({ topics: [topic], fromBeginning: true });
+  await first.run({ eachMessage: async ({ message }) => { seen.push(message.value.toString()); } });
+  await waitUntil('the first member to read everything', () => seen.length >= BATCHES * PER_BATCH);
+  await first.disconnect();
+  const committed = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+  const committedSum = committed[0].partitions.reduce((sum, p) => sum + Number(p.offset), 0);
+
+  const more = [];
+  for (let n = BATCHES * PER_BATCH; n < BATCHES * PER_BATCH + 30; n++) {
+    more.push({ key: `key-${n}`, value: `kafkajs-${n}`, partition: n % PARTITIONS });
+  }
+  await producer.send({ topic, acks: -1, messages: more });
+  await producer.disconnect();
+  const resumed = [];
+  const second = kafka.consumer({ groupId: group });
+  await second.connect();
+  await second.subscribe({ topics: [topic], fromBeginning: true });
+  await second.run({ eachMessage: async ({ message }) => { resumed.push(message.value.toString()); } });
+  await waitUntil('the second member to read the new messages', () => resumed.length >= 30);
+  await sleep(500);
+  await second.disconnect();
+
+  const pair = `${topic}-pair`;
+  const pairSeen = new Set();
+  const members = [kafka.consumer({ groupId: pair }), kafka.consumer({ groupId: pair })];
+  for (const member of members) {
+    await member.connect();
+    await member.subscribe({ topics: [topic], fromBeginning: true });
+    await member.run({ eachMessage: async ({ message }) => { pairSeen.add(message.value.toString()); } });
+  }
+  let described;
+  await waitUntil('two members sharing the partitions', async () => {
+    described = (await admin.describeGroups([pair])).groups[0];
+    return described.state === 'Stable' && described.members.length === 2;
+  });
+  await waitUntil('the pair to read everything', () => pairSeen.size >= BATCHES * PER_BATCH + 30);
+  for (const member of members) await member.disconnect();
+
+  return {
+    group_first_read: seen.length,
+    group_committed_sum: committedSum,
+    group_resumed: resumed.length,
+    group_resumed_first: resumed.map((v) => Number(v.split('-')[1])).sort((a, b) => a - b)[0],
+    group_pair_members: described.members.length,
+    group_pair_read: pairSeen.size,
+  };
 }
 
 main().catch((error) => {

@@ -1,6 +1,7 @@
 """Produce and consume with the two common Python clients, each with its defaults (kafka-python
-3.x enables idempotence), consuming back by assigning partitions. Exits non-zero on any
-mismatch. Usage: python_clients.py BOOTSTRAP"""
+3.x enables idempotence), consuming back by assigning partitions, then in a consumer group: a
+member reads half and commits, a new member of the group resumes exactly there. Exits
+non-zero on any mismatch. Usage: python_clients.py BOOTSTRAP"""
 import sys
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -37,6 +38,30 @@ while len(got) < COUNT:
 consumer.close()
 check("confluent-kafka", got, want)
 
+
+def confluent_group_read(count):
+    """Reads `count` messages as a member of group ck-group and commits exactly them."""
+    member = Consumer({"bootstrap.servers": bootstrap, "group.id": "ck-group",
+                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    member.subscribe(["py-confluent"])
+    read = []
+    while len(read) < count:
+        message = member.poll(30)
+        if message is None:
+            sys.exit(f"confluent-kafka group: nothing more after {len(read)}")
+        if message.error():
+            sys.exit(f"confluent-kafka group error: {message.error()}")
+        read.append(message.value())
+        if len(read) == count:
+            member.commit(message=message, asynchronous=False)
+    member.close()
+    return read
+
+
+got = confluent_group_read(COUNT // 2)
+got += confluent_group_read(COUNT // 2)
+check("confluent-kafka group", got, want)
+
 want = [f"kp-{i}".encode() for i in range(COUNT)]
 producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
 futures = [producer.send("py-kafka-python", value, partition=0) for value in want]
@@ -55,3 +80,23 @@ for message in consumer:
         break
 consumer.close()
 check("kafka-python", got, want)
+
+
+def kafka_python_group_read(count):
+    """Reads `count` messages as a member of group kp-group and commits exactly them."""
+    member = KafkaConsumer("py-kafka-python", bootstrap_servers=bootstrap, group_id="kp-group",
+                           auto_offset_reset="earliest", enable_auto_commit=False,
+                           consumer_timeout_ms=30000)
+    read = []
+    for message in member:
+        read.append(message.value)
+        if len(read) == count:
+            break
+    member.commit()
+    member.close()
+    return read
+
+
+got = kafka_python_group_read(COUNT // 2)
+got += kafka_python_group_read(COUNT // 2)
+check("kafka-python group", got, want)
