@@ -1,6 +1,6 @@
 //! Consumer groups with librdkafka: members share partitions without overlap, every message
 //! is consumed exactly once across rebalances (a member leaves, another joins), and committed
-//! offsets and membership survive `kill -9` of the broker.
+//! offsets and membership survive `kill -9` of the broker, and of the coordinator in a cluster.
 
 // A test reads as one scenario, top to bottom; the 70-line rule is for the broker.
 #![allow(clippy::too_many_lines)]
@@ -373,4 +373,64 @@ fn commits_and_membership_survive_kill_9() {
         ),
         "{again:?}"
     );
+}
+
+/// The node coordinating `group`, asked of the node at `addr` (FindCoordinator v3).
+fn find_coordinator(addr: std::net::SocketAddr, group: &str) -> i32 {
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key_type(0);
+        let response: FindCoordinatorResponse = typed_request(addr, &request, 3);
+        if response.error_code == 0 {
+            return response.node_id.0;
+        }
+        assert!(Instant::now() < deadline, "no coordinator: {response:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn commits_survive_the_coordinators_kill_9_in_a_cluster() {
+    const PARTITIONS: i32 = 6;
+    const TOTAL: usize = 600;
+    let mut args = vec!["--default-partitions", "6"];
+    args.extend_from_slice(FAST_GROUPS);
+    let mut cluster = common::cluster::Cluster::configure(3, 1, &args);
+    for index in 0..3 {
+        cluster.start_node(index);
+    }
+    let bootstrap = cluster.bootstrap();
+    let (topic, group) = ("events", "audit");
+    produce(&bootstrap, topic, 0..TOTAL, PARTITIONS);
+
+    // A member reads half, commits exactly that and leaves.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let first = start_member(&bootstrap, topic, group, seen.clone());
+    wait_for_count(&seen, TOTAL / 2, Duration::from_secs(60));
+    first.stop();
+    let read_first = seen.lock().expect("seen").len();
+
+    // Its coordinator dies; the next leader of the group's offsets partition takes over from
+    // the replicated log.
+    let coordinator = find_coordinator(cluster.addr(0), group);
+    let index = cluster.index_of(coordinator);
+    cluster.kill9(index);
+    let survivor = cluster.addr((index + 1) % 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while find_coordinator(survivor, group) == coordinator {
+        assert!(Instant::now() < deadline, "no new coordinator after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let second = start_member(&bootstrap, topic, group, seen.clone());
+    wait_for_count(&seen, TOTAL, Duration::from_secs(90));
+    std::thread::sleep(Duration::from_secs(1));
+    second.stop();
+    assert!(read_first >= TOTAL / 2);
+    assert_exactly_once(&seen, TOTAL);
+    cluster.start_node(index);
 }
