@@ -945,3 +945,253 @@ impl Group {
         self.protocol_name.as_deref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTINGS: GroupSettings = GroupSettings {
+        min_session_timeout_ms: 1000,
+        max_session_timeout_ms: 60_000,
+        initial_rebalance_delay_ms: 100,
+        max_size: 10,
+    };
+
+    fn join_request(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_string(),
+            group_instance_id: instance.map(str::to_string),
+            client_id: "client".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 5_000,
+            protocol_type: "consumer".into(),
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from(p.to_string())))
+                .collect(),
+            require_known_member: true,
+        }
+    }
+
+    fn now(reply: Reply<JoinResult>) -> JoinResult {
+        match reply {
+            Reply::Now(result) => result,
+            Reply::Later(_) => panic!("expected an answer now"),
+        }
+    }
+
+    fn later(reply: Reply<JoinResult>) -> oneshot::Receiver<JoinResult> {
+        match reply {
+            Reply::Later(receiver) => receiver,
+            Reply::Now(result) => panic!("expected to wait, got {result:?}"),
+        }
+    }
+
+    fn answered<T>(receiver: &mut oneshot::Receiver<T>) -> T {
+        receiver
+            .try_recv()
+            .expect("not cancelled")
+            .expect("answered")
+    }
+
+    /// A new member's id (MEMBER_ID_REQUIRED first), and its pending join.
+    fn new_member(group: &mut Group, at: u64) -> (String, oneshot::Receiver<JoinResult>) {
+        let first = now(group.join(join_request("", None, &["range"]), at));
+        assert_eq!(first.error, ResponseError::MemberIdRequired.code());
+        let id = first.member_id;
+        let receiver = later(group.join(join_request(&id, None, &["range"]), at));
+        (id, receiver)
+    }
+
+    fn stable_pair() -> (Group, String, String) {
+        let mut group = Group::new("g".into(), SETTINGS);
+        let (a, mut join_a) = new_member(&mut group, 0);
+        let (b, mut join_b) = new_member(&mut group, 0);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        group.tick(50);
+        assert!(join_a.try_recv().expect("open").is_none(), "initial delay");
+        group.tick(100);
+        let (ra, rb) = (answered(&mut join_a), answered(&mut join_b));
+        assert_eq!((ra.generation_id, rb.generation_id), (1, 1));
+        let leader = ra.leader_id.clone();
+        assert_eq!(rb.leader_id, leader);
+        let (leader_result, follower_result) = if leader == a { (&ra, &rb) } else { (&rb, &ra) };
+        assert_eq!(
+            leader_result.members.len(),
+            2,
+            "the leader sees every member"
+        );
+        assert!(follower_result.members.is_empty());
+        assert_eq!(ra.protocol_name.as_deref(), Some("range"));
+        let assignments = vec![
+            (a.clone(), Bytes::from_static(b"for-a")),
+            (b.clone(), Bytes::from_static(b"for-b")),
+        ];
+        let follower = if leader == a { &b } else { &a };
+        let mut follower_sync = match group.sync(1, follower, None, None, None, vec![], 110) {
+            SyncStep::Reply(Reply::Later(receiver)) => receiver,
+            _ => panic!("a follower waits for the leader"),
+        };
+        let SyncStep::Store {
+            generation_id,
+            receiver: mut leader_sync,
+        } = group.sync(1, &leader, None, None, None, assignments, 120)
+        else {
+            panic!("the leader's assignment is stored first");
+        };
+        assert!(follower_sync.try_recv().expect("open").is_none());
+        group.store_finished(generation_id, true, 130);
+        assert_eq!(group.state(), GroupState::Stable);
+        let expected = |id: &str| if id == a { "for-a" } else { "for-b" };
+        assert_eq!(answered(&mut leader_sync).assignment, expected(&leader));
+        assert_eq!(answered(&mut follower_sync).assignment, expected(follower));
+        (group, a, b)
+    }
+
+    #[test]
+    fn two_members_join_sync_and_get_their_assignments() {
+        stable_pair();
+    }
+
+    #[test]
+    fn a_join_in_a_stable_group_starts_a_rebalance_heartbeats_report() {
+        let (mut group, a, b) = stable_pair();
+        let (c, mut join_c) = new_member(&mut group, 200);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(
+            group.heartbeat(1, &a, None, 210),
+            ResponseError::RebalanceInProgress.code()
+        );
+        let mut join_a = later(group.join(join_request(&a, None, &["range"]), 220));
+        assert!(
+            join_c.try_recv().expect("open").is_none(),
+            "b has not rejoined"
+        );
+        let mut join_b = later(group.join(join_request(&b, None, &["range"]), 230));
+        for receiver in [&mut join_a, &mut join_b, &mut join_c] {
+            assert_eq!(answered(receiver).generation_id, 2);
+        }
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+        assert_eq!(
+            group.heartbeat(1, &c, None, 240),
+            ResponseError::IllegalGeneration.code()
+        );
+        assert_eq!(group.heartbeat(2, &c, None, 240), 0);
+    }
+
+    #[test]
+    fn a_member_that_does_not_rejoin_in_time_is_dropped() {
+        let (mut group, a, b) = stable_pair();
+        assert_eq!(group.leave(&b, None, 200), 0);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        group.tick(300);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        // a never rejoins: at the rebalance deadline (5 s) it is out, the group is empty.
+        group.tick(200 + 5_000);
+        assert_eq!(group.state(), GroupState::Empty);
+        assert!(group.take_needs_store());
+        assert_eq!(
+            group.heartbeat(2, &a, None, 6_000),
+            ResponseError::UnknownMemberId.code()
+        );
+    }
+
+    #[test]
+    fn sessions_expire_without_heartbeats() {
+        let (mut group, a, b) = stable_pair();
+        group.tick(5_000);
+        assert_eq!(group.heartbeat(1, &a, None, 5_000), 0);
+        // b's session (10 s from its sync at 110) runs out; a heartbeat in time keeps a.
+        group.tick(10_200);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(
+            group.heartbeat(1, &b, None, 10_200),
+            ResponseError::UnknownMemberId.code()
+        );
+    }
+
+    #[test]
+    fn commits_are_checked_against_the_generation() {
+        let (mut group, a, _) = stable_pair();
+        assert!(group.check_commit(1, &a, None, 200).is_ok());
+        assert_eq!(
+            group.check_commit(0, &a, None, 200),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            group.check_commit(1, "stranger", None, 200),
+            Err(ResponseError::UnknownMemberId)
+        );
+        // Standalone commits (generation -1, no member) only for a group without members.
+        assert!(group.check_commit(-1, "", None, 200).is_err());
+        let mut empty = Group::new("e".into(), SETTINGS);
+        assert!(empty.check_commit(-1, "", None, 0).is_ok());
+    }
+
+    #[test]
+    fn later_writes_win_whatever_order_they_complete_in() {
+        let mut group = Group::new("g".into(), SETTINGS);
+        let committed = |offset| CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        };
+        group.apply_offset("t".into(), 0, Some(committed(20)), 8);
+        group.apply_offset("t".into(), 0, Some(committed(10)), 7);
+        assert_eq!(group.offsets[&("t".to_string(), 0)].committed.offset, 20);
+        group.apply_offset("t".into(), 0, None, 9);
+        assert!(group.offsets.is_empty());
+    }
+
+    #[test]
+    fn a_static_member_rejoining_takes_its_place_and_fences_the_old_id() {
+        let mut group = Group::new("g".into(), SETTINGS);
+        let mut join = later(group.join(join_request("", Some("i1"), &["range"]), 0));
+        group.tick(100);
+        let first = answered(&mut join);
+        let SyncStep::Store { generation_id, .. } =
+            group.sync(1, &first.member_id, Some("i1"), None, None, vec![], 100)
+        else {
+            panic!("the only member leads");
+        };
+        group.store_finished(generation_id, true, 100);
+        // The same instance restarts with no member id: a new id, and the old one is fenced.
+        let mut again = later(group.join(join_request("", Some("i1"), &["range"]), 200));
+        let second = answered(&mut again);
+        assert_ne!(second.member_id, first.member_id);
+        assert_eq!(
+            group.heartbeat(second.generation_id, &first.member_id, Some("i1"), 300),
+            ResponseError::FencedInstanceId.code()
+        );
+    }
+
+    #[test]
+    fn incompatible_protocols_and_bad_timeouts_are_refused() {
+        let (mut group, _, _) = stable_pair();
+        let refused = now(group.join(join_request("", None, &["roundrobin"]), 200));
+        assert_eq!(
+            refused.error,
+            ResponseError::InconsistentGroupProtocol.code()
+        );
+        let mut request = join_request("", None, &["range"]);
+        request.session_timeout_ms = 10;
+        assert_eq!(
+            now(group.join(request, 200)).error,
+            ResponseError::InvalidSessionTimeout.code()
+        );
+    }
+
+    #[test]
+    fn a_restored_group_is_stable_with_its_members() {
+        let (group, a, b) = stable_pair();
+        let stored = group.stored_record(0);
+        let mut restored = Group::new("g".into(), SETTINGS);
+        restored.restore(stored, 1_000);
+        assert_eq!(restored.state(), GroupState::Stable);
+        assert_eq!(restored.generation_id(), 1);
+        assert_eq!(restored.heartbeat(1, &a, None, 1_100), 0);
+        assert_eq!(restored.heartbeat(1, &b, None, 1_100), 0);
+    }
+}

@@ -111,7 +111,12 @@ pub async fn auto_create(
     let view = ctx.metadata();
     let missing: BTreeSet<String> = names
         .into_iter()
-        .filter(|name| view.topic(name).is_none() && topic_name::validate(name).is_ok())
+        .filter(|name| {
+            view.topic(name).is_none()
+                && topic_name::validate(name).is_ok()
+                // Internal topics are created by the broker itself, with their own settings.
+                && !crate::coordinator::is_internal_topic(name)
+        })
         .collect();
     let mut refused = BTreeMap::new();
     if missing.is_empty() {

@@ -93,6 +93,10 @@ fn plan_partition(
     if let Err(reason) = topic_name::validate(topic) {
         return failed(index, ResponseError::InvalidTopicException, reason);
     }
+    if crate::coordinator::is_internal_topic(topic) {
+        let message = format!("{topic} is internal: only the broker writes to it");
+        return failed(index, ResponseError::InvalidTopicException, message);
+    }
     let Some(record) = view.topic(topic) else {
         return failed(
             index,
