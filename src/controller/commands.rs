@@ -12,6 +12,28 @@ pub struct Command {
     pub delete_topic: Option<DeleteTopic>,
     #[prost(message, optional, tag = "4")]
     pub allocate_producer_ids: Option<AllocateProducerIds>,
+    #[prost(message, optional, tag = "5")]
+    pub alter_configs: Option<AlterTopicConfigs>,
+    #[prost(message, optional, tag = "6")]
+    pub create_partitions: Option<CreatePartitions>,
+}
+
+/// Replaces a topic's configs (the controller computed the new set from its state).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlterTopicConfigs {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Grows a topic to `count` partitions (new ones placed like a new topic's).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreatePartitions {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
 }
 
 /// Reserves the next `count` producer ids (idempotent producers), never handed out twice.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use prost::Message;
 
 use super::commands::TopicRecord;
-use super::{ControllerError, ControllerReply, ControllerRequest, NewTopic};
+use super::{
+    ConfigChange, ConfigOp, ControllerError, ControllerReply, ControllerRequest, NewTopic,
+};
 use crate::runtime::context::ShardContext;
 use crate::runtime::frame::{ShardReply, ShardRequest};
 
@@ -26,6 +28,38 @@ struct ForwardedRequest {
     delete: Vec<String>,
     #[prost(bool, tag = "4")]
     allocate_producer_id: bool,
+    #[prost(message, optional, tag = "5")]
+    alter: Option<ForwardedAlter>,
+    #[prost(message, optional, tag = "6")]
+    grow: Option<ForwardedGrow>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ForwardedAlter {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(bool, tag = "2")]
+    replace: bool,
+    #[prost(message, repeated, tag = "3")]
+    changes: Vec<ForwardedChange>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ForwardedChange {
+    #[prost(string, tag = "1")]
+    key: String,
+    #[prost(int32, tag = "2")]
+    op: i32,
+    #[prost(string, tag = "3")]
+    value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ForwardedGrow {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(uint32, tag = "2")]
+    count: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -83,6 +117,8 @@ impl From<&ControllerError> for ForwardedError {
             ControllerError::MetadataTooLarge(bytes) => (5, bytes.to_string()),
             ControllerError::NotEnoughBrokers(count) => (6, count.to_string()),
             ControllerError::NoController(text) => (7, text.clone()),
+            ControllerError::InvalidPartitions(text) => (8, text.clone()),
+            ControllerError::InvalidConfig(text) => (9, text.clone()),
         };
         ForwardedError { kind, text }
     }
@@ -97,6 +133,8 @@ impl From<ForwardedError> for ControllerError {
             5 => ControllerError::MetadataTooLarge(error.text.parse().unwrap_or(0)),
             6 => ControllerError::NotEnoughBrokers(error.text.parse().unwrap_or(0)),
             7 => ControllerError::NoController(error.text),
+            8 => ControllerError::InvalidPartitions(error.text),
+            9 => ControllerError::InvalidConfig(error.text),
             _ => ControllerError::NotCommitted(error.text),
         }
     }
@@ -122,11 +160,65 @@ fn encode_request(request: &ControllerRequest) -> ForwardedRequest {
         }
         ControllerRequest::DeleteTopics { names } => forwarded.delete = names.clone(),
         ControllerRequest::AllocateProducerId => forwarded.allocate_producer_id = true,
+        ControllerRequest::AlterConfigs {
+            name,
+            changes,
+            replace,
+            validate_only,
+        } => {
+            forwarded.validate_only = *validate_only;
+            forwarded.alter = Some(ForwardedAlter {
+                name: name.clone(),
+                replace: *replace,
+                changes: changes
+                    .iter()
+                    .map(|c| ForwardedChange {
+                        key: c.key.clone(),
+                        op: c.op as i32,
+                        value: c.value.clone(),
+                    })
+                    .collect(),
+            });
+        }
+        ControllerRequest::CreatePartitions {
+            name,
+            count,
+            validate_only,
+        } => {
+            forwarded.validate_only = *validate_only;
+            forwarded.grow = Some(ForwardedGrow {
+                name: name.clone(),
+                count: *count,
+            });
+        }
     }
     forwarded
 }
 
 fn decode_request(forwarded: ForwardedRequest) -> ControllerRequest {
+    if let Some(alter) = forwarded.alter {
+        return ControllerRequest::AlterConfigs {
+            name: alter.name,
+            replace: alter.replace,
+            changes: alter
+                .changes
+                .into_iter()
+                .map(|c| ConfigChange {
+                    key: c.key,
+                    op: ConfigOp::from_code(c.op as i8).unwrap_or(ConfigOp::Set),
+                    value: c.value,
+                })
+                .collect(),
+            validate_only: forwarded.validate_only,
+        };
+    }
+    if let Some(grow) = forwarded.grow {
+        return ControllerRequest::CreatePartitions {
+            name: grow.name,
+            count: grow.count,
+            validate_only: forwarded.validate_only,
+        };
+    }
     if forwarded.allocate_producer_id {
         ControllerRequest::AllocateProducerId
     } else if !forwarded.delete.is_empty() {

@@ -17,8 +17,8 @@ use glommio::sync::Semaphore;
 use prost::Message;
 
 use commands::{
-    AllocateProducerIds, Command, CreateTopic, DeleteTopic, InitCluster, MetadataSnapshot,
-    TopicRecord,
+    AllocateProducerIds, AlterTopicConfigs, Command, CreatePartitions, CreateTopic, DeleteTopic,
+    InitCluster, MetadataSnapshot, TopicRecord,
 };
 use state::{MetadataState, CONTROLLER_GROUP_ID};
 
@@ -34,6 +34,105 @@ pub enum ControllerRequest {
         names: Vec<String>,
     },
     AllocateProducerId,
+    /// Changes a topic's configs: `replace` (AlterConfigs) starts from no overrides,
+    /// otherwise (IncrementalAlterConfigs) from the current ones.
+    AlterConfigs {
+        name: String,
+        changes: Vec<ConfigChange>,
+        replace: bool,
+        validate_only: bool,
+    },
+    CreatePartitions {
+        name: String,
+        count: u32,
+        validate_only: bool,
+    },
+}
+
+/// One config operation, as IncrementalAlterConfigs names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set = 0,
+    Delete = 1,
+    /// Adds to a list value (cleanup.policy).
+    Append = 2,
+    /// Removes from a list value.
+    Subtract = 3,
+}
+
+impl ConfigOp {
+    pub fn from_code(code: i8) -> Option<ConfigOp> {
+        Some(match code {
+            0 => ConfigOp::Set,
+            1 => ConfigOp::Delete,
+            2 => ConfigOp::Append,
+            3 => ConfigOp::Subtract,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigChange {
+    pub key: String,
+    pub op: ConfigOp,
+    pub value: String,
+}
+
+/// A topic's configs after `changes` (lists are comma-separated, as Kafka writes them).
+pub fn apply_config_changes(
+    current: &BTreeMap<String, String>,
+    changes: &[ConfigChange],
+    replace: bool,
+) -> BTreeMap<String, String> {
+    let mut configs = if replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for change in changes {
+        let list = |configs: &BTreeMap<String, String>| -> Vec<String> {
+            configs
+                .get(&change.key)
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        match change.op {
+            ConfigOp::Set => {
+                configs.insert(change.key.clone(), change.value.clone());
+            }
+            ConfigOp::Delete => {
+                configs.remove(&change.key);
+            }
+            ConfigOp::Append => {
+                let mut items = list(&configs);
+                for item in change.value.split(',').filter(|s| !s.is_empty()) {
+                    if !items.iter().any(|i| i == item) {
+                        items.push(item.to_string());
+                    }
+                }
+                configs.insert(change.key.clone(), items.join(","));
+            }
+            ConfigOp::Subtract => {
+                let removed: Vec<&str> = change.value.split(',').collect();
+                let items: Vec<String> = list(&configs)
+                    .into_iter()
+                    .filter(|i| !removed.contains(&i.as_str()))
+                    .collect();
+                if items.is_empty() {
+                    configs.remove(&change.key);
+                } else {
+                    configs.insert(change.key.clone(), items.join(","));
+                }
+            }
+        }
+    }
+    configs
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +163,10 @@ pub enum ControllerError {
     /// initialized): retriable, as Kafka's NOT_CONTROLLER.
     #[error("no controller is available: {0}")]
     NoController(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidConfig(String),
 }
 
 pub type TopicOutcome = (String, Result<TopicRecord, ControllerError>);
@@ -80,6 +183,8 @@ pub fn refuse(request: ControllerRequest, error: ControllerError) -> ControllerR
             topics.into_iter().map(|t| t.name).collect()
         }
         ControllerRequest::DeleteTopics { names } => names,
+        ControllerRequest::AlterConfigs { name, .. }
+        | ControllerRequest::CreatePartitions { name, .. } => vec![name],
         ControllerRequest::AllocateProducerId => return ControllerReply::ProducerId(Err(error)),
     };
     ControllerReply::Topics(names.into_iter().map(|n| (n, Err(error.clone()))).collect())
@@ -216,6 +321,27 @@ impl Controller {
                 }
                 outcomes
             }
+            ControllerRequest::AlterConfigs {
+                name,
+                changes,
+                replace,
+                validate_only,
+            } => {
+                let outcome = self
+                    .alter_configs(ctx, &name, &changes, replace, validate_only)
+                    .await;
+                vec![(name, outcome)]
+            }
+            ControllerRequest::CreatePartitions {
+                name,
+                count,
+                validate_only,
+            } => {
+                let outcome = self
+                    .create_partitions(ctx, &name, count, validate_only)
+                    .await;
+                vec![(name, outcome)]
+            }
         };
         if outcomes.iter().any(|(_, outcome)| outcome.is_ok()) {
             let view = crate::metadata::MetadataView::from_state(&self.state.borrow());
@@ -295,6 +421,85 @@ impl Controller {
             .get(&topic.name)
             .cloned()
             .ok_or(ControllerError::TopicAlreadyExists)
+    }
+
+    fn existing_topic(&self, name: &str) -> Result<TopicRecord, ControllerError> {
+        self.state
+            .borrow()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or(ControllerError::UnknownTopic)
+    }
+
+    async fn alter_configs(
+        &self,
+        ctx: &ShardContext,
+        name: &str,
+        changes: &[ConfigChange],
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<TopicRecord, ControllerError> {
+        let mut topic = self.existing_topic(name)?;
+        let configs = apply_config_changes(&topic.configs, changes, replace);
+        if let Err(reason) = crate::kafka::topic_configs::validate_all(&configs) {
+            return Err(ControllerError::InvalidConfig(reason));
+        }
+        if validate_only {
+            topic.configs = configs;
+            return Ok(topic);
+        }
+        let alter = AlterTopicConfigs {
+            name: name.to_string(),
+            configs,
+        };
+        self.commit(
+            ctx,
+            Command {
+                alter_configs: Some(alter),
+                ..Command::default()
+            },
+        )
+        .await?;
+        self.existing_topic(name)
+    }
+
+    async fn create_partitions(
+        &self,
+        ctx: &ShardContext,
+        name: &str,
+        count: u32,
+        validate_only: bool,
+    ) -> Result<TopicRecord, ControllerError> {
+        let topic = self.existing_topic(name)?;
+        let current = topic.partitions.len() as u32;
+        if count <= current {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "topic {name} has {current} partitions; the new count must be larger, got {count}"
+            )));
+        }
+        if count > crate::kafka::topic_configs::PARTITIONS_MAX {
+            return Err(ControllerError::InvalidPartitions(format!(
+                "at most {} partitions per topic",
+                crate::kafka::topic_configs::PARTITIONS_MAX
+            )));
+        }
+        if validate_only {
+            return Ok(topic);
+        }
+        let grow = CreatePartitions {
+            name: name.to_string(),
+            count,
+        };
+        self.commit(
+            ctx,
+            Command {
+                create_partitions: Some(grow),
+                ..Command::default()
+            },
+        )
+        .await?;
+        self.existing_topic(name)
     }
 
     async fn delete_topic(

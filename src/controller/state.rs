@@ -76,9 +76,37 @@ impl MetadataState {
         if let Some(delete) = command.delete_topic {
             self.topics.remove(&delete.name);
         }
+        if let Some(alter) = command.alter_configs {
+            if let Some(topic) = self.topics.get_mut(&alter.name) {
+                topic.configs = alter.configs;
+            }
+        }
+        if let Some(grow) = command.create_partitions {
+            self.add_partitions(&grow.name, grow.count);
+        }
         if let Some(allocate) = command.allocate_producer_ids {
             self.next_producer_id = self.next_producer_id.max(FIRST_PRODUCER_ID) + allocate.count;
         }
+    }
+
+    /// Grows a topic to `count` partitions; each new one gets a fresh group id and is placed
+    /// as a new topic's partitions are.
+    fn add_partitions(&mut self, name: &str, count: u32) {
+        let Some(mut topic) = self.topics.remove(name) else {
+            return;
+        };
+        while topic.partitions.len() < count as usize {
+            let group_id = self.next_group_id;
+            self.next_group_id += 1;
+            let shard = self.least_loaded_shard_with(&topic);
+            let replicas = self.place_replicas(&topic, topic.replication_factor);
+            topic.partitions.push(PartitionRecord {
+                group_id,
+                shard,
+                replicas,
+            });
+        }
+        self.topics.insert(name.to_string(), topic);
     }
 
     /// Replicas of a new partition: the preferred leader is the node leading the fewest

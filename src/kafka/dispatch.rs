@@ -14,7 +14,7 @@ use crate::runtime::context::ShardContext;
 
 /// (API, versions we accept). Produce advertises v0-v2 as Kafka 4.0 does (KAFKA-18659:
 /// librdkafka infers codec support from them) but only v3+ decodes.
-pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 20] {
+pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 25] {
     [
         (ApiKey::Produce, handlers::produce::VERSIONS),
         (ApiKey::Fetch, handlers::fetch::VERSIONS),
@@ -42,6 +42,23 @@ pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 20] {
         (ApiKey::ListGroups, handlers::list_groups::VERSIONS),
         (ApiKey::DeleteGroups, handlers::delete_groups::VERSIONS),
         (ApiKey::OffsetDelete, handlers::offset_delete::VERSIONS),
+        (
+            ApiKey::DescribeConfigs,
+            handlers::describe_configs::VERSIONS,
+        ),
+        (ApiKey::AlterConfigs, handlers::alter_configs::VERSIONS),
+        (
+            ApiKey::IncrementalAlterConfigs,
+            handlers::alter_configs::INCREMENTAL_VERSIONS,
+        ),
+        (
+            ApiKey::CreatePartitions,
+            handlers::create_partitions::VERSIONS,
+        ),
+        (
+            ApiKey::DescribeCluster,
+            handlers::describe_cluster::VERSIONS,
+        ),
     ]
 }
 
@@ -151,6 +168,12 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
         RequestKind::OffsetForLeaderEpoch(req) => ResponseKind::OffsetForLeaderEpoch(
             handlers::offset_for_leader_epoch::handle(&ctx, version, req).await,
         ),
+        RequestKind::DescribeConfigs(req) => {
+            ResponseKind::DescribeConfigs(handlers::describe_configs::handle(&ctx, version, req))
+        }
+        RequestKind::DescribeCluster(req) => {
+            ResponseKind::DescribeCluster(handlers::describe_cluster::handle(&ctx, req))
+        }
         body => {
             let client_id = header
                 .client_id
@@ -158,7 +181,7 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
                 .map(|c| c.to_string())
                 .unwrap_or_default();
             let Some(response) =
-                handle_group_api(&ctx, version, body, client_id, client_host).await
+                handle_group_and_admin_api(&ctx, version, body, client_id, client_host).await
             else {
                 tracing::warn!("decoded an API that has no handler");
                 return Reply::Close;
@@ -175,8 +198,8 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
     }
 }
 
-/// The consumer group APIs (None: not one of them).
-async fn handle_group_api(
+/// The consumer group and admin APIs (None: not one of them).
+async fn handle_group_and_admin_api(
     ctx: &Rc<ShardContext>,
     version: i16,
     body: RequestKind,
@@ -214,6 +237,15 @@ async fn handle_group_api(
         }
         RequestKind::OffsetDelete(req) => {
             ResponseKind::OffsetDelete(handlers::offset_delete::handle(&ctx, req).await)
+        }
+        RequestKind::AlterConfigs(req) => {
+            ResponseKind::AlterConfigs(handlers::alter_configs::handle(&ctx, req).await)
+        }
+        RequestKind::IncrementalAlterConfigs(req) => ResponseKind::IncrementalAlterConfigs(
+            handlers::alter_configs::handle_incremental(&ctx, req).await,
+        ),
+        RequestKind::CreatePartitions(req) => {
+            ResponseKind::CreatePartitions(handlers::create_partitions::handle(&ctx, req).await)
         }
         _ => return None,
     })

@@ -75,5 +75,7 @@ pub fn controller_error(error: &ControllerError) -> ResponseError {
         ControllerError::NotEnoughBrokers(_) => ResponseError::InvalidReplicationFactor,
         // Retriable: clients refresh metadata and send it again.
         ControllerError::NoController(_) => ResponseError::NotController,
+        ControllerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        ControllerError::InvalidConfig(_) => ResponseError::InvalidConfig,
     }
 }

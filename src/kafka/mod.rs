@@ -6,4 +6,5 @@ pub mod dispatch;
 pub mod errors;
 pub mod handlers;
 pub mod server;
+pub mod topic_configs;
 pub mod topic_name;

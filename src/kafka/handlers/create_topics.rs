@@ -17,45 +17,16 @@ use kafka_protocol::protocol::StrBytes;
 use super::call_controller;
 use crate::controller::commands::TopicRecord;
 use crate::controller::{ControllerRequest, NewTopic};
-use crate::kafka::{errors, topic_name};
+use crate::kafka::{errors, topic_configs, topic_name};
 use crate::runtime::context::ShardContext;
 
 pub const VERSIONS: RangeInclusive<i16> = 2..=7;
-const PARTITIONS_MAX: i32 = 10_000;
-/// Topic configs are short settings; the bounds keep the metadata record small.
-const CONFIG_VALUE_CHARS_MAX: usize = 1024;
-const CONFIGS_PER_TOPIC_MAX: usize = 64;
-
-type ConfigCheck = (&'static str, fn(&str) -> bool);
-type Invalid = (ResponseError, String);
-
-/// Topic configs we understand, each with a validator of its value.
-const KNOWN_CONFIGS: &[ConfigCheck] = &[
-    ("retention.ms", |v| v.parse::<i64>().is_ok_and(|n| n >= -1)),
-    ("retention.bytes", |v| {
-        v.parse::<i64>().is_ok_and(|n| n >= -1)
-    }),
-    ("max.message.bytes", |v| {
-        v.parse::<i64>()
-            .is_ok_and(|n| (0..=i32::MAX as i64).contains(&n))
-    }),
-    ("cleanup.policy", |v| v == "delete"),
-    ("segment.bytes", |v| v.parse::<i64>().is_ok_and(|n| n >= 14)),
-    ("min.insync.replicas", |v| {
-        v.parse::<i64>().is_ok_and(|n| n >= 1)
-    }),
-    ("compression.type", |v| {
-        matches!(
-            v,
-            "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
-        )
-    }),
-    ("message.timestamp.type", |v| v == "CreateTime"),
-];
-
+const PARTITIONS_MAX: i32 = topic_configs::PARTITIONS_MAX as i32;
 fn name_of(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
+
+type Invalid = (ResponseError, String);
 
 fn error_result(name: &str, (error, message): Invalid) -> CreatableTopicResult {
     CreatableTopicResult::default()
@@ -99,43 +70,16 @@ fn validate_partitions(ctx: &ShardContext, topic: &CreatableTopic) -> Result<(u3
 }
 
 fn validate_configs(topic: &CreatableTopic) -> Result<BTreeMap<String, String>, Invalid> {
-    if topic.configs.len() > CONFIGS_PER_TOPIC_MAX {
-        return Err((
-            ResponseError::InvalidConfig,
-            format!("more than {CONFIGS_PER_TOPIC_MAX} configs"),
-        ));
-    }
-    let mut configs = BTreeMap::new();
-    for config in &topic.configs {
-        let key = config.name.to_string();
-        let value = config
-            .value
-            .as_ref()
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        if value.len() > CONFIG_VALUE_CHARS_MAX {
-            let message =
-                format!("value of {key} is longer than {CONFIG_VALUE_CHARS_MAX} characters");
-            return Err((ResponseError::InvalidConfig, message));
-        }
-        match KNOWN_CONFIGS.iter().find(|(known, _)| *known == key) {
-            Some((_, valid)) if valid(&value) => {
-                configs.insert(key, value);
-            }
-            Some(_) => {
-                return Err((
-                    ResponseError::InvalidConfig,
-                    format!("invalid value {value:?} for {key}"),
-                ))
-            }
-            None => {
-                return Err((
-                    ResponseError::InvalidConfig,
-                    format!("unknown topic config {key}"),
-                ))
-            }
-        }
-    }
+    let configs: BTreeMap<String, String> = topic
+        .configs
+        .iter()
+        .map(|c| {
+            let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+            (c.name.to_string(), value)
+        })
+        .collect();
+    topic_configs::validate_all(&configs)
+        .map_err(|reason| (ResponseError::InvalidConfig, reason))?;
     Ok(configs)
 }
 

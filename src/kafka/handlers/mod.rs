@@ -1,10 +1,14 @@
 //! One Kafka API per file, each with its accepted `VERSIONS` first. Shared routing helpers
 //! live here.
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
