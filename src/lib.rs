@@ -8,3 +8,4 @@ pub mod coordinator;
 pub mod kafka;
 pub mod metadata;
 pub mod runtime;
+pub mod transactions;

@@ -149,6 +149,9 @@ pub struct Group {
     /// The initial rebalance of an empty group completes no earlier than this.
     delay_until_ms: u64,
     pub offsets: BTreeMap<(String, i32), StoredOffset>,
+    /// Offsets committed inside a transaction (TxnOffsetCommit), by producer id: they take
+    /// effect when its commit marker reaches this group's partition, and go on abort.
+    pending_txn: BTreeMap<i64, Vec<(String, i32, CommittedOffset, i64)>>,
     /// Group metadata to store that no request stores (the group became empty).
     needs_store: bool,
     settings: GroupSettings,
@@ -191,6 +194,7 @@ impl Group {
             rebalance_deadline_ms: 0,
             delay_until_ms: 0,
             offsets: BTreeMap::new(),
+            pending_txn: BTreeMap::new(),
             needs_store: false,
             settings,
         }
@@ -214,7 +218,10 @@ impl Group {
 
     /// A group with neither members nor offsets need not be kept.
     pub fn is_forgettable(&self) -> bool {
-        self.members.is_empty() && self.pending.is_empty() && self.offsets.is_empty()
+        self.members.is_empty()
+            && self.pending.is_empty()
+            && self.offsets.is_empty()
+            && self.pending_txn.is_empty()
     }
 
     pub fn take_needs_store(&mut self) -> bool {
@@ -820,6 +827,37 @@ impl Group {
                 self.offsets.remove(&key);
             }
         }
+    }
+
+    /// Holds an offset committed in `producer_id`'s transaction until its marker.
+    pub fn add_pending(
+        &mut self,
+        producer_id: i64,
+        topic: String,
+        partition: i32,
+        committed: CommittedOffset,
+        log_offset: i64,
+    ) {
+        self.pending_txn
+            .entry(producer_id)
+            .or_default()
+            .push((topic, partition, committed, log_offset));
+    }
+
+    /// The transaction of `producer_id` ended: its offsets take effect, or go.
+    pub fn settle(&mut self, producer_id: i64, commit: bool) {
+        let Some(pending) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if commit {
+            for (topic, partition, committed, log_offset) in pending {
+                self.apply_offset(topic, partition, Some(committed), log_offset);
+            }
+        }
+    }
+
+    pub fn has_pending_transaction(&self) -> bool {
+        !self.pending_txn.is_empty()
     }
 
     /// Topics the members subscribe to (consumer protocol only): OffsetDelete refuses them.

@@ -13,6 +13,7 @@
 //! - `service`: the per-shard coordinator: loading, writing, the requests, the timer.
 
 pub mod group;
+pub mod partition_log;
 pub mod records;
 pub mod service;
 
@@ -56,6 +57,7 @@ pub enum GroupCall {
         request: LeaveGroupRequest,
     },
     Commit(OffsetCommitRequest),
+    TxnCommit(kafka_protocol::messages::TxnOffsetCommitRequest),
     /// None: every committed offset of the group.
     FetchOffsets {
         group: String,
@@ -76,6 +78,7 @@ pub enum GroupAnswer {
     Heartbeat(i16),
     Leave(kafka_protocol::messages::LeaveGroupResponse),
     Commit(kafka_protocol::messages::OffsetCommitResponse),
+    TxnCommit(kafka_protocol::messages::TxnOffsetCommitResponse),
     FetchOffsets(Result<Vec<FetchedOffset>, i16>),
     Describe(kafka_protocol::messages::describe_groups_response::DescribedGroup),
     Delete(i16),

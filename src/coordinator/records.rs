@@ -271,28 +271,47 @@ impl Reader {
 /// One uncompressed record batch (magic 2) holding `records`, as the coordinator proposes it
 /// to its partition; the shard patches the base offset and leader epoch.
 pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
-    let records: Vec<Record> = records
+    encode_batch_of(records, now_ms, None)
+}
+
+/// `encode_batch` inside the transaction of (producer id, epoch): TxnOffsetCommit's records,
+/// which count once the transaction's commit marker follows them.
+pub fn encode_batch_of(
+    records: &[OffsetsRecord],
+    now_ms: i64,
+    transaction: Option<(i64, i16)>,
+) -> Bytes {
+    let pairs: Vec<(Bytes, Option<Bytes>)> = records.iter().map(OffsetsRecord::encode).collect();
+    encode_records(&pairs, now_ms, transaction)
+}
+
+/// One uncompressed batch of (key, value) records, in `transaction` (producer id, epoch) or
+/// none; shared by the coordinators' internal topics.
+pub fn encode_records(
+    pairs: &[(Bytes, Option<Bytes>)],
+    now_ms: i64,
+    transaction: Option<(i64, i16)>,
+) -> Bytes {
+    let (producer_id, producer_epoch) = transaction.unwrap_or((-1, -1));
+    let records: Vec<Record> = pairs
         .iter()
         .enumerate()
-        .map(|(index, record)| {
-            let (key, value) = record.encode();
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: index as i64,
-                // The encoder starts a new batch wherever offset - sequence changes: keep it
-                // constant, so the batch's base sequence is -1 (no producer).
-                sequence: index as i32 - 1,
-                timestamp: now_ms,
-                key: Some(key),
-                value,
-                headers: Default::default(),
-            }
+        .map(|(index, (key, value))| Record {
+            transactional: transaction.is_some(),
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: index as i64,
+            // The encoder starts a new batch wherever offset - sequence changes: keep it
+            // constant, so the batch's base sequence is -1 (no sequence).
+            sequence: index as i32 - 1,
+            timestamp: now_ms,
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: Default::default(),
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -302,7 +321,7 @@ pub fn encode_batch(records: &[OffsetsRecord], now_ms: i64) -> Bytes {
     };
     // Encoding uncompressed records into memory cannot fail.
     if let Err(error) = RecordBatchEncoder::encode(&mut buf, &records, &options) {
-        tracing::error!(%error, "offsets batch does not encode");
+        tracing::error!(%error, "coordinator batch does not encode");
     }
     buf.freeze()
 }

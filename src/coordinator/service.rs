@@ -16,19 +16,21 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
     GroupId, JoinGroupResponse, LeaveGroupResponse, OffsetCommitRequest, OffsetCommitResponse,
     OffsetDeleteRequest, OffsetDeleteResponse, SyncGroupRequest, SyncGroupResponse,
 };
+use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
 
 use chronik_shards::error::ShardError;
-use chronik_shards::partition::batch::BatchHeader;
-use chronik_shards::runtime::shard::{load_pieces, AckWhen};
 
 use super::group::{Group, GroupSettings, GroupState, JoinRequest, JoinResult, Reply, SyncStep};
-use super::records::{encode_batch, CommittedOffset, OffsetsRecord};
+use super::partition_log::{self, write_error, Claim, Slots};
+use super::records::{encode_batch, encode_batch_of, CommittedOffset, OffsetsRecord};
 use super::{FetchedOffset, GroupAnswer, GroupCall, ListedGroup};
 use crate::runtime::context::ShardContext;
 
@@ -36,20 +38,14 @@ use crate::runtime::context::ShardContext;
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 /// Records per batch the coordinator writes (a commit of many partitions is split).
 const RECORDS_PER_BATCH_MAX: usize = 1000;
-/// How much of the partition one read step loads while a coordinator loads.
-const LOAD_READ_BYTES: usize = 1 << 20;
 /// How often sessions and rebalance deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(50);
 
-/// The groups of one offsets partition, valid for one leader term.
-struct OffsetsPartition {
-    term: i32,
-    loaded: bool,
-    groups: BTreeMap<String, Group>,
-}
+/// The groups of one offsets partition.
+type Groups = BTreeMap<String, Group>;
 
 pub struct GroupCoordinator {
-    partitions: BTreeMap<u64, OffsetsPartition>,
+    slots: Slots<Groups>,
     settings: GroupSettings,
     started: Instant,
 }
@@ -57,7 +53,7 @@ pub struct GroupCoordinator {
 impl GroupCoordinator {
     pub fn new(settings: GroupSettings) -> Self {
         Self {
-            partitions: BTreeMap::new(),
+            slots: Slots::default(),
             settings,
             started: Instant::now(),
         }
@@ -68,15 +64,12 @@ impl GroupCoordinator {
     }
 
     fn group_mut(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
-        self.partitions
-            .get_mut(&partition)?
-            .groups
-            .get_mut(group_id)
+        self.slots.get_mut(partition)?.get_mut(group_id)
     }
 
     fn group_or_new(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
         let settings = self.settings;
-        let groups = &mut self.partitions.get_mut(&partition)?.groups;
+        let groups = self.slots.get_mut(partition)?;
         Some(
             groups
                 .entry(group_id.to_string())
@@ -131,6 +124,9 @@ pub async fn execute(ctx: &Rc<ShardContext>, partition: u64, call: GroupCall) ->
             GroupAnswer::Leave(leave(ctx, partition, version, request))
         }
         GroupCall::Commit(request) => GroupAnswer::Commit(commit(ctx, partition, request).await),
+        GroupCall::TxnCommit(request) => {
+            GroupAnswer::TxnCommit(txn_commit(ctx, partition, request).await)
+        }
         GroupCall::FetchOffsets { group, topics } => {
             GroupAnswer::FetchOffsets(Ok(fetch_offsets(ctx, partition, &group, topics)))
         }
@@ -159,6 +155,9 @@ pub fn refuse(call: GroupCall, error: ResponseError) -> GroupAnswer {
             GroupAnswer::Leave(LeaveGroupResponse::default().with_error_code(code))
         }
         GroupCall::Commit(request) => GroupAnswer::Commit(commit_failed(&request, code)),
+        GroupCall::TxnCommit(request) => {
+            GroupAnswer::TxnCommit(txn_commit_response(&request, |_| code))
+        }
         GroupCall::FetchOffsets { .. } => GroupAnswer::FetchOffsets(Err(code)),
         GroupCall::Describe(group) => GroupAnswer::Describe(
             DescribedGroup::default()
@@ -176,107 +175,71 @@ pub fn refuse(call: GroupCall, error: ResponseError) -> GroupAnswer {
 // ---- leadership and loading ----
 
 /// Makes sure this shard coordinates `partition` for its current leader term, loading the
-/// groups from the partition the first time (per term). NOT_COORDINATOR when another node
-/// leads; COORDINATOR_LOAD_IN_PROGRESS while the partition is read back or the new leader
-/// has not committed an entry of its term yet (both retriable).
+/// groups from the partition the first time (per term); see `partition_log::leader_term`.
 pub async fn ensure_loaded(ctx: &Rc<ShardContext>, partition: u64) -> Result<(), ResponseError> {
-    let me = u64::from(ctx.config.node_id);
-    let term = {
-        let shard = ctx.shard.borrow();
-        if shard.leader_of(partition) != Some(me) {
-            return Err(ResponseError::NotCoordinator);
-        }
-        if shard.read_offsets(partition).is_err() {
-            return Err(ResponseError::CoordinatorLoadInProgress);
-        }
-        shard
-            .leader_epoch(partition)
-            .map_err(|_| ResponseError::NotCoordinator)?
-    };
-    {
-        let mut coordinator = ctx.groups.borrow_mut();
-        match coordinator.partitions.get(&partition) {
-            Some(p) if p.term == term && p.loaded => return Ok(()),
-            Some(p) if p.term == term => return Err(ResponseError::CoordinatorLoadInProgress),
-            _ => {}
-        }
-        // A previous term's groups go (their waiters answer NOT_COORDINATOR).
-        coordinator.partitions.insert(
-            partition,
-            OffsetsPartition {
-                term,
-                loaded: false,
-                groups: BTreeMap::new(),
-            },
-        );
+    let term = partition_log::leader_term(ctx, partition)?;
+    match ctx.groups.borrow_mut().slots.claim(partition, term) {
+        Claim::Ready => return Ok(()),
+        Claim::Loading => return Err(ResponseError::CoordinatorLoadInProgress),
+        Claim::Load => {}
     }
-    let loaded = load_groups(ctx, partition).await;
-    let mut coordinator = ctx.groups.borrow_mut();
-    let still_ours = coordinator
-        .partitions
-        .get(&partition)
-        .is_some_and(|p| p.term == term && !p.loaded);
-    match loaded {
-        Ok(groups) if still_ours => {
-            tracing::info!(partition, term, groups = groups.len(), "coordinator loaded");
-            let entry = coordinator.partitions.get_mut(&partition);
-            if let Some(entry) = entry {
-                entry.groups = groups;
-                entry.loaded = true;
-            }
-            Ok(())
-        }
-        Ok(_) => Err(ResponseError::CoordinatorLoadInProgress),
-        Err(error) => {
-            tracing::warn!(partition, %error, "coordinator could not load its partition");
-            coordinator.partitions.remove(&partition);
-            Err(ResponseError::CoordinatorLoadInProgress)
-        }
-    }
-}
-
-/// Reads the partition from its start to the high watermark and replays it.
-async fn load_groups(
-    ctx: &Rc<ShardContext>,
-    partition: u64,
-) -> Result<BTreeMap<String, Group>, ShardError> {
     let (settings, now) = {
         let coordinator = ctx.groups.borrow();
         (coordinator.settings, coordinator.now_ms())
     };
-    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    let (mut offset, end) = {
-        let shard = ctx.shard.borrow();
-        let offsets = shard.read_offsets(partition)?;
-        (offsets.log_start_offset(), offsets.high_watermark())
-    };
-    while offset < end {
-        let plan = ctx
-            .shard
-            .borrow()
-            .plan_read(partition, offset, LOAD_READ_BYTES, true)?;
-        let batches = load_pieces(plan.pieces).await?;
-        if batches.is_empty() {
-            break;
-        }
-        for mut batch in batches {
-            let Ok(set) = RecordBatchDecoder::decode(&mut batch) else {
-                tracing::warn!(partition, offset, "skipping an unreadable offsets batch");
-                offset += 1;
-                continue;
-            };
-            for record in set.records {
-                offset = offset.max(record.offset + 1);
-                let Some(key) = &record.key else { continue };
-                let Some(decoded) = OffsetsRecord::decode(key, record.value.as_ref()) else {
-                    continue;
-                };
-                replay(&mut groups, decoded, record.offset, settings, now);
+    let mut groups = Groups::new();
+    let loaded = partition_log::replay(ctx, partition, |header, record| {
+        let Some(key) = &record.key else { return };
+        if header.is_control() {
+            if let Some(commit) = crate::transactions::markers::marker_is_commit(key) {
+                for group in groups.values_mut() {
+                    group.settle(header.producer_id, commit);
+                }
             }
+            return;
+        }
+        let Some(decoded) = OffsetsRecord::decode(key, record.value.as_ref()) else {
+            return;
+        };
+        match decoded {
+            OffsetsRecord::Offset {
+                group,
+                topic,
+                partition,
+                value: Some(committed),
+            } if header.is_transactional() => {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group, settings))
+                    .add_pending(
+                        header.producer_id,
+                        topic,
+                        partition,
+                        committed,
+                        record.offset,
+                    );
+            }
+            decoded => replay(&mut groups, decoded, record.offset, settings, now),
+        }
+    })
+    .await;
+    groups.retain(|_, g| !g.is_forgettable());
+    let mut coordinator = ctx.groups.borrow_mut();
+    match loaded {
+        Ok(()) => {
+            let count = groups.len();
+            if !coordinator.slots.finish_load(partition, term, groups) {
+                return Err(ResponseError::CoordinatorLoadInProgress);
+            }
+            tracing::info!(partition, term, groups = count, "group coordinator loaded");
+            Ok(())
+        }
+        Err(error) => {
+            tracing::warn!(partition, %error, "group coordinator could not load its partition");
+            coordinator.slots.partitions.remove(&partition);
+            Err(ResponseError::CoordinatorLoadInProgress)
         }
     }
-    groups.retain(|_, g| !g.is_forgettable());
-    Ok(groups)
 }
 
 fn replay(
@@ -320,31 +283,10 @@ async fn write(
     let mut first_offset = None;
     for chunk in records.chunks(RECORDS_PER_BATCH_MAX) {
         let batch = encode_batch(chunk, wall_clock_ms());
-        let header = BatchHeader::parse(&batch)
-            .map_err(|_| ShardError::OutcomeUnknown("offsets batch unreadable"))?;
-        let (base_offset, receiver) =
-            ctx.shard
-                .borrow_mut()
-                .propose_batch(partition, &batch, &header, AckWhen::Committed)?;
-        if let Some(receiver) = receiver {
-            receiver
-                .await
-                .map_err(|_| ShardError::OutcomeUnknown("shard stopped while replicating"))??;
-        }
+        let base_offset = partition_log::append(ctx, partition, batch).await?;
         first_offset.get_or_insert(base_offset);
     }
     Ok(first_offset.unwrap_or(-1))
-}
-
-fn write_error(error: &ShardError) -> ResponseError {
-    match error {
-        ShardError::NotLeader { .. } | ShardError::UnknownGroup(_) | ShardError::GroupRemoved => {
-            ResponseError::NotCoordinator
-        }
-        ShardError::RecordTooLarge(_) => ResponseError::InvalidCommitOffsetSize,
-        // Retriable: the client sends the same commit again (commits are idempotent).
-        _ => ResponseError::CoordinatorNotAvailable,
-    }
 }
 
 /// The timer: drops partitions this shard no longer leads, expires sessions, completes
@@ -354,16 +296,11 @@ pub async fn run_timer(ctx: Rc<ShardContext>) {
         glommio::timer::sleep(TICK).await;
         let mut to_store = Vec::new();
         {
-            let shard = ctx.shard.borrow();
-            let me = u64::from(ctx.config.node_id);
             let mut coordinator = ctx.groups.borrow_mut();
             let now = coordinator.now_ms();
-            coordinator.partitions.retain(|&partition, p| {
-                shard.leader_of(partition) == Some(me)
-                    && shard.leader_epoch(partition).ok() == Some(p.term)
-            });
-            for (&partition, p) in &mut coordinator.partitions {
-                for group in p.groups.values_mut() {
+            coordinator.slots.retain_led(&ctx);
+            for (&partition, slot) in &mut coordinator.slots.partitions {
+                for group in slot.state.values_mut() {
                     group.tick(now);
                     if group.take_needs_store() {
                         to_store.push((
@@ -373,7 +310,7 @@ pub async fn run_timer(ctx: Rc<ShardContext>) {
                         ));
                     }
                 }
-                p.groups
+                slot.state
                     .retain(|_, g| !g.is_forgettable() || g.state() != GroupState::Empty);
             }
         }
@@ -727,6 +664,137 @@ fn commit_response(request: &OffsetCommitRequest, written_code: i16) -> OffsetCo
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// The transaction of `producer_id` ended with a marker on this offsets partition: its
+/// offset commits take effect (or go) in every group of the partition.
+pub fn settle_transaction(ctx: &ShardContext, partition: u64, producer_id: i64, commit: bool) {
+    if let Some(groups) = ctx.groups.borrow_mut().slots.get_mut(partition) {
+        for group in groups.values_mut() {
+            group.settle(producer_id, commit);
+        }
+    }
+}
+
+/// TxnOffsetCommit: offsets written inside the producer's transaction; they count once its
+/// commit marker reaches this partition.
+async fn txn_commit(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    request: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    let group_id = request.group_id.to_string();
+    let checked = {
+        let mut coordinator = ctx.groups.borrow_mut();
+        let now = coordinator.now_ms();
+        match coordinator.group_or_new(partition, &group_id) {
+            // Old clients send no generation: nothing to check against.
+            Some(_) if request.generation_id < 0 && request.member_id.is_empty() => Ok(()),
+            Some(group) => group.check_commit(
+                request.generation_id,
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+                now,
+            ),
+            None => Err(ResponseError::NotCoordinator),
+        }
+    };
+    if let Err(error) = checked {
+        return txn_commit_response(&request, |_| error.code());
+    }
+    let now = wall_clock_ms();
+    let records = txn_offset_records(&group_id, &request, now);
+    let transaction = Some((request.producer_id.0, request.producer_epoch));
+    let batch = encode_batch_of(&records, now, transaction);
+    let written = partition_log::append(ctx, partition, batch).await;
+    if let Ok(base_offset) = written {
+        let mut coordinator = ctx.groups.borrow_mut();
+        if let Some(group) = coordinator.group_mut(partition, &group_id) {
+            for (index, record) in records.into_iter().enumerate() {
+                if let OffsetsRecord::Offset {
+                    topic,
+                    partition,
+                    value: Some(committed),
+                    ..
+                } = record
+                {
+                    let log_offset = base_offset + index as i64;
+                    group.add_pending(
+                        request.producer_id.0,
+                        topic,
+                        partition,
+                        committed,
+                        log_offset,
+                    );
+                }
+            }
+        }
+    }
+    let written_code = written
+        .as_ref()
+        .map_or_else(|e| write_error(e).code(), |_| 0);
+    txn_commit_response(&request, |metadata_len| {
+        if metadata_len > OFFSET_METADATA_BYTES_MAX {
+            ResponseError::OffsetMetadataTooLarge.code()
+        } else {
+            written_code
+        }
+    })
+}
+
+/// The records of a TxnOffsetCommit (partitions whose metadata is too large left out).
+fn txn_offset_records(
+    group_id: &str,
+    request: &TxnOffsetCommitRequest,
+    now: i64,
+) -> Vec<OffsetsRecord> {
+    request
+        .topics
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().filter_map(move |p| {
+                let metadata = p.committed_metadata.as_deref().unwrap_or("");
+                (metadata.len() <= OFFSET_METADATA_BYTES_MAX).then(|| OffsetsRecord::Offset {
+                    group: group_id.to_string(),
+                    topic: topic.name.to_string(),
+                    partition: p.partition_index,
+                    value: Some(CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: metadata.to_string(),
+                        commit_timestamp_ms: now,
+                    }),
+                })
+            })
+        })
+        .collect()
+}
+
+/// A TxnOffsetCommit answer with each partition's code from `code(metadata length)`.
+fn txn_commit_response(
+    request: &TxnOffsetCommitRequest,
+    code: impl Fn(usize) -> i16,
+) -> TxnOffsetCommitResponse {
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let metadata_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code(metadata_len))
+                })
+                .collect();
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(topic.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
 fn fetch_offsets(
     ctx: &Rc<ShardContext>,
     partition: u64,
@@ -899,8 +967,8 @@ async fn delete(ctx: &Rc<ShardContext>, partition: u64, group_id: &str) -> i16 {
         return write_error(&error).code();
     }
     let mut coordinator = ctx.groups.borrow_mut();
-    if let Some(p) = coordinator.partitions.get_mut(&partition) {
-        if let Some(mut group) = p.groups.remove(group_id) {
+    if let Some(groups) = coordinator.slots.get_mut(partition) {
+        if let Some(mut group) = groups.remove(group_id) {
             group.mark_dead();
         }
     }
@@ -925,15 +993,15 @@ async fn list(ctx: &Rc<ShardContext>) -> Vec<ListedGroup> {
     let mut listed = Vec::new();
     for partition in partitions {
         if ctx.shard.borrow().leader_of(partition) != Some(me) {
-            continue;
+            continue; // not coordinated here
         }
         if ensure_loaded(ctx, partition).await.is_err() {
             continue;
         }
-        let coordinator = ctx.groups.borrow();
-        if let Some(p) = coordinator.partitions.get(&partition) {
+        let mut coordinator = ctx.groups.borrow_mut();
+        if let Some(groups) = coordinator.slots.get_mut(partition) {
             listed.extend(
-                p.groups
+                groups
                     .values()
                     .filter(|g| g.state() != GroupState::Dead)
                     .map(|g| ListedGroup {

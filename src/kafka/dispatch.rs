@@ -14,7 +14,7 @@ use crate::runtime::context::ShardContext;
 
 /// (API, versions we accept). Produce advertises v0-v2 as Kafka 4.0 does (KAFKA-18659:
 /// librdkafka infers codec support from them) but only v3+ decodes.
-pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 25] {
+pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 30] {
     [
         (ApiKey::Produce, handlers::produce::VERSIONS),
         (ApiKey::Fetch, handlers::fetch::VERSIONS),
@@ -58,6 +58,23 @@ pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 25] {
         (
             ApiKey::DescribeCluster,
             handlers::describe_cluster::VERSIONS,
+        ),
+        (
+            ApiKey::AddPartitionsToTxn,
+            handlers::add_partitions_to_txn::VERSIONS,
+        ),
+        (
+            ApiKey::AddOffsetsToTxn,
+            handlers::add_offsets_to_txn::VERSIONS,
+        ),
+        (ApiKey::EndTxn, handlers::end_txn::VERSIONS),
+        (
+            ApiKey::TxnOffsetCommit,
+            handlers::txn_offset_commit::VERSIONS,
+        ),
+        (
+            ApiKey::WriteTxnMarkers,
+            handlers::write_txn_markers::VERSIONS,
         ),
     ]
 }
@@ -244,6 +261,21 @@ async fn handle_group_and_admin_api(
         RequestKind::IncrementalAlterConfigs(req) => ResponseKind::IncrementalAlterConfigs(
             handlers::alter_configs::handle_incremental(&ctx, req).await,
         ),
+        RequestKind::AddPartitionsToTxn(req) => ResponseKind::AddPartitionsToTxn(
+            handlers::add_partitions_to_txn::handle(&ctx, req).await,
+        ),
+        RequestKind::AddOffsetsToTxn(req) => {
+            ResponseKind::AddOffsetsToTxn(handlers::add_offsets_to_txn::handle(&ctx, req).await)
+        }
+        RequestKind::EndTxn(req) => {
+            ResponseKind::EndTxn(handlers::end_txn::handle(&ctx, req).await)
+        }
+        RequestKind::TxnOffsetCommit(req) => {
+            ResponseKind::TxnOffsetCommit(handlers::txn_offset_commit::handle(&ctx, req).await)
+        }
+        RequestKind::WriteTxnMarkers(req) => {
+            ResponseKind::WriteTxnMarkers(handlers::write_txn_markers::handle(&ctx, req).await)
+        }
         RequestKind::CreatePartitions(req) => {
             ResponseKind::CreatePartitions(handlers::create_partitions::handle(&ctx, req).await)
         }

@@ -112,6 +112,8 @@ pub struct ShardContext {
     pub stopping: Cell<bool>,
     /// The consumer groups this shard coordinates.
     pub groups: RefCell<GroupCoordinator>,
+    /// The transactional ids this shard coordinates.
+    pub transactions: RefCell<crate::transactions::service::TxnCoordinator>,
 }
 
 impl ShardContext {
@@ -135,6 +137,7 @@ impl ShardContext {
             requests_in_flight: Cell::new(0),
             stopping: Cell::new(false),
             groups: RefCell::new(GroupCoordinator::new(group_settings)),
+            transactions: RefCell::default(),
         }
     }
 

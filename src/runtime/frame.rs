@@ -35,6 +35,8 @@ pub enum ShardRequest {
     ListOffset {
         group_id: u64,
         timestamp: i64,
+        /// Latest (-1) is the last stable offset rather than the high watermark.
+        read_committed: bool,
     },
     Describe {
         group_ids: Vec<u64>,
@@ -50,10 +52,25 @@ pub enum ShardRequest {
     Raft(Vec<(u64, raft::eraftpb::Message)>),
     /// Only shard 0 hosts the controller.
     Controller(ControllerRequest),
+    /// A transaction marker for a partition this shard leads; answered once committed.
+    WriteMarker {
+        group_id: u64,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        /// A `__consumer_offsets` partition: its coordinator settles the producer's
+        /// transactional offset commits.
+        is_offsets_partition: bool,
+    },
     /// A group request for the coordinator of one `__consumer_offsets` partition.
     Group {
         partition: u64,
         call: Box<crate::coordinator::GroupCall>,
+    },
+    /// A request for the transaction coordinator of one `__transaction_state` partition.
+    Transaction {
+        partition: u64,
+        call: Box<crate::transactions::TxnCall>,
     },
 }
 
@@ -74,6 +91,8 @@ pub struct PartitionRead {
     pub max_bytes: usize,
     /// A follower replica may answer, up to its own commit index (KIP-392 follower fetch).
     pub from_follower: bool,
+    /// Only up to the last stable offset, with the aborted transactions read.
+    pub read_committed: bool,
 }
 
 #[derive(Debug)]
@@ -86,6 +105,9 @@ pub struct AppendResult {
 pub struct ReadResult {
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    pub last_stable_offset: i64,
+    /// (producer id, first offset) of aborted transactions in what was read (read_committed).
+    pub aborted: Vec<(i64, i64)>,
     pub batches: Vec<Bytes>,
 }
 
@@ -125,6 +147,8 @@ pub enum ShardReply {
     Stepped,
     Controller(ControllerReply),
     Group(crate::coordinator::GroupAnswer),
+    Marker(Result<(), ShardError>),
+    Transaction(crate::transactions::TxnAnswer),
 }
 
 pub struct ShardMessage {

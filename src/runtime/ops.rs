@@ -43,7 +43,12 @@ pub fn execute(
             ShardRequest::ListOffset {
                 group_id,
                 timestamp,
-            } => ShardReply::ListOffset(list_offset(&ctx, group_id, timestamp).await),
+                read_committed,
+            } => ShardReply::ListOffset(if read_committed && timestamp == -1 {
+                last_stable(&ctx, group_id)
+            } else {
+                list_offset(&ctx, group_id, timestamp).await
+            }),
             ShardRequest::Describe { group_ids } => {
                 ShardReply::Describe(describe(&ctx, &group_ids))
             }
@@ -68,26 +73,66 @@ pub fn execute(
                 }
                 ShardReply::Stepped
             }
+            ShardRequest::WriteMarker {
+                group_id,
+                producer_id,
+                epoch,
+                commit,
+                is_offsets_partition,
+            } => {
+                let written = write_marker(&ctx, group_id, producer_id, epoch, commit).await;
+                if written.is_ok() && is_offsets_partition {
+                    let settle = crate::coordinator::service::settle_transaction;
+                    settle(&ctx, group_id, producer_id, commit);
+                }
+                ShardReply::Marker(written)
+            }
+            ShardRequest::Transaction { partition, call } => ShardReply::Transaction(
+                crate::transactions::service::execute(&ctx, partition, *call).await,
+            ),
             ShardRequest::Group { partition, call } => ShardReply::Group(
                 crate::coordinator::service::execute(&ctx, partition, *call).await,
             ),
-            ShardRequest::Controller(request) => {
-                let controller = ctx.controller.borrow().clone();
-                match controller {
-                    Some(controller) => {
-                        ShardReply::Controller(controller.handle(&ctx, request).await)
-                    }
-                    None => {
-                        let error = crate::controller::ControllerError::NotCommitted(
-                            "not the controller shard".into(),
-                        );
-                        ShardReply::Controller(crate::controller::refuse(request, error))
-                    }
-                }
-            }
+            ShardRequest::Controller(request) => run_controller(&ctx, request).await,
         }
     }
     .boxed_local()
+}
+
+/// Appends a transaction marker (a control batch) to a partition this shard leads.
+async fn write_marker(
+    ctx: &ShardContext,
+    group_id: u64,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> Result<(), ShardError> {
+    let batch = crate::transactions::markers::control_batch(producer_id, epoch, commit, 0);
+    let header = BatchHeader::parse(&batch)
+        .map_err(|_| ShardError::OutcomeUnknown("control batch unreadable"))?;
+    let proposal = ctx.shard.borrow_mut().propose_internal_batch(
+        group_id,
+        &batch,
+        &header,
+        AckWhen::Committed,
+    );
+    finish_append(ctx, group_id, proposal).await.map(|_| ())
+}
+
+/// Only shard 0 runs the controller; anywhere else the request is refused (retriable).
+async fn run_controller(
+    ctx: &Rc<ShardContext>,
+    request: crate::controller::ControllerRequest,
+) -> ShardReply {
+    let controller = ctx.controller.borrow().clone();
+    match controller {
+        Some(controller) => ShardReply::Controller(controller.handle(ctx, request).await),
+        None => {
+            let error =
+                crate::controller::ControllerError::NotCommitted("not the controller shard".into());
+            ShardReply::Controller(crate::controller::refuse(request, error))
+        }
+    }
 }
 
 async fn append_many(
@@ -192,17 +237,20 @@ async fn read_one(
     first_whole: bool,
 ) -> Result<ReadResult, ShardError> {
     let max_bytes = read.max_bytes.min(remaining);
-    let plan = ctx.shard.borrow().plan_read_from(
+    let plan = ctx.shard.borrow().plan_read_isolated(
         read.group_id,
         read.offset,
         max_bytes,
         first_whole,
         read.from_follower,
+        read.read_committed,
     )?;
     let batches = load_pieces(plan.pieces).await?;
     Ok(ReadResult {
         high_watermark: plan.high_watermark,
         log_start_offset: plan.log_start_offset,
+        last_stable_offset: plan.last_stable_offset,
+        aborted: plan.aborted,
         batches,
     })
 }
@@ -322,6 +370,16 @@ async fn list_offset(
         offset,
         timestamp: record_timestamp,
         leader_epoch,
+    })
+}
+
+/// ListOffsets latest for read_committed consumers: the last stable offset.
+fn last_stable(ctx: &ShardContext, group_id: u64) -> Result<ListedOffset, ShardError> {
+    let shard = ctx.shard.borrow();
+    Ok(ListedOffset {
+        offset: shard.last_stable_offset(group_id)?,
+        timestamp: -1,
+        leader_epoch: shard.leader_epoch(group_id)?,
     })
 }
 

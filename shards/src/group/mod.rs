@@ -17,6 +17,7 @@ use crate::error::ShardError;
 use crate::partition::batch::BatchHeader;
 use crate::partition::offsets::{PartitionOffsets, RetentionLimits};
 use crate::partition::producer_state::{ProducerState, SequenceCheck};
+use crate::partition::transactions::TxnIndex;
 use log::GroupLog;
 
 /// A replicated state machine other than a Kafka partition (the controller's metadata).
@@ -33,6 +34,7 @@ pub enum Machine {
         offsets: PartitionOffsets,
         retention: RetentionLimits,
         producers: ProducerState,
+        transactions: TxnIndex,
     },
     Custom(Box<dyn StateMachine>),
 }
@@ -118,15 +120,20 @@ impl RaftGroup {
         let commit = log.hard_state().commit;
         match &mut self.machine {
             Machine::Partition {
-                offsets, producers, ..
+                offsets,
+                producers,
+                transactions,
+                ..
             } => {
                 *offsets = PartitionOffsets::starting_at(decode_start_offset(log.snapshot_state()));
                 *producers = ProducerState::default();
+                *transactions = TxnIndex::default();
                 for (index, entry) in log.entries_from(log.first_index()) {
                     if let Some(base_offset) = offsets.on_append(index, &entry.head, entry.data_len)
                     {
                         if let Ok(header) = BatchHeader::parse(&entry.head) {
                             producers.record(&header, base_offset, index);
+                            transactions.on_batch(&header, &entry.head, base_offset);
                         }
                     }
                 }
@@ -237,6 +244,13 @@ impl RaftGroup {
         }
     }
 
+    pub fn transactions(&self) -> Option<&TxnIndex> {
+        match &self.machine {
+            Machine::Partition { transactions, .. } => Some(transactions),
+            Machine::Custom(_) => None,
+        }
+    }
+
     fn not_leader(&self) -> ShardError {
         ShardError::NotLeader {
             group_id: self.id,
@@ -333,7 +347,10 @@ impl RaftGroup {
             return;
         }
         if let Machine::Partition {
-            offsets, producers, ..
+            offsets,
+            producers,
+            transactions,
+            ..
         } = &mut self.machine
         {
             for entry in entries {
@@ -347,6 +364,7 @@ impl RaftGroup {
                             "proposed and persisted offsets agree"
                         );
                         producers.record(&header, base_offset, entry.index);
+                        transactions.on_batch(&header, &entry.data, base_offset);
                     }
                 }
             }

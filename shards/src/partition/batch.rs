@@ -132,14 +132,18 @@ impl BatchHeader {
         self.attributes & 0x20 != 0
     }
 
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
     /// How many offsets the batch occupies.
     pub fn offset_count(&self) -> i64 {
         self.last_offset_delta as i64 + 1
     }
 }
 
-/// Reads a zigzag varint (Kafka's signed varint) at the start of `bytes`.
-fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+/// Reads a zigzag varint (Kafka's signed varint) at the start of `bytes`: (value, its length).
+pub fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     let mut value: u64 = 0;
     for (i, &byte) in bytes.iter().enumerate().take(10) {
         value |= u64::from(byte & 0x7f) << (7 * i);

@@ -3,3 +3,4 @@
 pub mod batch;
 pub mod offsets;
 pub mod producer_state;
+pub mod transactions;

@@ -165,6 +165,14 @@ impl PartitionOffsets {
             .take_while(move |b| b.next_offset <= high_watermark)
     }
 
+    /// Batches from the one holding `offset` that end at or below `limit` (the last stable
+    /// offset of a read_committed fetch), in order.
+    pub fn committed_up_to(&self, offset: i64, limit: i64) -> impl Iterator<Item = &BatchMeta> {
+        let limit = limit.min(self.high_watermark);
+        self.committed_from(offset)
+            .take_while(move |b| b.next_offset <= limit)
+    }
+
     /// The first committed batch whose max timestamp is at or after `timestamp`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Option<BatchMeta> {
         self.batches

@@ -117,6 +117,13 @@ impl ProducerState {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
         }
+        if header.is_control() || header.base_sequence < 0 {
+            // A transaction marker or a coordinator's record carries the producer's epoch (a
+            // bumped one fences it) but no sequence: the producer's next batch continues its
+            // own numbering.
+            entry.last_write_index = raft_index;
+            return;
+        }
         entry.batches.push_back(SequenceRange {
             base_sequence: header.base_sequence,
             last_sequence: last_sequence(header),

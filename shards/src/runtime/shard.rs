@@ -29,6 +29,7 @@ use crate::group::{config::raft_config, Machine, RaftGroup, StateMachine};
 use crate::partition::batch::{self, BatchHeader};
 use crate::partition::offsets::{BatchMeta, PartitionOffsets, RetentionLimits};
 use crate::partition::producer_state::SequenceCheck;
+use crate::partition::transactions::TxnIndex;
 use crate::wal::disk::DmaDisk;
 use crate::wal::record::RecordKind;
 use crate::wal::recovery::{
@@ -172,6 +173,10 @@ pub struct Shard<D: Disk = DmaDisk> {
 pub struct ReadPlan<D: Disk = DmaDisk> {
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    pub last_stable_offset: i64,
+    /// read_committed: the aborted transactions with records in what the plan reads
+    /// (producer id, first offset), for the consumer to drop.
+    pub aborted: Vec<(i64, i64)>,
     pub pieces: Vec<ReadPiece<D>>,
 }
 
@@ -404,6 +409,7 @@ impl<D: Disk> Shard<D> {
                 offsets: PartitionOffsets::starting_at(0),
                 retention,
                 producers: Default::default(),
+                transactions: Default::default(),
             },
             GroupSpec::Custom { machine, .. } => Machine::Custom(machine),
         };
@@ -565,6 +571,29 @@ impl<D: Disk> Shard<D> {
         header: &BatchHeader,
         ack: AckWhen,
     ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
+        self.propose_batch_from(group_id, batch, header, ack, true)
+    }
+
+    /// `propose_batch` for the broker's own writes (coordinator records, transaction
+    /// markers): they carry a producer id but no sequence, so no sequence check applies.
+    pub fn propose_internal_batch(
+        &mut self,
+        group_id: u64,
+        batch: &[u8],
+        header: &BatchHeader,
+        ack: AckWhen,
+    ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
+        self.propose_batch_from(group_id, batch, header, ack, false)
+    }
+
+    fn propose_batch_from(
+        &mut self,
+        group_id: u64,
+        batch: &[u8],
+        header: &BatchHeader,
+        ack: AckWhen,
+        check_sequence: bool,
+    ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
         let record_bytes_max = self.wal.config().record_bytes_max() - ENTRY_HEADER_BYTES - 64;
         if batch.len() > record_bytes_max {
             return Err(ShardError::RecordTooLarge(batch.len()));
@@ -577,7 +606,12 @@ impl<D: Disk> Shard<D> {
             });
         }
         let base_offset = group.next_batch_offset();
-        match group.check_sequence(header) {
+        let check = if check_sequence {
+            group.check_sequence(header)
+        } else {
+            SequenceCheck::Accept
+        };
+        match check {
             SequenceCheck::Accept => {}
             SequenceCheck::Duplicate(previous) => {
                 // A retry of a batch already written: answer with its offset once committed.
@@ -690,6 +724,27 @@ impl<D: Disk> Shard<D> {
         first_whole: bool,
         from_follower: bool,
     ) -> Result<ReadPlan<D>, ShardError> {
+        self.plan_read_isolated(
+            group_id,
+            offset,
+            max_bytes,
+            first_whole,
+            from_follower,
+            false,
+        )
+    }
+
+    /// `plan_read_from`; with `read_committed`, only up to the last stable offset, and with
+    /// the aborted transactions of what it reads.
+    pub fn plan_read_isolated(
+        &self,
+        group_id: u64,
+        offset: i64,
+        max_bytes: usize,
+        first_whole: bool,
+        from_follower: bool,
+        read_committed: bool,
+    ) -> Result<ReadPlan<D>, ShardError> {
         let group = self.group(group_id)?;
         let follower_read = from_follower
             && !group.is_leader()
@@ -709,21 +764,59 @@ impl<D: Disk> Shard<D> {
                 high_watermark,
             });
         }
+        let transactions = group.transactions();
+        let last_stable_offset = transactions.map_or(high_watermark, |t| {
+            t.last_stable_offset(log_start_offset, high_watermark)
+        });
+        let limit = if read_committed {
+            last_stable_offset
+        } else {
+            high_watermark
+        };
         let mut pieces = Vec::new();
         let mut bytes = 0usize;
-        for meta in offsets.committed_from(offset) {
+        let mut end = offset;
+        for meta in offsets.committed_up_to(offset, limit) {
             let size = meta.bytes as usize;
             if bytes + size > max_bytes && !(pieces.is_empty() && first_whole) {
                 break;
             }
             pieces.push(self.piece(group, meta)?);
             bytes += size;
+            end = meta.next_offset;
         }
+        let aborted = match transactions {
+            Some(t) if read_committed && end > offset => t.aborted_between(offset, end),
+            _ => Vec::new(),
+        };
         Ok(ReadPlan {
             high_watermark,
             log_start_offset,
+            last_stable_offset,
+            aborted,
             pieces,
         })
+    }
+
+    /// The last stable offset of a partition this shard leads.
+    pub fn last_stable_offset(&self, group_id: u64) -> Result<i64, ShardError> {
+        let offsets = self.read_offsets(group_id)?;
+        let (start, high_watermark) = (offsets.log_start_offset(), offsets.high_watermark());
+        Ok(self
+            .group(group_id)?
+            .transactions()
+            .map_or(high_watermark, |t| {
+                t.last_stable_offset(start, high_watermark)
+            }))
+    }
+
+    /// Open transactions of a partition (DescribeProducers): (producer id, first offset).
+    pub fn open_transactions(&self, group_id: u64) -> Result<Vec<(i64, i64)>, ShardError> {
+        Ok(self
+            .group(group_id)?
+            .transactions()
+            .map(TxnIndex::open_transactions)
+            .unwrap_or_default())
     }
 
     fn piece(&self, group: &RaftGroup, meta: &BatchMeta) -> Result<ReadPiece<D>, ShardError> {
@@ -946,6 +1039,9 @@ impl<D: Disk> Shard<D> {
             let Some((index, start_offset)) = offsets.expire(*retention, now_ms, applied) else {
                 continue;
             };
+            if let Machine::Partition { transactions, .. } = &mut group.machine {
+                transactions.forget_before(start_offset);
+            }
             let state = crate::group::encode_start_offset(start_offset);
             group.node.mut_store().compact(index, state.clone());
             let snapshot = SnapshotRecord {

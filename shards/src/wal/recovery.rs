@@ -12,7 +12,8 @@ use super::WalLocation;
 pub const ENTRY_HEADER_BYTES: usize = 17;
 pub const HARD_STATE_BYTES: usize = 24;
 pub const SNAPSHOT_HEADER_BYTES: usize = 16;
-pub const ENTRY_HEAD_BYTES: usize = 64;
+/// Enough for a batch header and the key of a control batch's record (its marker type).
+pub const ENTRY_HEAD_BYTES: usize = 96;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecoveryError {

@@ -12,9 +12,9 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::{ProducerId, TopicName};
 
 use crate::kafka::errors;
 use crate::metadata::MetadataView;
@@ -32,6 +32,8 @@ struct Wanted {
     placement: Option<(usize, u64)>,
     /// A consumer naming its rack (v11+) may read from a follower, as in Kafka (KIP-392).
     from_follower: bool,
+    /// isolation_level=1 (v4+): up to the last stable offset.
+    read_committed: bool,
 }
 
 type Outcome = Result<ReadResult, ResponseError>;
@@ -84,6 +86,7 @@ fn check_session(version: i16, request: &FetchRequest) -> Result<(), ResponseErr
 
 fn plan(view: &MetadataView, version: i16, request: &FetchRequest) -> Vec<Wanted> {
     let from_follower = version >= 11 && !request.rack_id.is_empty();
+    let read_committed = version >= 4 && request.isolation_level == 1;
     let mut wanted = Vec::new();
     for (topic_index, topic) in request.topics.iter().enumerate() {
         for partition in &topic.partitions {
@@ -97,6 +100,7 @@ fn plan(view: &MetadataView, version: i16, request: &FetchRequest) -> Vec<Wanted
                 partition_max_bytes: partition.partition_max_bytes.max(0) as usize,
                 placement,
                 from_follower,
+                read_committed,
             });
         }
     }
@@ -118,6 +122,7 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
                 offset: w.fetch_offset,
                 max_bytes: w.partition_max_bytes,
                 from_follower: w.from_follower,
+                read_committed: w.read_committed,
             });
         }
     }
@@ -210,10 +215,19 @@ fn respond(
                     first_batch_sent = true;
                     records.extend_from_slice(&batch);
                 }
+                let aborted = result
+                    .aborted
+                    .iter()
+                    .map(|&(producer_id, first_offset)| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(producer_id))
+                            .with_first_offset(first_offset)
+                    })
+                    .collect();
                 data.with_high_watermark(result.high_watermark)
-                    .with_last_stable_offset(result.high_watermark)
+                    .with_last_stable_offset(result.last_stable_offset)
                     .with_log_start_offset(result.log_start_offset)
-                    .with_aborted_transactions(Some(Vec::new()))
+                    .with_aborted_transactions(Some(aborted))
                     .with_records(Some(records.freeze()))
             }
         };

@@ -1,7 +1,7 @@
-//! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition
-//! (created on the first request, as Kafka does). Transactional ids are coordinated by the
-//! answering node until transactions exist. librdkafka also reads this API's presence as
-//! "the broker supports LZ4" (its feature map), so it must be advertised.
+//! FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets` partition,
+//! a transactional id's the leader of its `__transaction_state` partition (each topic is
+//! created on the first request, as Kafka does). librdkafka also reads this API's presence
+//! as "the broker supports LZ4" (its feature map), so it must be advertised.
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -12,7 +12,7 @@ use kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoord
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
 
-use super::{describe, ensure_offsets_topic, group_partition};
+use super::{describe, ensure_internal_topic, internal_partition};
 use crate::runtime::context::ShardContext;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=4;
@@ -71,23 +71,30 @@ async fn locate(
     key_type: i8,
     key: &str,
 ) -> Result<(i32, String, i32), ResponseError> {
-    let me = ctx.config.node_id;
-    let node = match key_type {
-        TRANSACTION_KEY => me,
-        GROUP_KEY if !key.is_empty() => group_coordinator(ctx, key).await?,
+    let topic = match key_type {
+        GROUP_KEY => crate::coordinator::OFFSETS_TOPIC,
+        TRANSACTION_KEY => crate::transactions::TRANSACTION_TOPIC,
         _ => return Err(ResponseError::InvalidRequest),
     };
+    if key.is_empty() {
+        return Err(ResponseError::InvalidRequest);
+    }
+    let node = coordinator_of(ctx, topic, key).await?;
     let (host, port) =
         super::metadata::broker_address(ctx, node).ok_or(ResponseError::CoordinatorNotAvailable)?;
     Ok((node as i32, host, i32::from(port)))
 }
 
-/// The leader of the group's offsets partition: asked of the local replica, else the
-/// preferred replica (which answers NOT_COORDINATOR if it does not lead, and the client asks
-/// again).
-async fn group_coordinator(ctx: &Rc<ShardContext>, group_id: &str) -> Result<u32, ResponseError> {
-    ensure_offsets_topic(ctx).await?;
-    let (shard, partition, replicas) = group_partition(ctx, group_id)?;
+/// The leader of the key's partition of the internal `topic`: asked of the local replica,
+/// else the preferred replica (which answers NOT_COORDINATOR if it does not lead, and the
+/// client asks again).
+async fn coordinator_of(
+    ctx: &Rc<ShardContext>,
+    topic: &str,
+    key: &str,
+) -> Result<u32, ResponseError> {
+    ensure_internal_topic(ctx, topic).await?;
+    let (shard, partition, replicas) = internal_partition(ctx, topic, key)?;
     let me = ctx.config.node_id;
     if !replicas.is_empty() && !replicas.contains(&me) {
         return replicas

@@ -1,6 +1,7 @@
 //! InitProducerId for idempotent producers (the Java client and kafka-python enable
-//! idempotence by default). Ids come from the controller, committed through Raft, so they are
-//! never reused. Transactional ids are not supported yet and are refused.
+//! idempotence by default): ids come from the controller, committed through Raft, so they are
+//! never reused. With a transactional id, the transaction coordinator answers (see
+//! `crate::transactions`): the same producer id again, with its epoch bumped.
 
 use std::ops::RangeInclusive;
 use std::rc::Rc;
@@ -13,6 +14,7 @@ use kafka_protocol::messages::ProducerId;
 use crate::controller::{ControllerError, ControllerReply, ControllerRequest};
 use crate::kafka::errors;
 use crate::runtime::context::ShardContext;
+use crate::transactions::{TxnAnswer, TxnCall};
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=4;
 
@@ -30,9 +32,17 @@ pub async fn handle(
         Some(id) if id.is_empty() => {
             return response.with_error_code(ResponseError::InvalidRequest.code());
         }
-        Some(_) => {
-            return response
-                .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+        Some(id) => {
+            let call = TxnCall::Init {
+                transactional_id: id.to_string(),
+                timeout_ms: request.transaction_timeout_ms,
+            };
+            return match super::call_transaction(ctx, call).await {
+                TxnAnswer::Init(0, producer_id, epoch) => response
+                    .with_producer_id(ProducerId(producer_id))
+                    .with_producer_epoch(epoch),
+                TxnAnswer::Init(code, ..) | TxnAnswer::Done(code) => response.with_error_code(code),
+            };
         }
     }
     // Without a transactional id, Kafka ignores the id and epoch a producer sends (KIP-360

@@ -22,6 +22,8 @@ pub async fn handle(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let view = ctx.metadata();
+    // v2+: read_committed consumers' "latest" is the last stable offset.
+    let read_committed = version >= 2 && request.isolation_level == 1;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let lookups = topic.partitions.iter().map(|p| {
@@ -40,6 +42,7 @@ pub async fn handle(
                         ShardRequest::ListOffset {
                             group_id,
                             timestamp,
+                            read_committed,
                         },
                     )
                     .await

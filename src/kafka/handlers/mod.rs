@@ -1,6 +1,8 @@
 //! One Kafka API per file, each with its accepted `VERSIONS` first. Shared routing helpers
 //! live here.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
@@ -10,6 +12,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -25,6 +28,8 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -39,6 +44,7 @@ use crate::coordinator::{partition_for, GroupAnswer, GroupCall, OFFSETS_TOPIC};
 use crate::kafka::{errors, topic_name};
 use crate::runtime::context::ShardContext;
 use crate::runtime::frame::{PartitionDescription, ShardReply, ShardRequest};
+use crate::transactions::{TxnAnswer, TxnCall, TRANSACTION_TOPIC};
 
 /// The controller always lives on shard 0.
 const CONTROLLER_SHARD: usize = 0;
@@ -191,11 +197,14 @@ pub async fn describe(
     described
 }
 
-/// Creates `__consumer_offsets` if it does not exist yet (the first FindCoordinator of a
-/// group, as Kafka does), with the broker's replication factor and no retention: offsets
-/// stay until they are deleted or overwritten.
-pub async fn ensure_offsets_topic(ctx: &Rc<ShardContext>) -> Result<(), ResponseError> {
-    if ctx.metadata().topic(OFFSETS_TOPIC).is_some() {
+/// Creates an internal topic (`__consumer_offsets`, `__transaction_state`) if it does not
+/// exist yet (the first FindCoordinator, as Kafka does), with the broker's replication factor
+/// and no retention: its records stay until they are deleted or overwritten.
+pub async fn ensure_internal_topic(
+    ctx: &Rc<ShardContext>,
+    name: &str,
+) -> Result<(), ResponseError> {
+    if ctx.metadata().topic(name).is_some() {
         return Ok(());
     }
     let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")]
@@ -203,7 +212,7 @@ pub async fn ensure_offsets_topic(ctx: &Rc<ShardContext>) -> Result<(), Response
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let topics = vec![NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
+        name: name.to_string(),
         partitions: ctx.config.offsets_topic_partitions,
         replication_factor: ctx.config.default_replication_factor,
         configs,
@@ -218,28 +227,29 @@ pub async fn ensure_offsets_topic(ctx: &Rc<ShardContext>) -> Result<(), Response
     .await;
     match outcomes.first() {
         Some((_, Ok(_))) | Some((_, Err(ControllerError::TopicAlreadyExists))) => {
-            tracing::info!("created {OFFSETS_TOPIC}");
+            tracing::info!(topic = name, "created an internal topic");
             Ok(())
         }
         Some((_, Err(error))) => {
-            tracing::warn!(%error, "cannot create {OFFSETS_TOPIC}");
+            tracing::warn!(%error, topic = name, "cannot create an internal topic");
             Err(ResponseError::CoordinatorNotAvailable)
         }
         None => Err(ResponseError::CoordinatorNotAvailable),
     }
 }
 
-/// Where a group's coordinator runs on this node: (shard, Raft group of its offsets
-/// partition, the partition's replicas). NOT_COORDINATOR when this node holds no replica.
-pub fn group_partition(
+/// Where the coordinator of `key` (a group or a transactional id) runs: (shard, Raft group of
+/// its partition of the internal `topic`, the partition's replicas).
+pub fn internal_partition(
     ctx: &ShardContext,
-    group_id: &str,
+    topic: &str,
+    key: &str,
 ) -> Result<(usize, u64, Vec<u32>), ResponseError> {
     let view = ctx.metadata();
     let topic = view
-        .topic(OFFSETS_TOPIC)
+        .topic(topic)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let index = partition_for(group_id, topic.partitions.len());
+    let index = partition_for(key, topic.partitions.len());
     let partition = topic
         .partitions
         .get(index)
@@ -254,7 +264,7 @@ pub fn group_partition(
 /// Sends a group request to the coordinator of `group_id` on this node.
 pub async fn call_group(ctx: &Rc<ShardContext>, group_id: &str, call: GroupCall) -> GroupAnswer {
     let me = ctx.config.node_id;
-    let (shard, partition) = match group_partition(ctx, group_id) {
+    let (shard, partition) = match internal_partition(ctx, OFFSETS_TOPIC, group_id) {
         Ok((_, _, replicas)) if !replicas.is_empty() && !replicas.contains(&me) => {
             return refuse(call, ResponseError::NotCoordinator)
         }
@@ -274,5 +284,30 @@ pub async fn call_group(ctx: &Rc<ShardContext>, group_id: &str, call: GroupCall)
     {
         Ok(ShardReply::Group(answer)) => answer,
         _ => refuse(fallback, ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+/// Sends a transaction request to the coordinator of its transactional id on this node.
+pub async fn call_transaction(ctx: &Rc<ShardContext>, call: TxnCall) -> TxnAnswer {
+    let refuse = |error: ResponseError| match &call {
+        TxnCall::Init { .. } => TxnAnswer::Init(error.code(), -1, -1),
+        _ => TxnAnswer::Done(error.code()),
+    };
+    let me = ctx.config.node_id;
+    let located = internal_partition(ctx, TRANSACTION_TOPIC, call.transactional_id());
+    let (shard, partition) = match located {
+        Ok((_, _, replicas)) if !replicas.is_empty() && !replicas.contains(&me) => {
+            return refuse(ResponseError::NotCoordinator)
+        }
+        Ok((shard, partition, _)) => (shard, partition),
+        Err(error) => return refuse(error),
+    };
+    let request = ShardRequest::Transaction {
+        partition,
+        call: Box::new(call.clone()),
+    };
+    match ctx.call(shard, request).await {
+        Ok(ShardReply::Transaction(answer)) => answer,
+        _ => refuse(ResponseError::CoordinatorNotAvailable),
     }
 }

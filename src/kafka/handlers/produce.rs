@@ -113,27 +113,8 @@ fn plan_partition(
     };
     let records = records.unwrap_or_default();
     let settings = TopicSettings::of(record, ctx.topic_defaults());
-    if records.len() > settings.message_bytes_max {
-        let message = format!(
-            "batch of {} bytes exceeds max.message.bytes {}",
-            records.len(),
-            settings.message_bytes_max
-        );
-        return failed(index, ResponseError::MessageTooLarge, message);
-    }
-    let batches = match split_batches(&records) {
-        Ok(batches) => batches,
-        Err(error) => return failed(index, errors::batch_error(&error), error.to_string()),
-    };
-    if batches.len() != 1 {
-        let message = format!(
-            "produce carries {} record batches; exactly one is allowed",
-            batches.len()
-        );
-        return failed(index, ResponseError::InvalidRecord, message);
-    }
-    if let Err(error) = BatchHeader::validate(batches[0]) {
-        return failed(index, errors::batch_error(&error), error.to_string());
+    if let Err((error, message)) = check_batch(&records, settings.message_bytes_max) {
+        return failed(index, error, message);
     }
     let min_in_sync = if acks == -1 {
         record
@@ -153,6 +134,33 @@ fn plan_partition(
             min_in_sync,
         },
     }
+}
+
+/// The produce payload must be one valid record batch within the topic's size limit, and not
+/// a control batch (markers are the transaction coordinator's).
+fn check_batch(records: &[u8], message_bytes_max: usize) -> Result<(), (ResponseError, String)> {
+    if records.len() > message_bytes_max {
+        let message = format!(
+            "batch of {} bytes exceeds max.message.bytes {message_bytes_max}",
+            records.len()
+        );
+        return Err((ResponseError::MessageTooLarge, message));
+    }
+    let batches = split_batches(records).map_err(|e| (errors::batch_error(&e), e.to_string()))?;
+    if batches.len() != 1 {
+        let message = format!(
+            "produce carries {} record batches; exactly one is allowed",
+            batches.len()
+        );
+        return Err((ResponseError::InvalidRecord, message));
+    }
+    let header =
+        BatchHeader::validate(batches[0]).map_err(|e| (errors::batch_error(&e), e.to_string()))?;
+    if header.is_control() {
+        let message = "control batches are written by the broker only".to_string();
+        return Err((ResponseError::InvalidRecord, message));
+    }
+    Ok(())
 }
 
 /// Per shard: where each answer goes (topic position, partition position, partition index)

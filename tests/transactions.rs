@@ -1,0 +1,210 @@
+//! Transactions with librdkafka's transactional producer: committed and aborted transactions
+//! interleaved over several partitions (read_committed consumers see exactly the committed
+//! records, read_uncommitted ones all), a second instance with the same transactional id
+//! fences the first, and a broker `kill -9` in the middle of a transaction leaves it aborted
+//! while an acknowledged commit stays committed.
+
+// A test reads as one scenario, top to bottom; the 70-line rule is for the broker.
+#![allow(clippy::too_many_lines)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const PARTITIONS: i32 = 4;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn transactional(bootstrap: &str, id: &str) -> BaseProducer<DeliveryContext> {
+    let producer = producer(
+        bootstrap,
+        &[("transactional.id", id), ("enable.idempotence", "true")],
+    );
+    producer
+        .init_transactions(TIMEOUT)
+        .expect("init transactions");
+    producer
+}
+
+/// One transaction of `count` records named `{tag}-{i}` over the partitions.
+fn send_all(producer: &BaseProducer<DeliveryContext>, topic: &str, tag: &str, count: usize) {
+    for i in 0..count {
+        let payload = format!("{tag}-{i}");
+        send_retry(
+            producer,
+            BaseRecord::to(topic)
+                .partition((i % PARTITIONS as usize) as i32)
+                .payload(payload.as_bytes()),
+        );
+    }
+}
+
+fn payloads(messages: &[OwnedMessage]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+        .collect()
+}
+
+fn read(bootstrap: &str, topic: &str, expected: usize, isolation: &str) -> Vec<String> {
+    read_within(bootstrap, topic, expected, isolation, TIMEOUT)
+}
+
+/// Reads from the beginning until `expected` records arrived or `timeout` passed.
+fn read_within(
+    bootstrap: &str,
+    topic: &str,
+    expected: usize,
+    isolation: &str,
+    timeout: Duration,
+) -> Vec<String> {
+    payloads(&consume_with(
+        bootstrap,
+        topic,
+        PARTITIONS,
+        expected,
+        timeout,
+        &[("isolation.level", isolation)],
+    ))
+}
+
+/// Every record of `tags`, `count` each.
+fn expected(tags: &[&str], count: usize) -> BTreeSet<String> {
+    tags.iter()
+        .flat_map(|tag| (0..count).map(move |i| format!("{tag}-{i}")))
+        .collect()
+}
+
+fn assert_in_order(messages: &[String]) {
+    // Within a partition, records of one transaction keep their order.
+    let mut last: BTreeMap<String, usize> = BTreeMap::new();
+    for payload in messages {
+        let (tag, i) = payload.rsplit_once('-').expect("tag-i");
+        let i: usize = i.parse().expect("number");
+        let key = format!("{tag}/{}", i % PARTITIONS as usize);
+        if let Some(previous) = last.insert(key, i) {
+            assert!(previous < i, "{payload} after {previous}");
+        }
+    }
+}
+
+#[test]
+fn read_committed_sees_exactly_the_committed_transactions() {
+    let broker = Broker::start_with(2, &["--default-partitions", "4"], None);
+    let bootstrap = broker.bootstrap();
+    let topic = "ledger";
+    let producer = transactional(&bootstrap, "tx-ledger");
+    let mut committed = Vec::new();
+    let mut all = Vec::new();
+    for t in 0..6 {
+        let tag = format!("t{t}");
+        producer.begin_transaction().expect("begin");
+        send_all(&producer, topic, &tag, 40);
+        if t % 2 == 0 {
+            producer.commit_transaction(TIMEOUT).expect("commit");
+            committed.push(tag.clone());
+        } else {
+            // librdkafka wants the delivery reports served before an abort.
+            producer.flush(TIMEOUT).expect("flush");
+            producer.abort_transaction(TIMEOUT).expect("abort");
+        }
+        all.push(tag);
+    }
+    let committed: Vec<&str> = committed.iter().map(String::as_str).collect();
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+
+    let seen = read(&bootstrap, topic, 120, "read_committed");
+    assert_eq!(seen.len(), 120, "{seen:?}");
+    assert_eq!(
+        seen.iter().cloned().collect::<BTreeSet<_>>(),
+        expected(&committed, 40)
+    );
+    assert_in_order(&seen);
+
+    let seen = read(&bootstrap, topic, 240, "read_uncommitted");
+    assert_eq!(seen.len(), 240);
+    assert_eq!(
+        seen.iter().cloned().collect::<BTreeSet<_>>(),
+        expected(&all, 40)
+    );
+
+    // An open transaction holds read_committed consumers back; its commit releases them.
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, topic, "open", 8);
+    producer.flush(TIMEOUT).expect("flush");
+    let held_back = read_within(
+        &bootstrap,
+        topic,
+        121,
+        "read_committed",
+        Duration::from_secs(3),
+    );
+    assert_eq!(held_back.len(), 120);
+    producer.commit_transaction(TIMEOUT).expect("commit");
+    assert_eq!(read(&bootstrap, topic, 128, "read_committed").len(), 128);
+}
+
+#[test]
+fn a_new_instance_fences_the_old_one() {
+    let broker = Broker::start_with(1, &["--default-partitions", "4"], None);
+    let bootstrap = broker.bootstrap();
+    let topic = "fenced";
+    let old = transactional(&bootstrap, "tx-fence");
+    old.begin_transaction().expect("begin");
+    send_all(&old, topic, "old", 8);
+    old.flush(TIMEOUT).expect("flush");
+
+    // The new instance's InitProducerId aborts the old one's transaction and bumps the epoch.
+    let new = transactional(&bootstrap, "tx-fence");
+    let refused = old.commit_transaction(TIMEOUT);
+    assert!(
+        refused.is_err(),
+        "the old instance committed after being fenced"
+    );
+    new.begin_transaction().expect("begin");
+    send_all(&new, topic, "new", 8);
+    new.commit_transaction(TIMEOUT).expect("commit");
+
+    let seen = read(&bootstrap, topic, 8, "read_committed");
+    assert_eq!(
+        seen.iter().cloned().collect::<BTreeSet<_>>(),
+        expected(&["new"], 8)
+    );
+}
+
+#[test]
+fn a_crash_mid_transaction_aborts_it_and_an_acknowledged_commit_stays() {
+    let mut broker = Broker::start_with(2, &["--default-partitions", "4"], None);
+    let bootstrap = broker.bootstrap();
+    let topic = "crash";
+    let producer = transactional(&bootstrap, "tx-crash");
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, topic, "done", 20);
+    producer.commit_transaction(TIMEOUT).expect("commit");
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, topic, "cut", 20);
+    producer.flush(TIMEOUT).expect("flush");
+
+    broker.kill9();
+    broker.restart();
+    drop(producer);
+
+    // The restarted producer's InitProducerId aborts what the crash interrupted.
+    let producer = transactional(&bootstrap, "tx-crash");
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, topic, "after", 20);
+    producer.commit_transaction(TIMEOUT).expect("commit");
+
+    let seen = read(&bootstrap, topic, 40, "read_committed");
+    assert_eq!(
+        seen.iter().cloned().collect::<BTreeSet<_>>(),
+        expected(&["done", "after"], 20)
+    );
+    assert_eq!(seen.len(), 40);
+    let all = read(&bootstrap, topic, 60, "read_uncommitted");
+    assert_eq!(all.len(), 60);
+}
