@@ -208,3 +208,113 @@ fn a_crash_mid_transaction_aborts_it_and_an_acknowledged_commit_stays() {
     let all = read(&bootstrap, topic, 60, "read_uncommitted");
     assert_eq!(all.len(), 60);
 }
+
+/// Consume-transform-produce in one transaction per batch: the outputs and the consumed
+/// offsets commit together. The broker is killed in the middle of a transaction; after the
+/// restart a new instance (same transactional id, same group) carries on from the committed
+/// offsets. Every input appears exactly once in the read_committed output.
+#[test]
+fn read_process_write_is_exactly_once_across_a_kill_9() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::ClientConfig;
+    const INPUTS: usize = 300;
+    let mut broker = Broker::start_with(
+        2,
+        &[
+            "--default-partitions",
+            "4",
+            "--group-initial-rebalance-delay-ms",
+            "100",
+            "--group-min-session-timeout-ms",
+            "1000",
+        ],
+        None,
+    );
+    let bootstrap = broker.bootstrap();
+    let plain = producer(&bootstrap, &[("acks", "all")]);
+    send_all(&plain, "inputs", "in", INPUTS);
+    flush(&plain, TIMEOUT);
+
+    let start = |bootstrap: &str| {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "transformer")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", "3000")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&["inputs"]).expect("subscribe");
+        (consumer, transactional(bootstrap, "tx-transformer"))
+    };
+    // One transaction: up to 25 inputs polled, transformed, written with their offsets.
+    let step = |consumer: &BaseConsumer, producer: &BaseProducer<DeliveryContext>| -> usize {
+        let mut batch = Vec::new();
+        while batch.len() < 25 {
+            match consumer.poll(Duration::from_millis(300)) {
+                Some(Ok(message)) => batch.push(message.detach()),
+                _ => break,
+            }
+        }
+        if batch.is_empty() {
+            return 0;
+        }
+        producer.begin_transaction().expect("begin");
+        for message in &batch {
+            let output = format!(
+                "out-{}",
+                String::from_utf8_lossy(message.payload().unwrap_or_default())
+            );
+            send_retry(
+                producer,
+                BaseRecord::to("outputs")
+                    .partition(message.partition())
+                    .payload(output.as_bytes()),
+            );
+        }
+        let positions = consumer.position().expect("position");
+        let metadata = consumer.group_metadata().expect("group metadata");
+        producer
+            .send_offsets_to_transaction(&positions, &metadata, TIMEOUT)
+            .expect("offsets in the transaction");
+        producer.commit_transaction(TIMEOUT).expect("commit");
+        batch.len()
+    };
+
+    let (consumer, producer) = start(&bootstrap);
+    let mut done = 0;
+    while done < INPUTS / 3 {
+        done += step(&consumer, &producer);
+    }
+    // A transaction in flight when the broker dies: outputs written, nothing committed.
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, "outputs", "orphan", 8);
+    producer.flush(TIMEOUT).expect("flush");
+    broker.kill9();
+    broker.restart();
+    drop(producer);
+    drop(consumer);
+
+    // The old member's session (3 s) must run out before the group rebalances to the new one.
+    let (consumer, producer) = start(&bootstrap);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while done < INPUTS {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processed {done} of {INPUTS}"
+        );
+        done += step(&consumer, &producer);
+    }
+    drop(consumer);
+
+    let outputs = read(&bootstrap, "outputs", INPUTS, "read_committed");
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for output in &outputs {
+        *counts.entry(output.clone()).or_default() += 1;
+    }
+    let duplicated: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(duplicated.is_empty(), "written twice: {duplicated:?}");
+    let wanted: BTreeSet<String> = (0..INPUTS).map(|i| format!("out-in-{i}")).collect();
+    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), wanted);
+}
