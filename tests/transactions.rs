@@ -318,3 +318,64 @@ fn read_process_write_is_exactly_once_across_a_kill_9() {
     let wanted: BTreeSet<String> = (0..INPUTS).map(|i| format!("out-in-{i}")).collect();
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), wanted);
 }
+
+#[test]
+fn transactions_producers_and_log_dirs_are_described() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+    let broker = Broker::start_with(1, &["--default-partitions", "4"], None);
+    let bootstrap = broker.bootstrap();
+    let producer = transactional(&bootstrap, "tx-described");
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, "described", "d", 8);
+    producer.commit_transaction(TIMEOUT).expect("commit");
+    producer.begin_transaction().expect("begin");
+    send_all(&producer, "described", "open", 4);
+    producer.flush(TIMEOUT).expect("flush");
+    let addr = broker.addr();
+
+    let id = TransactionalId(StrBytes::from_static_str("tx-described"));
+    let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![id]);
+    let described: DescribeTransactionsResponse = typed_request(addr, &request, 0);
+    let state = &described.transaction_states[0];
+    assert_eq!(state.error_code, 0);
+    assert_eq!(state.transaction_state.as_str(), "Ongoing");
+    assert_eq!(state.topics[0].partitions.len(), 4);
+    let producer_id = state.producer_id;
+
+    let listed: ListTransactionsResponse =
+        typed_request(addr, &ListTransactionsRequest::default(), 0);
+    assert!(listed
+        .transaction_states
+        .iter()
+        .any(|t| t.transactional_id.as_str() == "tx-described" && t.producer_id == producer_id));
+
+    let request = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(TopicName(StrBytes::from_static_str("described")))
+        .with_partition_indexes(vec![0])]);
+    let producers: DescribeProducersResponse = typed_request(addr, &request, 0);
+    let partition = &producers.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    let active = &partition.active_producers[0];
+    assert_eq!(active.producer_id, producer_id);
+    assert!(active.current_txn_start_offset > 0, "{active:?}");
+
+    let request =
+        DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![DescribableLogDirTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("described")))
+                .with_partitions(vec![0, 1, 2, 3])]));
+    let dirs: DescribeLogDirsResponse = typed_request(addr, &request, 4);
+    let dir = &dirs.results[0];
+    assert!(dir.total_bytes > 0 && dir.usable_bytes > 0);
+    let sizes: Vec<i64> = dir.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.partition_size)
+        .collect();
+    assert_eq!(sizes.len(), 4);
+    assert!(sizes.iter().all(|&s| s > 0), "{sizes:?}");
+    producer.abort_transaction(TIMEOUT).expect("abort");
+}

@@ -14,76 +14,98 @@ use crate::runtime::context::ShardContext;
 
 /// (API, versions we accept). Produce advertises v0-v2 as Kafka 4.0 does (KAFKA-18659:
 /// librdkafka infers codec support from them) but only v3+ decodes.
-pub fn supported_apis() -> [(ApiKey, RangeInclusive<i16>); 30] {
-    [
-        (ApiKey::Produce, handlers::produce::VERSIONS),
-        (ApiKey::Fetch, handlers::fetch::VERSIONS),
-        (ApiKey::ListOffsets, handlers::list_offsets::VERSIONS),
-        (ApiKey::Metadata, handlers::metadata::VERSIONS),
-        (ApiKey::ApiVersions, handlers::api_versions::VERSIONS),
-        (ApiKey::CreateTopics, handlers::create_topics::VERSIONS),
-        (ApiKey::DeleteTopics, handlers::delete_topics::VERSIONS),
-        (ApiKey::InitProducerId, handlers::init_producer_id::VERSIONS),
-        (
-            ApiKey::FindCoordinator,
-            handlers::find_coordinator::VERSIONS,
-        ),
-        (
-            ApiKey::OffsetForLeaderEpoch,
-            handlers::offset_for_leader_epoch::VERSIONS,
-        ),
-        (ApiKey::JoinGroup, handlers::join_group::VERSIONS),
-        (ApiKey::SyncGroup, handlers::sync_group::VERSIONS),
-        (ApiKey::Heartbeat, handlers::heartbeat::VERSIONS),
-        (ApiKey::LeaveGroup, handlers::leave_group::VERSIONS),
-        (ApiKey::OffsetCommit, handlers::offset_commit::VERSIONS),
-        (ApiKey::OffsetFetch, handlers::offset_fetch::VERSIONS),
-        (ApiKey::DescribeGroups, handlers::describe_groups::VERSIONS),
-        (ApiKey::ListGroups, handlers::list_groups::VERSIONS),
-        (ApiKey::DeleteGroups, handlers::delete_groups::VERSIONS),
-        (ApiKey::OffsetDelete, handlers::offset_delete::VERSIONS),
-        (
-            ApiKey::DescribeConfigs,
-            handlers::describe_configs::VERSIONS,
-        ),
-        (ApiKey::AlterConfigs, handlers::alter_configs::VERSIONS),
-        (
-            ApiKey::IncrementalAlterConfigs,
-            handlers::alter_configs::INCREMENTAL_VERSIONS,
-        ),
-        (
-            ApiKey::CreatePartitions,
-            handlers::create_partitions::VERSIONS,
-        ),
-        (
-            ApiKey::DescribeCluster,
-            handlers::describe_cluster::VERSIONS,
-        ),
-        (
-            ApiKey::AddPartitionsToTxn,
-            handlers::add_partitions_to_txn::VERSIONS,
-        ),
-        (
-            ApiKey::AddOffsetsToTxn,
-            handlers::add_offsets_to_txn::VERSIONS,
-        ),
-        (ApiKey::EndTxn, handlers::end_txn::VERSIONS),
-        (
-            ApiKey::TxnOffsetCommit,
-            handlers::txn_offset_commit::VERSIONS,
-        ),
-        (
-            ApiKey::WriteTxnMarkers,
-            handlers::write_txn_markers::VERSIONS,
-        ),
-    ]
+pub fn supported_apis() -> &'static [(ApiKey, RangeInclusive<i16>)] {
+    &SUPPORTED_APIS
 }
+
+/// Built once: every request's decode looks its API up here.
+static SUPPORTED_APIS: std::sync::LazyLock<Vec<(ApiKey, RangeInclusive<i16>)>> =
+    std::sync::LazyLock::new(|| {
+        vec![
+            (ApiKey::Produce, handlers::produce::VERSIONS),
+            (ApiKey::Fetch, handlers::fetch::VERSIONS),
+            (ApiKey::ListOffsets, handlers::list_offsets::VERSIONS),
+            (ApiKey::Metadata, handlers::metadata::VERSIONS),
+            (ApiKey::ApiVersions, handlers::api_versions::VERSIONS),
+            (ApiKey::CreateTopics, handlers::create_topics::VERSIONS),
+            (ApiKey::DeleteTopics, handlers::delete_topics::VERSIONS),
+            (ApiKey::InitProducerId, handlers::init_producer_id::VERSIONS),
+            (
+                ApiKey::FindCoordinator,
+                handlers::find_coordinator::VERSIONS,
+            ),
+            (
+                ApiKey::OffsetForLeaderEpoch,
+                handlers::offset_for_leader_epoch::VERSIONS,
+            ),
+            (ApiKey::JoinGroup, handlers::join_group::VERSIONS),
+            (ApiKey::SyncGroup, handlers::sync_group::VERSIONS),
+            (ApiKey::Heartbeat, handlers::heartbeat::VERSIONS),
+            (ApiKey::LeaveGroup, handlers::leave_group::VERSIONS),
+            (ApiKey::OffsetCommit, handlers::offset_commit::VERSIONS),
+            (ApiKey::OffsetFetch, handlers::offset_fetch::VERSIONS),
+            (ApiKey::DescribeGroups, handlers::describe_groups::VERSIONS),
+            (ApiKey::ListGroups, handlers::list_groups::VERSIONS),
+            (ApiKey::DeleteGroups, handlers::delete_groups::VERSIONS),
+            (ApiKey::OffsetDelete, handlers::offset_delete::VERSIONS),
+            (
+                ApiKey::DescribeConfigs,
+                handlers::describe_configs::VERSIONS,
+            ),
+            (ApiKey::AlterConfigs, handlers::alter_configs::VERSIONS),
+            (
+                ApiKey::IncrementalAlterConfigs,
+                handlers::alter_configs::INCREMENTAL_VERSIONS,
+            ),
+            (
+                ApiKey::CreatePartitions,
+                handlers::create_partitions::VERSIONS,
+            ),
+            (
+                ApiKey::DescribeCluster,
+                handlers::describe_cluster::VERSIONS,
+            ),
+            (
+                ApiKey::AddPartitionsToTxn,
+                handlers::add_partitions_to_txn::VERSIONS,
+            ),
+            (
+                ApiKey::AddOffsetsToTxn,
+                handlers::add_offsets_to_txn::VERSIONS,
+            ),
+            (ApiKey::EndTxn, handlers::end_txn::VERSIONS),
+            (
+                ApiKey::TxnOffsetCommit,
+                handlers::txn_offset_commit::VERSIONS,
+            ),
+            (
+                ApiKey::WriteTxnMarkers,
+                handlers::write_txn_markers::VERSIONS,
+            ),
+            (
+                ApiKey::DescribeTransactions,
+                handlers::describe_transactions::VERSIONS,
+            ),
+            (
+                ApiKey::ListTransactions,
+                handlers::list_transactions::VERSIONS,
+            ),
+            (
+                ApiKey::DescribeProducers,
+                handlers::describe_producers::VERSIONS,
+            ),
+            (
+                ApiKey::DescribeLogDirs,
+                handlers::describe_log_dirs::VERSIONS,
+            ),
+        ]
+    });
 
 pub fn supported_versions(api_key: ApiKey) -> Option<RangeInclusive<i16>> {
     supported_apis()
-        .into_iter()
+        .iter()
         .find(|(key, _)| *key == api_key)
-        .map(|(_, versions)| versions)
+        .map(|(_, versions)| versions.clone())
 }
 
 pub struct Request {
@@ -215,7 +237,7 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
     }
 }
 
-/// The consumer group and admin APIs (None: not one of them).
+/// The consumer group APIs, then the others (None: not one we handle).
 async fn handle_group_and_admin_api(
     ctx: &Rc<ShardContext>,
     version: i16,
@@ -255,6 +277,18 @@ async fn handle_group_and_admin_api(
         RequestKind::OffsetDelete(req) => {
             ResponseKind::OffsetDelete(handlers::offset_delete::handle(&ctx, req).await)
         }
+        body => return handle_transaction_and_admin_api(&ctx, version, body).await,
+    })
+}
+
+/// The transaction and admin APIs (None: not one of them).
+async fn handle_transaction_and_admin_api(
+    ctx: &Rc<ShardContext>,
+    version: i16,
+    body: RequestKind,
+) -> Option<ResponseKind> {
+    let ctx = ctx.clone();
+    Some(match body {
         RequestKind::AlterConfigs(req) => {
             ResponseKind::AlterConfigs(handlers::alter_configs::handle(&ctx, req).await)
         }
@@ -276,6 +310,18 @@ async fn handle_group_and_admin_api(
         RequestKind::WriteTxnMarkers(req) => {
             ResponseKind::WriteTxnMarkers(handlers::write_txn_markers::handle(&ctx, req).await)
         }
+        RequestKind::DescribeTransactions(req) => ResponseKind::DescribeTransactions(
+            handlers::describe_transactions::handle(&ctx, req).await,
+        ),
+        RequestKind::ListTransactions(req) => {
+            ResponseKind::ListTransactions(handlers::list_transactions::handle(&ctx, req).await)
+        }
+        RequestKind::DescribeProducers(req) => {
+            ResponseKind::DescribeProducers(handlers::describe_producers::handle(&ctx, req).await)
+        }
+        RequestKind::DescribeLogDirs(req) => ResponseKind::DescribeLogDirs(
+            handlers::describe_log_dirs::handle(&ctx, version, req).await,
+        ),
         RequestKind::CreatePartitions(req) => {
             ResponseKind::CreatePartitions(handlers::create_partitions::handle(&ctx, req).await)
         }

@@ -52,6 +52,14 @@ pub enum ShardRequest {
     Raft(Vec<(u64, raft::eraftpb::Message)>),
     /// Only shard 0 hosts the controller.
     Controller(ControllerRequest),
+    /// The producers a partition knows (DescribeProducers), on its leader.
+    DescribeProducers {
+        group_id: u64,
+    },
+    /// Bytes held per partition (DescribeLogDirs).
+    PartitionSizes {
+        group_ids: Vec<u64>,
+    },
     /// A transaction marker for a partition this shard leads; answered once committed.
     WriteMarker {
         group_id: u64,
@@ -148,6 +156,9 @@ pub enum ShardReply {
     Controller(ControllerReply),
     Group(crate::coordinator::GroupAnswer),
     Marker(Result<(), ShardError>),
+    /// (producer id, epoch, last sequence, open transaction's first offset or -1).
+    Producers(Result<Vec<(i64, i16, i32, i64)>, ShardError>),
+    Sizes(Vec<Option<u64>>),
     Transaction(crate::transactions::TxnAnswer),
 }
 

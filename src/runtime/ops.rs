@@ -44,10 +44,9 @@ pub fn execute(
                 group_id,
                 timestamp,
                 read_committed,
-            } => ShardReply::ListOffset(if read_committed && timestamp == -1 {
-                last_stable(&ctx, group_id)
-            } else {
-                list_offset(&ctx, group_id, timestamp).await
+            } => ShardReply::ListOffset(match (read_committed, timestamp) {
+                (true, -1) => last_stable(&ctx, group_id),
+                _ => list_offset(&ctx, group_id, timestamp).await,
             }),
             ShardRequest::Describe { group_ids } => {
                 ShardReply::Describe(describe(&ctx, &group_ids))
@@ -67,11 +66,14 @@ pub fn execute(
                 ShardReply::MetadataApplied
             }
             ShardRequest::Raft(messages) => {
-                let mut shard = ctx.shard.borrow_mut();
-                for (group_id, message) in messages {
-                    shard.step(group_id, message);
-                }
+                ctx.shard.borrow_mut().step_all(messages);
                 ShardReply::Stepped
+            }
+            ShardRequest::DescribeProducers { group_id } => {
+                ShardReply::Producers(ctx.shard.borrow().describe_producers(group_id))
+            }
+            ShardRequest::PartitionSizes { group_ids } => {
+                ShardReply::Sizes(ctx.shard.borrow().partition_sizes(&group_ids))
             }
             ShardRequest::WriteMarker {
                 group_id,
@@ -80,12 +82,8 @@ pub fn execute(
                 commit,
                 is_offsets_partition,
             } => {
-                let written = write_marker(&ctx, group_id, producer_id, epoch, commit).await;
-                if written.is_ok() && is_offsets_partition {
-                    let settle = crate::coordinator::service::settle_transaction;
-                    settle(&ctx, group_id, producer_id, commit);
-                }
-                ShardReply::Marker(written)
+                let marker = (producer_id, epoch, commit);
+                ShardReply::Marker(write_marker(&ctx, group_id, marker, is_offsets_partition).await)
             }
             ShardRequest::Transaction { partition, call } => ShardReply::Transaction(
                 crate::transactions::service::execute(&ctx, partition, *call).await,
@@ -99,13 +97,13 @@ pub fn execute(
     .boxed_local()
 }
 
-/// Appends a transaction marker (a control batch) to a partition this shard leads.
+/// Appends a transaction marker (producer id, epoch, commit) to a partition this shard
+/// leads; on an offsets partition, its coordinator then settles the producer's offsets.
 async fn write_marker(
     ctx: &ShardContext,
     group_id: u64,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
+    (producer_id, epoch, commit): (i64, i16, bool),
+    is_offsets_partition: bool,
 ) -> Result<(), ShardError> {
     let batch = crate::transactions::markers::control_batch(producer_id, epoch, commit, 0);
     let header = BatchHeader::parse(&batch)
@@ -116,7 +114,11 @@ async fn write_marker(
         &header,
         AckWhen::Committed,
     );
-    finish_append(ctx, group_id, proposal).await.map(|_| ())
+    finish_append(ctx, group_id, proposal).await?;
+    if is_offsets_partition {
+        crate::coordinator::service::settle_transaction(ctx, group_id, producer_id, commit);
+    }
+    Ok(())
 }
 
 /// Only shard 0 runs the controller; anywhere else the request is refused (retriable).

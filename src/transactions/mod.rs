@@ -45,6 +45,9 @@ pub enum TxnCall {
         epoch: i16,
         commit: bool,
     },
+    Describe(String),
+    /// Every transactional id of the partitions this shard leads.
+    List,
 }
 
 impl TxnCall {
@@ -58,15 +61,32 @@ impl TxnCall {
             }
             | TxnCall::End {
                 transactional_id, ..
-            } => transactional_id,
+            }
+            | TxnCall::Describe(transactional_id) => transactional_id,
+            TxnCall::List => "",
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum TxnAnswer {
     /// InitProducerId: (error code, producer id, epoch).
     Init(i16, i64, i16),
-    /// The other calls: an error code (0: done).
+    /// AddPartitions, End: an error code (0: done).
     Done(i16),
+    /// Describe: the id's state (None: unknown), or an error code.
+    Described(Result<Option<state::TxnMetadata>, i16>),
+    /// List: (transactional id, producer id, state).
+    Listed(Vec<(String, i64, &'static str)>),
+}
+
+impl TxnAnswer {
+    /// The answer's error code (0: none).
+    pub fn code(&self) -> i16 {
+        match self {
+            TxnAnswer::Init(code, ..) | TxnAnswer::Done(code) => *code,
+            TxnAnswer::Described(Err(code)) => *code,
+            TxnAnswer::Described(Ok(_)) | TxnAnswer::Listed(_) => 0,
+        }
+    }
 }

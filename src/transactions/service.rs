@@ -61,12 +61,15 @@ impl Drop for Busy<'_> {
 }
 
 pub async fn execute(ctx: &Rc<ShardContext>, partition: u64, call: TxnCall) -> TxnAnswer {
-    let refuse = |error: ResponseError| match &call {
-        TxnCall::Init { .. } => TxnAnswer::Init(error.code(), -1, -1),
-        _ => TxnAnswer::Done(error.code()),
-    };
+    let refuse = |error: ResponseError| refusal(&call, error);
+    if let TxnCall::List = call {
+        return TxnAnswer::Listed(list(ctx).await);
+    }
     if let Err(error) = ensure_loaded(ctx, partition).await {
         return refuse(error);
+    }
+    if let TxnCall::Describe(id) = &call {
+        return TxnAnswer::Described(Ok(current(ctx, partition, id)));
     }
     let Some(_busy) = Busy::take(ctx, call.transactional_id()) else {
         return refuse(ResponseError::ConcurrentTransactions);
@@ -113,8 +116,53 @@ pub async fn execute(ctx: &Rc<ShardContext>, partition: u64, call: TxnCall) -> T
             )
             .await
         }
+        TxnCall::Describe(_) | TxnCall::List => unreachable!("answered above"),
     };
     TxnAnswer::Done(outcome.map_or_else(|e| e.code(), |()| 0))
+}
+
+/// The answer to `call` when the coordinator cannot take it.
+pub fn refusal(call: &TxnCall, error: ResponseError) -> TxnAnswer {
+    match call {
+        TxnCall::Init { .. } => TxnAnswer::Init(error.code(), -1, -1),
+        TxnCall::Describe(_) => TxnAnswer::Described(Err(error.code())),
+        TxnCall::List => TxnAnswer::Listed(Vec::new()),
+        _ => TxnAnswer::Done(error.code()),
+    }
+}
+
+/// Every transactional id of the `__transaction_state` partitions this shard leads.
+async fn list(ctx: &Rc<ShardContext>) -> Vec<(String, i64, &'static str)> {
+    let view = ctx.metadata();
+    let me = u64::from(ctx.config.node_id);
+    let partitions: Vec<u64> = view
+        .topic(super::TRANSACTION_TOPIC)
+        .map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .filter(|p| p.shard as usize == ctx.shard_id)
+                .map(|p| p.group_id)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut listed = Vec::new();
+    for partition in partitions {
+        if ctx.shard.borrow().leader_of(partition) != Some(me) {
+            continue; // coordinated elsewhere
+        }
+        if ensure_loaded(ctx, partition).await.is_err() {
+            continue;
+        }
+        if let Some(transactions) = ctx.transactions.borrow_mut().slots.get_mut(partition) {
+            listed.extend(
+                transactions
+                    .iter()
+                    .map(|(id, meta)| (id.clone(), meta.producer_id, meta.status.name())),
+            );
+        }
+    }
+    listed
 }
 
 /// Loads the partition's transactional ids for this leader term (see the group coordinator's

@@ -244,6 +244,13 @@ impl RaftGroup {
         }
     }
 
+    pub fn producers(&self) -> Option<&ProducerState> {
+        match &self.machine {
+            Machine::Partition { producers, .. } => Some(producers),
+            Machine::Custom(_) => None,
+        }
+    }
+
     pub fn transactions(&self) -> Option<&TxnIndex> {
         match &self.machine {
             Machine::Partition { transactions, .. } => Some(transactions),

@@ -107,6 +107,17 @@ impl ProducerState {
         }
     }
 
+    /// Every tracked producer: (producer id, epoch, last sequence written, -1 if none).
+    pub fn describe(&self) -> Vec<(i64, i16, i32)> {
+        self.producers
+            .iter()
+            .map(|(&id, entry)| {
+                let last = entry.batches.back().map_or(-1, |b| b.last_sequence);
+                (id, entry.epoch, last)
+            })
+            .collect()
+    }
+
     /// Records a batch written at `base_offset` / `raft_index`.
     pub fn record(&mut self, header: &BatchHeader, base_offset: i64, raft_index: u64) {
         if header.producer_id < 0 {

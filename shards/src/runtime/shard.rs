@@ -810,13 +810,35 @@ impl<D: Disk> Shard<D> {
             }))
     }
 
-    /// Open transactions of a partition (DescribeProducers): (producer id, first offset).
-    pub fn open_transactions(&self, group_id: u64) -> Result<Vec<(i64, i64)>, ShardError> {
-        Ok(self
-            .group(group_id)?
+    /// The producers a partition this shard leads knows (DescribeProducers): (producer id,
+    /// epoch, last sequence, first offset of its open transaction or -1).
+    pub fn describe_producers(
+        &self,
+        group_id: u64,
+    ) -> Result<Vec<(i64, i16, i32, i64)>, ShardError> {
+        self.read_offsets(group_id)?;
+        let group = self.group(group_id)?;
+        let open: BTreeMap<i64, i64> = group
             .transactions()
             .map(TxnIndex::open_transactions)
-            .unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok(group
+            .producers()
+            .map(|p| p.describe())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, epoch, last)| (id, epoch, last, open.get(&id).copied().unwrap_or(-1)))
+            .collect())
+    }
+
+    /// Bytes each partition holds here (DescribeLogDirs); None for a group not here.
+    pub fn partition_sizes(&self, group_ids: &[u64]) -> Vec<Option<u64>> {
+        group_ids
+            .iter()
+            .map(|&id| self.groups.get(&id)?.offsets().map(|o| o.retained_bytes()))
+            .collect()
     }
 
     fn piece(&self, group: &RaftGroup, meta: &BatchMeta) -> Result<ReadPiece<D>, ShardError> {
@@ -1195,6 +1217,13 @@ impl<D: Disk> Shard<D> {
 
     /// A peer node stopped answering: every group it is a voter of ticks again, so its
     /// elections (or, on its leader, check-quorum and the ISR) run as usual.
+    /// Steps the Raft messages a peer sent for groups of this shard, in order.
+    pub fn step_all(&mut self, messages: Vec<(u64, Message)>) {
+        for (group_id, message) in messages {
+            self.step(group_id, message);
+        }
+    }
+
     pub fn wake_groups_with(&mut self, node: u64) -> usize {
         let mut woken = 0;
         for (&group_id, group) in &mut self.groups {

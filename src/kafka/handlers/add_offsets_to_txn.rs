@@ -8,7 +8,7 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
 use crate::coordinator::{partition_for, OFFSETS_TOPIC};
 use crate::runtime::context::ShardContext;
-use crate::transactions::{TxnAnswer, TxnCall};
+use crate::transactions::TxnCall;
 
 pub const VERSIONS: RangeInclusive<i16> = 0..=3;
 
@@ -30,8 +30,6 @@ pub async fn handle(
         epoch: request.producer_epoch,
         partitions: vec![(OFFSETS_TOPIC.to_string(), index)],
     };
-    let code = match super::call_transaction(ctx, call).await {
-        TxnAnswer::Done(code) | TxnAnswer::Init(code, ..) => code,
-    };
+    let code = super::call_transaction(ctx, call).await.code();
     AddOffsetsToTxnResponse::default().with_error_code(code)
 }

@@ -11,7 +11,7 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResponse};
 
 use crate::runtime::context::ShardContext;
-use crate::transactions::{TxnAnswer, TxnCall};
+use crate::transactions::TxnCall;
 
 /// v4+ are broker-to-broker (KIP-890 verification), not implemented.
 pub const VERSIONS: RangeInclusive<i16> = 0..=3;
@@ -38,9 +38,7 @@ pub async fn handle(
             epoch: request.v3_and_below_producer_epoch,
             partitions,
         };
-        match super::call_transaction(ctx, call).await {
-            TxnAnswer::Done(code) | TxnAnswer::Init(code, ..) => Some(code),
-        }
+        Some(super::call_transaction(ctx, call).await.code())
     };
     // With an unknown partition nothing is added: it gets UNKNOWN_TOPIC_OR_PARTITION, the
     // others OPERATION_NOT_ATTEMPTED, as in Kafka.

@@ -11,10 +11,10 @@ pub const VERSIONS: RangeInclusive<i16> = 0..=3;
 
 pub fn handle() -> ApiVersionsResponse {
     let api_keys = supported_apis()
-        .into_iter()
+        .iter()
         .map(|(key, versions)| {
             ApiVersion::default()
-                .with_api_key(key as i16)
+                .with_api_key(*key as i16)
                 .with_min_version(*versions.start())
                 .with_max_version(*versions.end())
         })

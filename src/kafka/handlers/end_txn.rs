@@ -7,7 +7,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
 use crate::runtime::context::ShardContext;
-use crate::transactions::{TxnAnswer, TxnCall};
+use crate::transactions::TxnCall;
 
 /// v4 adds no fields for us; v5 is KIP-890's epoch bump per transaction (not implemented).
 pub const VERSIONS: RangeInclusive<i16> = 0..=4;
@@ -19,8 +19,6 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: EndTxnRequest) -> EndTxnRes
         epoch: request.producer_epoch,
         commit: request.committed,
     };
-    let code = match super::call_transaction(ctx, call).await {
-        TxnAnswer::Done(code) | TxnAnswer::Init(code, ..) => code,
-    };
+    let code = super::call_transaction(ctx, call).await.code();
     EndTxnResponse::default().with_error_code(code)
 }

@@ -41,7 +41,7 @@ pub async fn handle(
                 TxnAnswer::Init(0, producer_id, epoch) => response
                     .with_producer_id(ProducerId(producer_id))
                     .with_producer_epoch(epoch),
-                TxnAnswer::Init(code, ..) | TxnAnswer::Done(code) => response.with_error_code(code),
+                other => response.with_error_code(other.code()),
             };
         }
     }

@@ -12,6 +12,9 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -21,6 +24,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -289,10 +293,7 @@ pub async fn call_group(ctx: &Rc<ShardContext>, group_id: &str, call: GroupCall)
 
 /// Sends a transaction request to the coordinator of its transactional id on this node.
 pub async fn call_transaction(ctx: &Rc<ShardContext>, call: TxnCall) -> TxnAnswer {
-    let refuse = |error: ResponseError| match &call {
-        TxnCall::Init { .. } => TxnAnswer::Init(error.code(), -1, -1),
-        _ => TxnAnswer::Done(error.code()),
-    };
+    let refuse = |error: ResponseError| crate::transactions::service::refusal(&call, error);
     let me = ctx.config.node_id;
     let located = internal_partition(ctx, TRANSACTION_TOPIC, call.transactional_id());
     let (shard, partition) = match located {
