@@ -1,6 +1,6 @@
-//! The Python clients people use most, confluent-kafka and kafka-python (idempotent by
-//! default), produce, consume and consume in a consumer group (commit, resume from the commit)
-//! against a broker this test starts. `tools/test.sh` installs them into target/python;
+//! The Python clients people use most, confluent-kafka, kafka-python (idempotent by default)
+//! and aiokafka, produce, consume and consume in a consumer group (commit, resume from the
+//! commit) against a broker this test starts. `tools/test.sh` installs them into target/python;
 //! `CHRONIK_PYTHON` names another interpreter that has them.
 
 // A test reads as one scenario, top to bottom; the 70-line rule is for the broker.
@@ -63,6 +63,7 @@ fn run_python_clients(bootstrap: &str, logs: &dyn Fn() -> String) {
         "kafka-python",
         "confluent-kafka group",
         "kafka-python group",
+        "aiokafka group",
     ] {
         assert!(
             stdout.contains(&format!("{client}: 200 messages round-tripped")),

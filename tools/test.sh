@@ -37,7 +37,7 @@ if [ ! -x "$python_env/bin/python" ]; then
   fi
 fi
 "$python_env/bin/python" -m pip install --quiet --disable-pip-version-check \
-  'kafka-python>=2.2,<4' 'confluent-kafka>=2.6,<3'
+  'kafka-python>=2.2,<4' 'confluent-kafka>=2.6,<3' 'aiokafka[lz4,snappy,zstd]>=0.11,<1'
 
 # kafkajs (tests/js_clients.rs), an independent JavaScript client, in a node_modules of our own.
 node_env=target/node

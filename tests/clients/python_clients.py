@@ -100,3 +100,58 @@ def kafka_python_group_read(count):
 got = kafka_python_group_read(COUNT // 2)
 got += kafka_python_group_read(COUNT // 2)
 check("kafka-python group", got, want)
+
+
+async def aiokafka_round_trip():
+    """aiokafka (asyncio, its own protocol code): produce with every codec it has, then a group
+    member reads half and commits, and a new member resumes exactly there."""
+    import asyncio
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    topic = "py-aiokafka"
+    sent = []
+    for codec in [None, "gzip", "snappy", "lz4", "zstd"]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=codec,
+                                    enable_idempotence=True)
+        await producer.start()
+        try:
+            for i in range(COUNT // 5):
+                value = f"aio-{codec}-{i}".encode()
+                await producer.send_and_wait(topic, value, partition=0)
+                sent.append(value)
+        finally:
+            await producer.stop()
+
+    async def member(count):
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="aio-group",
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        read = []
+        try:
+            while len(read) < count:
+                batches = await asyncio.wait_for(consumer.getmany(timeout_ms=1000), 30)
+                for records in batches.values():
+                    for record in records:
+                        if len(read) < count:
+                            read.append(record.value)
+                            last = record
+            from aiokafka import TopicPartition as AioTopicPartition
+            from aiokafka.structs import OffsetAndMetadata
+            await consumer.commit({AioTopicPartition(topic, 0): OffsetAndMetadata(last.offset + 1, "")})
+        finally:
+            await consumer.stop()
+        return read
+
+    got = await member(COUNT // 2)
+    got += await member(COUNT // 2)
+    return sent, got
+
+
+try:
+    import aiokafka  # noqa: F401
+except ImportError:
+    sys.exit("aiokafka is missing (tools/test.sh installs it)")
+import asyncio
+
+want, got = asyncio.run(aiokafka_round_trip())
+check("aiokafka group", got, want)
