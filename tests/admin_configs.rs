@@ -240,3 +240,56 @@ fn partitions_can_be_added_but_never_removed() {
     let messages = consume_all(&bootstrap, "grow", 5, 5, Duration::from_secs(30));
     assert_eq!(messages.len(), 5);
 }
+
+#[test]
+fn records_below_an_offset_are_deleted_for_good() {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut broker = Broker::start(1);
+    let bootstrap = broker.bootstrap();
+    let producer = producer(&bootstrap, &[("acks", "all"), ("linger.ms", "0")]);
+    for i in 0..100 {
+        let payload = format!("r{i}");
+        send_retry(
+            &producer,
+            BaseRecord::to("trimmed")
+                .partition(0)
+                .payload(payload.as_bytes()),
+        );
+        producer.poll(Duration::ZERO);
+    }
+    flush(&producer, Duration::from_secs(30));
+    let admin = admin(&bootstrap);
+    let delete = |offset: Offset| {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset("trimmed", 0, offset)
+            .expect("offset");
+        let result = block_on(admin.delete_records(&list, &AdminOptions::new())).expect("delete");
+        let element = &result.elements()[0];
+        (element.offset(), element.error())
+    };
+    assert_eq!(delete(Offset::Offset(40)), (Offset::Offset(40), Ok(())));
+    let low_watermark = |bootstrap: &str| {
+        consumer(bootstrap, &[])
+            .fetch_watermarks("trimmed", 0, Duration::from_secs(10))
+            .expect("watermarks")
+    };
+    assert_eq!(low_watermark(&bootstrap), (40, 100));
+    let messages = consume_all(&bootstrap, "trimmed", 1, 60, Duration::from_secs(30));
+    assert_eq!(messages.len(), 60);
+    assert_eq!(rdkafka::Message::offset(&messages[0]), 40);
+    // Going back is a no-op; beyond the high watermark is out of range.
+    assert_eq!(delete(Offset::Offset(10)).0, Offset::Offset(40));
+    assert!(delete(Offset::Offset(500)).1.is_err());
+
+    drop(admin);
+    broker.restart();
+    assert_eq!(low_watermark(&bootstrap), (40, 100));
+    let admin = self::admin(&bootstrap);
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset("trimmed", 0, Offset::End)
+        .expect("offset");
+    let result = block_on(admin.delete_records(&list, &AdminOptions::new())).expect("delete");
+    assert_eq!(result.elements()[0].offset(), Offset::Offset(100));
+    assert_eq!(low_watermark(&bootstrap), (100, 100));
+}

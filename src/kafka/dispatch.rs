@@ -98,6 +98,7 @@ static SUPPORTED_APIS: std::sync::LazyLock<Vec<(ApiKey, RangeInclusive<i16>)>> =
                 ApiKey::DescribeLogDirs,
                 handlers::describe_log_dirs::VERSIONS,
             ),
+            (ApiKey::DeleteRecords, handlers::delete_records::VERSIONS),
         ]
     });
 
@@ -322,6 +323,9 @@ async fn handle_transaction_and_admin_api(
         RequestKind::DescribeLogDirs(req) => ResponseKind::DescribeLogDirs(
             handlers::describe_log_dirs::handle(&ctx, version, req).await,
         ),
+        RequestKind::DeleteRecords(req) => {
+            ResponseKind::DeleteRecords(handlers::delete_records::handle(&ctx, req).await)
+        }
         RequestKind::CreatePartitions(req) => {
             ResponseKind::CreatePartitions(handlers::create_partitions::handle(&ctx, req).await)
         }

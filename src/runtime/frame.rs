@@ -56,6 +56,11 @@ pub enum ShardRequest {
     DescribeProducers {
         group_id: u64,
     },
+    /// DeleteRecords on the leader: the new log start (-1: the high watermark).
+    DeleteRecords {
+        group_id: u64,
+        offset: i64,
+    },
     /// Bytes held per partition (DescribeLogDirs).
     PartitionSizes {
         group_ids: Vec<u64>,
@@ -159,6 +164,8 @@ pub enum ShardReply {
     /// (producer id, epoch, last sequence, open transaction's first offset or -1).
     Producers(Result<Vec<(i64, i16, i32, i64)>, ShardError>),
     Sizes(Vec<Option<u64>>),
+    /// The log start offset after a DeleteRecords.
+    Deleted(Result<i64, ShardError>),
     Transaction(crate::transactions::TxnAnswer),
 }
 

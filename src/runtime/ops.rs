@@ -72,6 +72,9 @@ pub fn execute(
             ShardRequest::DescribeProducers { group_id } => {
                 ShardReply::Producers(ctx.shard.borrow().describe_producers(group_id))
             }
+            ShardRequest::DeleteRecords { group_id, offset } => {
+                ShardReply::Deleted(delete_records(&ctx, group_id, offset).await)
+            }
             ShardRequest::PartitionSizes { group_ids } => {
                 ShardReply::Sizes(ctx.shard.borrow().partition_sizes(&group_ids))
             }
@@ -119,6 +122,20 @@ async fn write_marker(
         crate::coordinator::service::settle_transaction(ctx, group_id, producer_id, commit);
     }
     Ok(())
+}
+
+/// DeleteRecords: the new log start once committed on a quorum.
+async fn delete_records(ctx: &ShardContext, group_id: u64, offset: i64) -> Result<i64, ShardError> {
+    let (_, receiver) = ctx
+        .shard
+        .borrow_mut()
+        .propose_delete_before(group_id, offset)?;
+    if let Some(receiver) = receiver {
+        receiver
+            .await
+            .map_err(|_| ShardError::OutcomeUnknown("shard stopped while replicating"))??;
+    }
+    Ok(ctx.shard.borrow().offsets(group_id)?.log_start_offset())
 }
 
 /// Only shard 0 runs the controller; anywhere else the request is refused (retriable).

@@ -128,7 +128,11 @@ impl RaftGroup {
                 *offsets = PartitionOffsets::starting_at(decode_start_offset(log.snapshot_state()));
                 *producers = ProducerState::default();
                 *transactions = TxnIndex::default();
+                let mut floors = Vec::new();
                 for (index, entry) in log.entries_from(log.first_index()) {
+                    if let Some(floor) = decode_delete_before(&entry.head) {
+                        floors.push((index, floor));
+                    }
                     if let Some(base_offset) = offsets.on_append(index, &entry.head, entry.data_len)
                     {
                         if let Ok(header) = BatchHeader::parse(&entry.head) {
@@ -138,6 +142,9 @@ impl RaftGroup {
                     }
                 }
                 offsets.on_commit(commit);
+                for (_, floor) in floors.into_iter().filter(|&(index, _)| index <= commit) {
+                    offsets.delete_before(floor);
+                }
             }
             Machine::Custom(machine) => {
                 if !log.snapshot_state().is_empty() {
@@ -413,6 +420,9 @@ impl RaftGroup {
         if let Machine::Partition { offsets, .. } = &mut self.machine {
             let before = offsets.high_watermark();
             offsets.on_commit(last);
+            for floor in entries.iter().filter_map(|e| decode_delete_before(&e.data)) {
+                offsets.delete_before(floor);
+            }
             if offsets.high_watermark() > before {
                 self.wake_fetchers();
             }
@@ -493,6 +503,21 @@ impl RaftGroup {
 
 /// Ticks a follower may take to answer a snapshot before it is sent again.
 const SNAPSHOT_RETRY_TICKS: u32 = 2 * config::ELECTION_TICKS as u32;
+
+/// A partition entry that is not a record batch (too short to parse as one, so it occupies no
+/// offsets): DeleteRecords' new log start, applied when committed.
+const DELETE_BEFORE_TAG: &[u8] = b"chronik:delete-before:";
+
+pub fn encode_delete_before(offset: i64) -> Vec<u8> {
+    let mut data = DELETE_BEFORE_TAG.to_vec();
+    data.extend_from_slice(&offset.to_be_bytes());
+    data
+}
+
+fn decode_delete_before(data: &[u8]) -> Option<i64> {
+    let raw = data.strip_prefix(DELETE_BEFORE_TAG)?;
+    Some(i64::from_be_bytes(raw.try_into().ok()?))
+}
 
 pub fn encode_start_offset(offset: i64) -> Bytes {
     Bytes::copy_from_slice(&offset.to_le_bytes())

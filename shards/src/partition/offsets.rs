@@ -30,6 +30,10 @@ pub struct RetentionLimits {
 pub struct PartitionOffsets {
     batches: VecDeque<BatchMeta>,
     log_start_offset: i64,
+    /// The floor a committed DeleteRecords set: offsets below it are gone for clients at once
+    /// (it may fall inside a batch, as Kafka's log start offset may); the batches wholly
+    /// below it go at the next retention pass.
+    delete_before: i64,
     high_watermark: i64,
     /// Sum of `bytes` over `batches`.
     retained_bytes: u64,
@@ -48,7 +52,13 @@ impl PartitionOffsets {
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.log_start_offset
+        self.log_start_offset.max(self.delete_before)
+    }
+
+    /// Applies a committed DeleteRecords up to `offset` (never beyond the high watermark,
+    /// never backwards).
+    pub fn delete_before(&mut self, offset: i64) {
+        self.delete_before = self.delete_before.max(offset.min(self.high_watermark));
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -209,7 +219,8 @@ impl PartitionOffsets {
                 && self.retained_bytes.saturating_sub(u64::from(first.bytes))
                     >= limits.retention_bytes as u64
                 && self.retained_bytes > limits.retention_bytes as u64;
-            if !committed || !(too_old || too_big) {
+            let deleted = first.next_offset <= self.delete_before;
+            if !committed || !(too_old || too_big || deleted) {
                 break;
             }
             self.batches.pop_front();
@@ -218,6 +229,13 @@ impl PartitionOffsets {
             expired = Some(first.raft_index);
         }
         expired.map(|index| (index, self.log_start_offset))
+    }
+
+    /// Whether `expire` would remove something now for a DeleteRecords floor.
+    pub fn has_deleted_batches(&self) -> bool {
+        self.batches
+            .front()
+            .is_some_and(|b| b.next_offset <= self.delete_before)
     }
 }
 

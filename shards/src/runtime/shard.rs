@@ -562,6 +562,31 @@ impl<D: Disk> Shard<D> {
         Ok(receiver)
     }
 
+    /// DeleteRecords on the leader: proposes a new log start (`-1`: the high watermark) that
+    /// every replica applies once committed. Returns the target and, unless nothing is to
+    /// delete, a receiver that resolves at commit.
+    pub fn propose_delete_before(
+        &mut self,
+        group_id: u64,
+        offset: i64,
+    ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
+        let offsets = self.read_offsets(group_id)?;
+        let (start, high_watermark) = (offsets.log_start_offset(), offsets.high_watermark());
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target < 0 || target > high_watermark {
+            return Err(ShardError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                high_watermark,
+            });
+        }
+        if target <= start {
+            return Ok((start, None));
+        }
+        let receiver = self.propose(group_id, crate::group::encode_delete_before(target))?;
+        Ok((target, Some(receiver)))
+    }
+
     /// Proposes a validated record batch to a partition. Returns its base offset and, unless
     /// `wait` is false (acks=0), a receiver that resolves once the batch is committed.
     pub fn propose_batch(
