@@ -44,10 +44,9 @@ pub fn execute(
                 group_id,
                 timestamp,
                 read_committed,
-            } => ShardReply::ListOffset(match (read_committed, timestamp) {
-                (true, -1) => last_stable(&ctx, group_id),
-                _ => list_offset(&ctx, group_id, timestamp).await,
-            }),
+            } => {
+                ShardReply::ListOffset(list_offset(&ctx, group_id, timestamp, read_committed).await)
+            }
             ShardRequest::Describe { group_ids } => {
                 ShardReply::Describe(describe(&ctx, &group_ids))
             }
@@ -338,7 +337,11 @@ async fn list_offset(
     ctx: &ShardContext,
     group_id: u64,
     timestamp: i64,
+    read_committed: bool,
 ) -> Result<ListedOffset, ShardError> {
+    if read_committed && timestamp == -1 {
+        return last_stable(ctx, group_id);
+    }
     let (base_offset, timestamp, leader_epoch) = match find_listed_batch(ctx, group_id, timestamp)?
     {
         Lookup::Done(listed) => return Ok(listed),

@@ -180,6 +180,10 @@ mod tests {
         assert_eq!(marker_of(&control, &control_bytes(0)), Some(Marker::Abort));
         assert_eq!(marker_of(&control, &control_bytes(1)), Some(Marker::Commit));
         assert_eq!(marker_of(&header(7, 0x10), &control_bytes(1)), None);
-        assert_eq!(marker_of(&control, &control_bytes(1)[..70]), None);
+        assert_eq!(
+            marker_of(&control, &control_bytes(1)[..69]),
+            None,
+            "cut short"
+        );
     }
 }
