@@ -81,6 +81,10 @@ pub struct Cli {
     /// The shortest session timeout a group member may ask for.
     #[arg(long)]
     pub group_min_session_timeout_ms: Option<i32>,
+    /// Records an internal topic's partition may hold beyond twice its coordinator's live
+    /// state before the coordinator rewrites the state and drops what is older.
+    #[arg(long)]
+    pub coordinator_log_slack: Option<u64>,
 }
 
 /// One node of the static cluster description: its id and its two addresses. Ports are
@@ -134,6 +138,7 @@ pub struct FileConfig {
     pub group_min_session_timeout_ms: Option<i32>,
     pub group_max_session_timeout_ms: Option<i32>,
     pub group_max_size: Option<usize>,
+    pub coordinator_log_slack: Option<u64>,
     pub cluster: Option<ClusterFile>,
 }
 
@@ -168,6 +173,8 @@ pub struct Config {
     pub first_core: usize,
     pub offsets_topic_partitions: u32,
     pub groups: crate::coordinator::group::GroupSettings,
+    /// See `Cli::coordinator_log_slack`.
+    pub coordinator_log_slack: u64,
 }
 
 /// The static cluster: every node (sorted by id) and where this one listens for peers.
@@ -261,6 +268,10 @@ impl Config {
             None => FileConfig::default(),
         };
         let groups = group_settings(&cli, &file);
+        let coordinator_log_slack = cli
+            .coordinator_log_slack
+            .or(file.coordinator_log_slack)
+            .unwrap_or(10_000);
         let offsets_topic_partitions = cli
             .offsets_topic_partitions
             .or(file.offsets_topic_partitions)
@@ -318,6 +329,7 @@ impl Config {
                 .unwrap_or_else(|| nodes.len().clamp(1, 3) as u32),
             offsets_topic_partitions,
             groups,
+            coordinator_log_slack,
             cluster: ClusterConfig {
                 name: cluster_file.name.take().unwrap_or_else(|| "chronik".into()),
                 nodes,

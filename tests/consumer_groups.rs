@@ -434,3 +434,55 @@ fn commits_survive_the_coordinators_kill_9_in_a_cluster() {
     assert_exactly_once(&seen, TOTAL);
     cluster.start_node(index);
 }
+
+/// Every commit is a record in `__consumer_offsets`; the coordinator rewrites its live state
+/// and drops the older log once the log outgrows it, so a restart reads back little and
+/// still finds every group and offset.
+#[test]
+fn the_offsets_log_stays_small_and_keeps_the_latest_commits() {
+    let mut args = vec!["--coordinator-log-slack", "50"];
+    args.extend_from_slice(FAST_GROUPS);
+    let mut broker = Broker::start_with(1, &args, None);
+    let bootstrap = broker.bootstrap();
+    produce(&bootstrap, "busy", 0..10, 1);
+    let consumer = group_consumer(&bootstrap, "committer");
+    consumer.subscribe(&["busy"]).expect("subscribe");
+    let mut position = 0i64;
+    while position < 10 {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            position = message.offset() + 1;
+        }
+    }
+    // 400 commits, the last one of offset 10.
+    for round in 0..400i64 {
+        let mut list = TopicPartitionList::new();
+        let offset = if round == 399 { 10 } else { round % 10 };
+        list.add_partition_offset("busy", 0, Offset::Offset(offset))
+            .expect("offset");
+        consumer.commit(&list, CommitMode::Sync).expect("commit");
+    }
+    drop(consumer);
+    // The group's partition of __consumer_offsets dropped its older records.
+    let probe = self::consumer(&bootstrap, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let trimmed = loop {
+        let trimmed = (0..16).any(|p| {
+            probe
+                .fetch_watermarks("__consumer_offsets", p, Duration::from_secs(5))
+                .is_ok_and(|(low, high)| low > 0 && high - low < 100)
+        });
+        if trimmed || Instant::now() > deadline {
+            break trimmed;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(trimmed, "no offsets partition was cleaned");
+    broker.restart();
+    let probe = self::consumer(&bootstrap, &[("group.id", "committer")]);
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("busy", 0);
+    let committed = probe
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed");
+    assert_eq!(committed.elements()[0].offset(), Offset::Offset(10));
+}

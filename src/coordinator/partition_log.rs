@@ -99,6 +99,75 @@ pub async fn append(
     Ok(base_offset)
 }
 
+/// Rewrites a coordinator partition's live state at its end, then moves its log start there
+/// (a replicated DeleteRecords), once the log holds more than twice the live records plus
+/// `slack`: the coordinators keep their internal topics small without log compaction, and a
+/// new leader reads back little. `live` is the state's records, taken by the caller just
+/// before (no await in between, so no write of theirs slips between the two); nothing
+/// happens while a write of theirs is still in flight. Returns whether it started.
+pub fn start_cleaning(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    live: Vec<(Bytes, Option<Bytes>)>,
+    slack: u64,
+) -> bool {
+    let mut shard = ctx.shard.borrow_mut();
+    let Ok(offsets) = shard.read_offsets(partition) else {
+        return false;
+    };
+    let held = (offsets.high_watermark() - offsets.log_start_offset()).max(0) as u64;
+    if held <= 2 * live.len() as u64 + slack || !shard.nothing_in_flight(partition).unwrap_or(false)
+    {
+        return false;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut receivers = Vec::new();
+    let mut rewrite_start = shard
+        .read_offsets(partition)
+        .map_or(0, |o| o.high_watermark());
+    for (position, chunk) in live.chunks(1000).enumerate() {
+        let batch = crate::coordinator::records::encode_records(chunk, now, None);
+        let Ok(header) = BatchHeader::parse(&batch) else {
+            return false;
+        };
+        match shard.propose_internal_batch(partition, &batch, &header, AckWhen::Committed) {
+            Ok((base_offset, receiver)) => {
+                if position == 0 {
+                    rewrite_start = base_offset;
+                }
+                receivers.extend(receiver);
+            }
+            Err(_) => return false,
+        }
+    }
+    drop(shard);
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        for receiver in receivers {
+            if !matches!(receiver.await, Ok(Ok(_))) {
+                return;
+            }
+        }
+        let proposed = ctx
+            .shard
+            .borrow_mut()
+            .propose_delete_before(partition, rewrite_start);
+        if let Ok((_, Some(receiver))) = proposed {
+            if matches!(receiver.await, Ok(Ok(_))) {
+                tracing::info!(
+                    partition,
+                    log_start = rewrite_start,
+                    "coordinator log cleaned"
+                );
+            }
+        }
+    })
+    .detach();
+    true
+}
+
 /// The error a coordinator answers when its write failed.
 pub fn write_error(error: &ShardError) -> ResponseError {
     match error {

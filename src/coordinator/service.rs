@@ -289,11 +289,74 @@ async fn write(
     Ok(first_offset.unwrap_or(-1))
 }
 
+/// How often (in timer ticks) the coordinator looks at its partitions' size.
+const CLEAN_EVERY_TICKS: u64 = 40;
+
+/// Rewrites each loaded partition's live state and drops the older log when the log has
+/// grown well past it (`partition_log::start_cleaning`). A partition waits while a group
+/// rebalances or holds transactional offsets (those must meet their marker where they are).
+fn clean_partitions(ctx: &Rc<ShardContext>) {
+    let partitions: Vec<u64> = ctx
+        .groups
+        .borrow()
+        .slots
+        .partitions
+        .keys()
+        .copied()
+        .collect();
+    for partition in partitions {
+        let live = {
+            let mut coordinator = ctx.groups.borrow_mut();
+            coordinator
+                .slots
+                .get_mut(partition)
+                .and_then(|groups| live_records(groups))
+        };
+        if let Some(live) = live {
+            partition_log::start_cleaning(ctx, partition, live, ctx.config.coordinator_log_slack);
+        }
+    }
+}
+
+/// Every record the partition's groups need to be rebuilt: each group's last metadata and
+/// its committed offsets. None while a group rebalances or has transactional offsets.
+fn live_records(groups: &Groups) -> Option<Vec<(bytes::Bytes, Option<bytes::Bytes>)>> {
+    let mut live = Vec::new();
+    for group in groups.values() {
+        let settled = matches!(group.state(), GroupState::Empty | GroupState::Stable);
+        if !settled || group.has_pending_transaction() {
+            return None;
+        }
+        if group.generation_id() > 0 || !group.is_empty() {
+            let record = OffsetsRecord::Group {
+                group: group.id.clone(),
+                value: Some(group.stored_record(wall_clock_ms())),
+            };
+            live.push(record.encode());
+        }
+        for ((topic, partition), stored) in &group.offsets {
+            let record = OffsetsRecord::Offset {
+                group: group.id.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: Some(stored.committed.clone()),
+            };
+            live.push(record.encode());
+        }
+    }
+    Some(live)
+}
+
 /// The timer: drops partitions this shard no longer leads, expires sessions, completes
 /// rebalances whose time is up and stores groups that became empty.
 pub async fn run_timer(ctx: Rc<ShardContext>) {
+    let mut ticks = 0u64;
     loop {
         glommio::timer::sleep(TICK).await;
+        ticks += 1;
+        if ticks.is_multiple_of(CLEAN_EVERY_TICKS) {
+            clean_partitions(&ctx);
+        }
         let mut to_store = Vec::new();
         {
             let mut coordinator = ctx.groups.borrow_mut();

@@ -352,12 +352,50 @@ async fn end(
     Ok(())
 }
 
+/// How often (in timer ticks) the coordinator looks at its partitions' size.
+const CLEAN_EVERY_TICKS: u64 = 10;
+
+/// Rewrites each loaded partition's transactional ids and drops the older log when the log
+/// has grown well past them (`partition_log::start_cleaning`); not while a change is in flight.
+fn clean_partitions(ctx: &Rc<ShardContext>) {
+    let partitions: Vec<u64> = ctx
+        .transactions
+        .borrow()
+        .slots
+        .partitions
+        .keys()
+        .copied()
+        .collect();
+    for partition in partitions {
+        let live = {
+            let mut coordinator = ctx.transactions.borrow_mut();
+            if !coordinator.busy.is_empty() {
+                return;
+            }
+            coordinator.slots.get_mut(partition).map(|transactions| {
+                transactions
+                    .iter()
+                    .map(|(id, meta)| (encode_key(id), Some(encode_value(meta))))
+                    .collect::<Vec<_>>()
+            })
+        };
+        if let Some(live) = live {
+            partition_log::start_cleaning(ctx, partition, live, ctx.config.coordinator_log_slack);
+        }
+    }
+}
+
 /// Aborts transactions past their timeout (with a bumped epoch, fencing their producer) and
 /// finishes prepared ones whose markers are not all written (after a failover, or a
 /// delivery that ran out of time).
 pub async fn run_timer(ctx: Rc<ShardContext>) {
+    let mut ticks = 0u64;
     loop {
         glommio::timer::sleep(TIMER).await;
+        ticks += 1;
+        if ticks.is_multiple_of(CLEAN_EVERY_TICKS) {
+            clean_partitions(&ctx);
+        }
         let now = wall_clock_ms();
         let mut work = Vec::new();
         {

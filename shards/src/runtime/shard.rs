@@ -562,6 +562,13 @@ impl<D: Disk> Shard<D> {
         Ok(receiver)
     }
 
+    /// Whether every batch this leader proposed to the partition is committed (nothing in
+    /// flight): a coordinator rewrites its state only then.
+    pub fn nothing_in_flight(&mut self, group_id: u64) -> Result<bool, ShardError> {
+        let high_watermark = self.read_offsets(group_id)?.high_watermark();
+        Ok(self.group_mut(group_id)?.next_batch_offset() == high_watermark)
+    }
+
     /// DeleteRecords on the leader: proposes a new log start (`-1`: the high watermark) that
     /// every replica applies once committed. Returns the target and, unless nothing is to
     /// delete, a receiver that resolves at commit.
