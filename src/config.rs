@@ -268,14 +268,7 @@ impl Config {
             None => FileConfig::default(),
         };
         let groups = group_settings(&cli, &file);
-        let coordinator_log_slack = cli
-            .coordinator_log_slack
-            .or(file.coordinator_log_slack)
-            .unwrap_or(10_000);
-        let offsets_topic_partitions = cli
-            .offsets_topic_partitions
-            .or(file.offsets_topic_partitions)
-            .unwrap_or(16);
+        let (offsets_topic_partitions, coordinator_log_slack) = coordinator_settings(&cli, &file);
         let node_id = cli.node_id.or(file.node_id).unwrap_or(1);
         let mut cluster_file = file.cluster.unwrap_or_default();
         let nodes = cluster_nodes(&cli, &mut cluster_file)?;
@@ -447,6 +440,19 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// (partitions of the internal topics, records their logs may hold beyond the live state).
+fn coordinator_settings(cli: &Cli, file: &FileConfig) -> (u32, u64) {
+    let partitions = cli
+        .offsets_topic_partitions
+        .or(file.offsets_topic_partitions)
+        .unwrap_or(16);
+    let slack = cli
+        .coordinator_log_slack
+        .or(file.coordinator_log_slack)
+        .unwrap_or(10_000);
+    (partitions, slack)
 }
 
 /// Kafka's `group.*` settings, with Kafka's defaults.
