@@ -79,6 +79,8 @@ fn run_kafkajs(bootstrap: &str, replication: u32, logs: &dyn Fn() -> String) {
         ("group_resumed_first", "200"),
         ("group_pair_members", "2"),
         ("group_pair_read", "230"),
+        ("tx_read", "10"),
+        ("tx_only_committed", "true"),
     ];
     for (name, value) in expected {
         assert_eq!(

@@ -70,4 +70,8 @@ fn run_python_clients(bootstrap: &str, logs: &dyn Fn() -> String) {
             "{client}\n{stdout}"
         );
     }
+    assert!(
+        stdout.contains("confluent-kafka transactions: 20 messages round-tripped"),
+        "{stdout}"
+    );
 }

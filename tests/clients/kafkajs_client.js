@@ -64,6 +64,7 @@ async function main() {
   const offsets = await admin.fetchTopicOffsets(topic);
   const fromStart = await admin.fetchTopicOffsetsByTimestamp(topic, startedAt - 60_000);
   const groups = await consumeInGroups(kafka, admin, producer);
+  const transactions = await transactional(kafka);
   await admin.disconnect();
 
   const report = {
@@ -74,10 +75,41 @@ async function main() {
     low_watermarks: offsets.map((o) => o.low).join(','),
     by_timestamp_from_start: fromStart.map((o) => o.offset).join(','),
     ...groups,
+    ...transactions,
   };
   for (const [name, value] of Object.entries(report)) {
     console.log(`${name}=${value}`);
   }
+}
+
+// kafkajs's transactional producer: one committed and one aborted transaction; a
+// read_committed consumer (kafkajs's default isolation) sees only the first.
+async function transactional(kafka) {
+  const txTopic = `${topic}-tx`;
+  const producer = kafka.producer({
+    transactionalId: `${topic}-tx-producer`, idempotent: true, maxInFlightRequests: 1,
+  });
+  await producer.connect();
+  for (const outcome of ['commit', 'abort']) {
+    const transaction = await producer.transaction();
+    const messages = [];
+    for (let i = 0; i < 10; i++) messages.push({ value: `${outcome}-${i}`, partition: 0 });
+    await transaction.send({ topic: txTopic, messages });
+    if (outcome === 'commit') await transaction.commit(); else await transaction.abort();
+  }
+  await producer.disconnect();
+  const seen = [];
+  const reader = kafka.consumer({ groupId: `${txTopic}-reader` });
+  await reader.connect();
+  await reader.subscribe({ topics: [txTopic], fromBeginning: true });
+  await reader.run({ eachMessage: async ({ message }) => { seen.push(message.value.toString()); } });
+  await waitUntil('the committed transaction', () => seen.length >= 10);
+  await sleep(1000);
+  await reader.disconnect();
+  return {
+    tx_read: seen.length,
+    tx_only_committed: seen.every((v) => v.startsWith('commit-')),
+  };
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -155,3 +155,37 @@ import asyncio
 
 want, got = asyncio.run(aiokafka_round_trip())
 check("aiokafka group", got, want)
+
+
+def confluent_transactions():
+    """confluent-kafka's transactional producer: one committed and one aborted transaction;
+    a read_committed consumer sees only the first."""
+    topic = "py-confluent-tx"
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": "py-confluent-tx"})
+    producer.init_transactions(30)
+    for outcome in ["commit", "abort"]:
+        producer.begin_transaction()
+        for i in range(COUNT // 10):
+            producer.produce(topic, value=f"{outcome}-{i}".encode(), partition=0)
+        producer.flush(30)
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": "py-tx-reader",
+                       "isolation.level": "read_committed", "enable.auto.commit": False})
+    reader.assign([TopicPartition(topic, 0, 0)])
+    read = []
+    while True:
+        message = reader.poll(3)
+        if message is None:
+            break
+        if message.error():
+            sys.exit(f"confluent-kafka read_committed error: {message.error()}")
+        read.append(message.value())
+    reader.close()
+    return [f"commit-{i}".encode() for i in range(COUNT // 10)], read
+
+
+want, got = confluent_transactions()
+check("confluent-kafka transactions", got, want)
