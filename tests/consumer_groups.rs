@@ -44,9 +44,20 @@ impl ConsumerContext for CommitOnRevoke {
 }
 
 fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer<CommitOnRevoke> {
+    group_consumer_with(bootstrap, group, "range,roundrobin")
+}
+
+/// A member using the given assignors (librdkafka's default is "range,roundrobin";
+/// "cooperative-sticky" rebalances incrementally: only moved partitions are revoked).
+fn group_consumer_with(
+    bootstrap: &str,
+    group: &str,
+    strategy: &str,
+) -> BaseConsumer<CommitOnRevoke> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
+        .set("partition.assignment.strategy", strategy)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -88,7 +99,17 @@ fn start_member(
     group: &str,
     seen: Arc<Mutex<Vec<String>>>,
 ) -> Member {
-    let consumer = group_consumer(bootstrap, group);
+    start_member_with(bootstrap, topic, group, seen, "range,roundrobin")
+}
+
+fn start_member_with(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    seen: Arc<Mutex<Vec<String>>>,
+    strategy: &str,
+) -> Member {
+    let consumer = group_consumer_with(bootstrap, group, strategy);
     consumer.subscribe(&[topic]).expect("subscribe");
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
@@ -235,6 +256,17 @@ fn assert_exactly_once(seen: &Mutex<Vec<String>>, total: usize) {
 
 #[test]
 fn three_members_share_twelve_partitions_exactly_once_across_rebalances() {
+    members_share_partitions_exactly_once("range,roundrobin");
+}
+
+/// The same with incremental (cooperative) rebalances: members keep the partitions that do
+/// not move, and still nothing is read twice or missed.
+#[test]
+fn cooperative_sticky_rebalances_are_exactly_once_too() {
+    members_share_partitions_exactly_once("cooperative-sticky");
+}
+
+fn members_share_partitions_exactly_once(strategy: &str) {
     const PARTITIONS: i32 = 12;
     const PHASE: usize = 2000;
     let mut args = vec!["--default-partitions", "12"];
@@ -243,15 +275,19 @@ fn three_members_share_twelve_partitions_exactly_once_across_rebalances() {
     let bootstrap = broker.bootstrap();
     let (topic, group) = ("orders", "billing");
     let seen = Arc::new(Mutex::new(Vec::new()));
+    let member = |seen: &Arc<Mutex<Vec<String>>>| {
+        start_member_with(&bootstrap, topic, group, seen.clone(), strategy)
+    };
 
     produce(&bootstrap, topic, 0..PHASE, PARTITIONS);
-    let a = start_member(&bootstrap, topic, group, seen.clone());
-    let b = start_member(&bootstrap, topic, group, seen.clone());
+    let a = member(&seen);
+    let b = member(&seen);
     wait_stable(&bootstrap, group, 2, PARTITIONS);
     wait_for_count(&seen, PHASE, Duration::from_secs(60));
 
-    // A third member joins: everyone's partitions are revoked and assigned again.
-    let c = start_member(&bootstrap, topic, group, seen.clone());
+    // A third member joins: partitions are revoked (all of them, or with cooperative-sticky
+    // only those that move) and assigned again.
+    let c = member(&seen);
     produce(&bootstrap, topic, PHASE..2 * PHASE, PARTITIONS);
     wait_stable(&bootstrap, group, 3, PARTITIONS);
     wait_for_count(&seen, 2 * PHASE, Duration::from_secs(60));
