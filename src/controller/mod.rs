@@ -528,3 +528,57 @@ impl Controller {
         Ok(existing)
     }
 }
+
+#[cfg(test)]
+mod config_change_tests {
+    use super::*;
+
+    fn change(key: &str, op: ConfigOp, value: &str) -> ConfigChange {
+        ConfigChange {
+            key: key.into(),
+            op,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn set_delete_append_subtract_and_replace() {
+        let current: BTreeMap<String, String> = [
+            ("retention.ms".to_string(), "1000".to_string()),
+            ("cleanup.policy".to_string(), "delete".to_string()),
+        ]
+        .into();
+        let incremental = apply_config_changes(
+            &current,
+            &[
+                change("retention.ms", ConfigOp::Delete, ""),
+                change("max.message.bytes", ConfigOp::Set, "500"),
+                change("cleanup.policy", ConfigOp::Append, "compact,delete"),
+            ],
+            false,
+        );
+        assert_eq!(incremental.get("retention.ms"), None);
+        assert_eq!(incremental["max.message.bytes"], "500");
+        assert_eq!(incremental["cleanup.policy"], "delete,compact");
+        let subtracted = apply_config_changes(
+            &incremental,
+            &[change(
+                "cleanup.policy",
+                ConfigOp::Subtract,
+                "delete,compact",
+            )],
+            false,
+        );
+        assert_eq!(subtracted.get("cleanup.policy"), None, "an empty list goes");
+        let replaced = apply_config_changes(
+            &current,
+            &[change("segment.ms", ConfigOp::Set, "60000")],
+            true,
+        );
+        assert_eq!(
+            replaced.len(),
+            1,
+            "AlterConfigs forgets what it does not name"
+        );
+    }
+}
