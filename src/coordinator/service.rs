@@ -154,7 +154,7 @@ pub fn refuse(call: GroupCall, error: ResponseError) -> GroupAnswer {
         GroupCall::Leave { .. } => {
             GroupAnswer::Leave(LeaveGroupResponse::default().with_error_code(code))
         }
-        GroupCall::Commit(request) => GroupAnswer::Commit(commit_failed(&request, code)),
+        GroupCall::Commit(request) => GroupAnswer::Commit(commit_response(&request, |_| code)),
         GroupCall::TxnCommit(request) => {
             GroupAnswer::TxnCommit(txn_commit_response(&request, |_| code))
         }
@@ -588,27 +588,24 @@ fn leave(
 
 // ---- offsets ----
 
-fn commit_failed(request: &OffsetCommitRequest, code: i16) -> OffsetCommitResponse {
-    let topics = request
-        .topics
-        .iter()
-        .map(|topic| {
-            OffsetCommitResponseTopic::default()
-                .with_name(topic.name.clone())
-                .with_partitions(
-                    topic
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            OffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(code)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    OffsetCommitResponse::default().with_topics(topics)
+/// Whether (generation, member id, instance id) may commit the group's offsets now; with
+/// `anonymous_ok`, a commit naming no generation and no member passes whatever the group.
+fn check_committer(
+    ctx: &ShardContext,
+    partition: u64,
+    group_id: &str,
+    (generation_id, member_id, instance_id): (i32, &str, Option<&str>),
+    anonymous_ok: bool,
+) -> Result<(), ResponseError> {
+    let mut coordinator = ctx.groups.borrow_mut();
+    let now = coordinator.now_ms();
+    let group = coordinator
+        .group_or_new(partition, group_id)
+        .ok_or(ResponseError::NotCoordinator)?;
+    if anonymous_ok && generation_id < 0 && member_id.is_empty() {
+        return Ok(());
+    }
+    group.check_commit(generation_id, member_id, instance_id, now)
 }
 
 /// OffsetCommit: checked against the group's generation, written, answered once committed.
@@ -618,21 +615,14 @@ async fn commit(
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group_id = request.group_id.to_string();
-    let checked = {
-        let mut coordinator = ctx.groups.borrow_mut();
-        let now = coordinator.now_ms();
-        match coordinator.group_or_new(partition, &group_id) {
-            Some(group) => group.check_commit(
-                request.generation_id_or_member_epoch,
-                &request.member_id,
-                request.group_instance_id.as_deref(),
-                now,
-            ),
-            None => Err(ResponseError::NotCoordinator),
-        }
-    };
+    let member = (
+        request.generation_id_or_member_epoch,
+        request.member_id.as_str(),
+        request.group_instance_id.as_deref(),
+    );
+    let checked = check_committer(ctx, partition, &group_id, member, false);
     if let Err(error) = checked {
-        return commit_failed(&request, error.code());
+        return commit_response(&request, |_| error.code());
     }
     let records = offset_records(&group_id, &request);
     let written = write(ctx, partition, &records).await;
@@ -642,7 +632,7 @@ async fn commit(
     let written_code = written
         .as_ref()
         .map_or_else(|e| write_error(e).code(), |_| 0);
-    commit_response(&request, written_code)
+    commit_response(&request, metadata_or(written_code))
 }
 
 /// The records of a commit (partitions whose metadata is too large are left out).
@@ -696,7 +686,11 @@ fn apply_written(
     }
 }
 
-fn commit_response(request: &OffsetCommitRequest, written_code: i16) -> OffsetCommitResponse {
+/// An OffsetCommit answer with each partition's code from `code(metadata length)`.
+pub fn commit_response(
+    request: &OffsetCommitRequest,
+    code: impl Fn(usize) -> i16,
+) -> OffsetCommitResponse {
     let topics = request
         .topics
         .iter()
@@ -705,18 +699,10 @@ fn commit_response(request: &OffsetCommitRequest, written_code: i16) -> OffsetCo
                 .partitions
                 .iter()
                 .map(|p| {
-                    let too_large = p
-                        .committed_metadata
-                        .as_ref()
-                        .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX);
-                    let code = if too_large {
-                        ResponseError::OffsetMetadataTooLarge.code()
-                    } else {
-                        written_code
-                    };
+                    let metadata_len = p.committed_metadata.as_ref().map_or(0, |m| m.len());
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(code)
+                        .with_error_code(code(metadata_len))
                 })
                 .collect();
             OffsetCommitResponseTopic::default()
@@ -725,6 +711,17 @@ fn commit_response(request: &OffsetCommitRequest, written_code: i16) -> OffsetCo
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// A partition's commit code: OFFSET_METADATA_TOO_LARGE, else how the write went.
+fn metadata_or(written_code: i16) -> impl Fn(usize) -> i16 {
+    move |metadata_len| {
+        if metadata_len > OFFSET_METADATA_BYTES_MAX {
+            ResponseError::OffsetMetadataTooLarge.code()
+        } else {
+            written_code
+        }
+    }
 }
 
 /// The transaction of `producer_id` ended with a marker on this offsets partition: its
@@ -745,21 +742,13 @@ async fn txn_commit(
     request: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let group_id = request.group_id.to_string();
-    let checked = {
-        let mut coordinator = ctx.groups.borrow_mut();
-        let now = coordinator.now_ms();
-        match coordinator.group_or_new(partition, &group_id) {
-            // Old clients send no generation: nothing to check against.
-            Some(_) if request.generation_id < 0 && request.member_id.is_empty() => Ok(()),
-            Some(group) => group.check_commit(
-                request.generation_id,
-                &request.member_id,
-                request.group_instance_id.as_deref(),
-                now,
-            ),
-            None => Err(ResponseError::NotCoordinator),
-        }
-    };
+    let member = (
+        request.generation_id,
+        request.member_id.as_str(),
+        request.group_instance_id.as_deref(),
+    );
+    // Old clients send no generation with TxnOffsetCommit: nothing to check it against.
+    let checked = check_committer(ctx, partition, &group_id, member, true);
     if let Err(error) = checked {
         return txn_commit_response(&request, |_| error.code());
     }
@@ -794,13 +783,7 @@ async fn txn_commit(
     let written_code = written
         .as_ref()
         .map_or_else(|e| write_error(e).code(), |_| 0);
-    txn_commit_response(&request, |metadata_len| {
-        if metadata_len > OFFSET_METADATA_BYTES_MAX {
-            ResponseError::OffsetMetadataTooLarge.code()
-        } else {
-            written_code
-        }
-    })
+    txn_commit_response(&request, metadata_or(written_code))
 }
 
 /// The records of a TxnOffsetCommit (partitions whose metadata is too large left out).
@@ -832,7 +815,7 @@ fn txn_offset_records(
 }
 
 /// A TxnOffsetCommit answer with each partition's code from `code(metadata length)`.
-fn txn_commit_response(
+pub fn txn_commit_response(
     request: &TxnOffsetCommitRequest,
     code: impl Fn(usize) -> i16,
 ) -> TxnOffsetCommitResponse {

@@ -5,12 +5,10 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::txn_offset_commit_response::{
-    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
-};
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use super::call_group;
+use crate::coordinator::service::txn_commit_response;
 use crate::coordinator::{GroupAnswer, GroupCall};
 use crate::runtime::context::ShardContext;
 
@@ -21,38 +19,12 @@ pub async fn handle(
     request: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let group_id = request.group_id.to_string();
-    let fallback = every_partition(&request, ResponseError::UnknownServerError);
+    let fallback = txn_commit_response(&request, |_| ResponseError::UnknownServerError.code());
     if group_id.is_empty() {
-        return every_partition(&request, ResponseError::InvalidGroupId);
+        return txn_commit_response(&request, |_| ResponseError::InvalidGroupId.code());
     }
     match call_group(ctx, &group_id, GroupCall::TxnCommit(request)).await {
         GroupAnswer::TxnCommit(response) => response,
         _ => fallback,
     }
-}
-
-fn every_partition(
-    request: &TxnOffsetCommitRequest,
-    error: ResponseError,
-) -> TxnOffsetCommitResponse {
-    let topics = request
-        .topics
-        .iter()
-        .map(|topic| {
-            TxnOffsetCommitResponseTopic::default()
-                .with_name(topic.name.clone())
-                .with_partitions(
-                    topic
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            TxnOffsetCommitResponsePartition::default()
-                                .with_partition_index(p.partition_index)
-                                .with_error_code(error.code())
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    TxnOffsetCommitResponse::default().with_topics(topics)
 }
