@@ -85,6 +85,10 @@ pub struct Cli {
     /// state before the coordinator rewrites the state and drops what is older.
     #[arg(long)]
     pub coordinator_log_slack: Option<u64>,
+    /// How long an empty group's committed offsets are kept (Kafka's
+    /// `offsets.retention.minutes`, in ms; -1: forever).
+    #[arg(long)]
+    pub offsets_retention_ms: Option<i64>,
 }
 
 /// One node of the static cluster description: its id and its two addresses. Ports are
@@ -139,6 +143,7 @@ pub struct FileConfig {
     pub group_max_session_timeout_ms: Option<i32>,
     pub group_max_size: Option<usize>,
     pub coordinator_log_slack: Option<u64>,
+    pub offsets_retention_ms: Option<i64>,
     pub cluster: Option<ClusterFile>,
 }
 
@@ -175,6 +180,8 @@ pub struct Config {
     pub groups: crate::coordinator::group::GroupSettings,
     /// See `Cli::coordinator_log_slack`.
     pub coordinator_log_slack: u64,
+    /// See `Cli::offsets_retention_ms`.
+    pub offsets_retention_ms: i64,
 }
 
 /// The static cluster: every node (sorted by id) and where this one listens for peers.
@@ -268,7 +275,8 @@ impl Config {
             None => FileConfig::default(),
         };
         let groups = group_settings(&cli, &file);
-        let (offsets_topic_partitions, coordinator_log_slack) = coordinator_settings(&cli, &file);
+        let (offsets_topic_partitions, coordinator_log_slack, offsets_retention_ms) =
+            coordinator_settings(&cli, &file);
         let node_id = cli.node_id.or(file.node_id).unwrap_or(1);
         let mut cluster_file = file.cluster.unwrap_or_default();
         let nodes = cluster_nodes(&cli, &mut cluster_file)?;
@@ -323,6 +331,7 @@ impl Config {
             offsets_topic_partitions,
             groups,
             coordinator_log_slack,
+            offsets_retention_ms,
             cluster: ClusterConfig {
                 name: cluster_file.name.take().unwrap_or_else(|| "chronik".into()),
                 nodes,
@@ -442,8 +451,9 @@ impl Config {
     }
 }
 
-/// (partitions of the internal topics, records their logs may hold beyond the live state).
-fn coordinator_settings(cli: &Cli, file: &FileConfig) -> (u32, u64) {
+/// (partitions of the internal topics, records their logs may hold beyond the live state,
+/// how long an empty group's offsets are kept).
+fn coordinator_settings(cli: &Cli, file: &FileConfig) -> (u32, u64, i64) {
     let partitions = cli
         .offsets_topic_partitions
         .or(file.offsets_topic_partitions)
@@ -452,7 +462,11 @@ fn coordinator_settings(cli: &Cli, file: &FileConfig) -> (u32, u64) {
         .coordinator_log_slack
         .or(file.coordinator_log_slack)
         .unwrap_or(10_000);
-    (partitions, slack)
+    let retention = cli
+        .offsets_retention_ms
+        .or(file.offsets_retention_ms)
+        .unwrap_or(7 * 24 * 3600 * 1000);
+    (partitions, slack, retention)
 }
 
 /// Kafka's `group.*` settings, with Kafka's defaults.

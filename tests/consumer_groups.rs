@@ -522,3 +522,34 @@ fn the_offsets_log_stays_small_and_keeps_the_latest_commits() {
         .expect("committed");
     assert_eq!(committed.elements()[0].offset(), Offset::Offset(10));
 }
+
+/// An empty group's offsets go after `offsets_retention_ms` (Kafka's
+/// `offsets.retention.minutes`); a group with members keeps them.
+#[test]
+fn an_empty_groups_offsets_expire() {
+    let mut args = vec!["--offsets-retention-ms", "1500"];
+    args.extend_from_slice(FAST_GROUPS);
+    let broker = Broker::start_with(1, &args, None);
+    let bootstrap = broker.bootstrap();
+    produce(&bootstrap, "fading", 0..4, 1);
+    let standalone = self::consumer(&bootstrap, &[("group.id", "fading-group")]);
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset("fading", 0, Offset::Offset(3))
+        .expect("offset");
+    standalone.commit(&list, CommitMode::Sync).expect("commit");
+    let committed = |consumer: &BaseConsumer| {
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition("fading", 0);
+        consumer
+            .committed_offsets(wanted, Duration::from_secs(10))
+            .expect("committed")
+            .elements()[0]
+            .offset()
+    };
+    assert_eq!(committed(&standalone), Offset::Offset(3));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while committed(&standalone) != Offset::Invalid {
+        assert!(Instant::now() < deadline, "the offset never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -797,6 +797,20 @@ impl Group {
         Ok(())
     }
 
+    /// Offsets an empty group has kept longer than `retention_ms` since they were committed
+    /// (Kafka's `offsets.retention.minutes`): (topic, partition). A group with members
+    /// keeps all of its offsets.
+    pub fn expired_offsets(&self, now_wall_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+        if !self.members.is_empty() || retention_ms < 0 || self.has_pending_transaction() {
+            return Vec::new();
+        }
+        self.offsets
+            .iter()
+            .filter(|(_, o)| o.committed.commit_timestamp_ms < now_wall_ms - retention_ms)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// Applies a stored offset (or its deletion) written at `log_offset`.
     pub fn apply_offset(
         &mut self,

@@ -305,6 +305,7 @@ fn clean_partitions(ctx: &Rc<ShardContext>) {
         .copied()
         .collect();
     for partition in partitions {
+        expire_offsets(ctx, partition);
         let live = {
             let mut coordinator = ctx.groups.borrow_mut();
             coordinator
@@ -316,6 +317,58 @@ fn clean_partitions(ctx: &Rc<ShardContext>) {
             partition_log::start_cleaning(ctx, partition, live, ctx.config.coordinator_log_slack);
         }
     }
+}
+
+/// Deletes (with tombstones) the offsets empty groups kept past `offsets_retention_ms`.
+fn expire_offsets(ctx: &Rc<ShardContext>, partition: u64) {
+    let retention_ms = ctx.config.offsets_retention_ms;
+    let now = wall_clock_ms();
+    let expired: Vec<OffsetsRecord> = {
+        let mut coordinator = ctx.groups.borrow_mut();
+        let Some(groups) = coordinator.slots.get_mut(partition) else {
+            return;
+        };
+        groups
+            .values()
+            .flat_map(|group| {
+                group
+                    .expired_offsets(now, retention_ms)
+                    .into_iter()
+                    .map(|(topic, partition)| OffsetsRecord::Offset {
+                        group: group.id.clone(),
+                        topic,
+                        partition,
+                        value: None,
+                    })
+            })
+            .collect()
+    };
+    if expired.is_empty() {
+        return;
+    }
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        let count = expired.len();
+        if let Ok(base_offset) = write(&ctx, partition, &expired).await {
+            for (index, record) in expired.into_iter().enumerate() {
+                if let OffsetsRecord::Offset {
+                    group,
+                    topic,
+                    partition: index_in_topic,
+                    ..
+                } = record
+                {
+                    let log_offset = base_offset + index as i64;
+                    let mut coordinator = ctx.groups.borrow_mut();
+                    if let Some(group) = coordinator.group_mut(partition, &group) {
+                        group.apply_offset(topic, index_in_topic, None, log_offset);
+                    }
+                }
+            }
+            tracing::info!(partition, count, "expired the offsets of empty groups");
+        }
+    })
+    .detach();
 }
 
 /// Every record the partition's groups need to be rebuilt: each group's last metadata and
