@@ -285,7 +285,10 @@ fn brokers_are_listed_before_the_first_election_and_admin_works_on_any_node() {
         let batch = simple_batch("strict", 1, now_ms());
         produce_result(&produce_raw(leader_addr, "strict", 0, batch, acks)).0
     };
-    assert_eq!(produce(-1), NONE);
+    // A new partition's followers count as in sync once the leader has heard them replicate
+    // (a round trip after the election); until then acks=all is refused, retriably.
+    let accepted = wait_until(Duration::from_secs(15), || produce(-1) == NONE);
+    assert!(accepted, "acks=all refused with every replica up");
     let follower = (0..3).find(|&i| i != leader).expect("a follower");
     cluster.kill9(follower);
     let refused = wait_until(Duration::from_secs(15), || {
