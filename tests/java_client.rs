@@ -1,7 +1,7 @@
 //! The official Java client (Apache kafka-clients 3.9.1, run from source with JDK 17) with its
 //! defaults: admin calls, the default idempotent acks=all producer with every codec, consumer
 //! groups (commit, resume, two members), transactions with a read_committed consumer, group
-//! administration, partition growth; against one broker and a 3-node cluster.
+//! administration, DeleteRecords, partition growth; against one broker and a 3-node cluster.
 //! `tools/test.sh` installs the JDK and the jars (target/java/lib); `CHRONIK_JAVA_LIBS`
 //! names another directory holding them.
 
@@ -69,9 +69,11 @@ fn run_java_client(bootstrap: &str, replication: u32, logs: &dyn Fn() -> String)
         ("group_resumed", "10"),
         ("group_committed_sum", "310"),
         ("pair_members", "2"),
+        ("group_state", "Empty"),
         ("groups_listed", "true"),
         ("group_deleted", "true"),
         ("read_committed", "20"),
+        ("low_watermark", "5"),
         ("partitions_after_growth", "4"),
     ];
     for (name, value) in expected {

@@ -50,6 +50,8 @@ public class JavaClient {
             report.put("group_committed_sum",
                 offsets.values().stream().mapToLong(OffsetAndMetadata::offset).sum());
             report.put("pair_members", twoMembers(bootstrap, topic, topic + "-pair", total + 10));
+            report.put("group_state", admin.describeConsumerGroups(List.of(group)).all().get()
+                .get(group).state());
             report.put("groups_listed", admin.listConsumerGroups().all().get().stream()
                 .anyMatch(g -> g.groupId().equals(group)));
             admin.deleteConsumerGroups(List.of(group)).all().get();
@@ -57,6 +59,9 @@ public class JavaClient {
                 .anyMatch(g -> g.groupId().equals(group)));
 
             report.put("read_committed", transactions(bootstrap, topic + "-tx"));
+            TopicPartition first = new TopicPartition(topic, 0);
+            report.put("low_watermark", admin.deleteRecords(Map.of(first, RecordsToDelete.beforeOffset(5)))
+                .lowWatermarks().get(first).get().lowWatermark());
             admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(PARTITIONS + 1))).all().get();
             report.put("partitions_after_growth",
                 admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size());
