@@ -73,6 +73,9 @@ pub struct JoinResult {
     pub member_id: String,
     /// The leader's answer lists every member with its metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// A static leader that rejoined a stable group: the assignment stands (v9+ clients
+    /// skip computing one; older ones' SyncGroup gets the current one back).
+    pub skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -154,6 +157,8 @@ pub struct Group {
     pending_txn: BTreeMap<i64, Vec<(String, i32, CommittedOffset, i64)>>,
     /// Group metadata to store that no request stores (the group became empty).
     needs_store: bool,
+    /// When (monotonic ms) the group last became empty: its offsets expire from then.
+    empty_since_ms: u64,
     settings: GroupSettings,
 }
 
@@ -196,6 +201,7 @@ impl Group {
             offsets: BTreeMap::new(),
             pending_txn: BTreeMap::new(),
             needs_store: false,
+            empty_since_ms: 0,
             settings,
         }
     }
@@ -243,6 +249,9 @@ impl Group {
                     return self.replace_static_member(&old_id, new_id, request, now_ms);
                 }
             } else if request.require_known_member {
+                if self.members.len() + self.pending.len() >= settings.max_size {
+                    return Reply::Now(join_error(ResponseError::GroupMaxSizeReached, ""));
+                }
                 let deadline = now_ms + request.session_timeout_ms.max(0) as u64;
                 self.pending.insert(new_id.clone(), deadline);
                 return Reply::Now(join_error(ResponseError::MemberIdRequired, &new_id));
@@ -380,7 +389,7 @@ impl Group {
 
     /// A static member came back with a new member id: the old instance is fenced, the new
     /// one takes its place (and, in a stable group with the same subscription, its
-    /// assignment, without a rebalance).
+    /// assignment, without a rebalance, even when it leads).
     fn replace_static_member(
         &mut self,
         old_id: &str,
@@ -412,8 +421,14 @@ impl Group {
         member.client_host = request.client_host;
         member.protocols = request.protocols;
         self.members.insert(new_id.clone(), member);
-        if self.state == GroupState::Stable && unchanged && !was_leader {
-            return Reply::Now(self.join_result_for(&new_id));
+        // Kafka's KIP-345 rule: in a stable group, a static member that comes back with the
+        // same subscription takes its old place and assignment, without a rebalance, and the
+        // group is stored with its new member id.
+        if self.state == GroupState::Stable && unchanged {
+            self.needs_store = true;
+            let mut result = self.join_result_for(&new_id);
+            result.skip_assignment = was_leader;
+            return Reply::Now(result);
         }
         let (sender, receiver) = oneshot::channel();
         if let Some(member) = self.members.get_mut(&new_id) {
@@ -484,6 +499,7 @@ impl Group {
             self.protocol_name = None;
             self.leader_id = None;
             self.needs_store = true;
+            self.empty_since_ms = now_ms;
             return;
         }
         self.protocol_name = self.select_protocol();
@@ -566,6 +582,7 @@ impl Group {
             leader_id: self.leader_id.clone().unwrap_or_default(),
             member_id: member_id.to_string(),
             members,
+            skip_assignment: false,
         }
     }
 
@@ -797,12 +814,26 @@ impl Group {
         Ok(())
     }
 
-    /// Offsets an empty group has kept longer than `retention_ms` since they were committed
-    /// (Kafka's `offsets.retention.minutes`): (topic, partition). A group with members
-    /// keeps all of its offsets.
-    pub fn expired_offsets(&self, now_wall_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+    /// Offsets due to expire (Kafka's `offsets.retention.minutes`, KIP-211): all of them
+    /// once a group with a protocol has been empty for `retention_ms`; for a group that never
+    /// had members (standalone commits), each one `retention_ms` after its commit. A group
+    /// with members keeps all of its offsets.
+    pub fn expired_offsets(
+        &self,
+        now_ms: u64,
+        now_wall_ms: i64,
+        retention_ms: i64,
+    ) -> Vec<(String, i32)> {
         if !self.members.is_empty() || retention_ms < 0 || self.has_pending_transaction() {
             return Vec::new();
+        }
+        let had_members = self.protocol_type.is_some() || self.generation_id > 0;
+        if had_members {
+            let empty_for = now_ms.saturating_sub(self.empty_since_ms);
+            if empty_for < retention_ms as u64 {
+                return Vec::new();
+            }
+            return self.offsets.keys().cloned().collect();
         }
         self.offsets
             .iter()
@@ -868,6 +899,14 @@ impl Group {
                 self.apply_offset(topic, partition, Some(committed), log_offset);
             }
         }
+    }
+
+    /// Whether an offset of (topic, partition) waits for its transaction's marker.
+    pub fn has_pending_offset(&self, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .values()
+            .flatten()
+            .any(|(t, p, _, _)| t == topic && *p == partition)
     }
 
     pub fn has_pending_transaction(&self) -> bool {
@@ -958,6 +997,9 @@ impl Group {
             );
         }
         self.state = if self.members.is_empty() {
+            // Its offsets' retention counts from its reload (Kafka keeps the time it became
+            // empty; this is later, so offsets live a little longer, never shorter).
+            self.empty_since_ms = now_ms;
             GroupState::Empty
         } else {
             GroupState::Stable
@@ -1209,10 +1251,14 @@ mod tests {
             panic!("the only member leads");
         };
         group.store_finished(generation_id, true, 100);
-        // The same instance restarts with no member id: a new id, and the old one is fenced.
-        let mut again = later(group.join(join_request("", Some("i1"), &["range"]), 200));
-        let second = answered(&mut again);
+        // The same instance restarts with no member id: a new id at once, in the same
+        // generation (no rebalance; as the leader it skips assigning), and the old id is fenced.
+        let second = now(group.join(join_request("", Some("i1"), &["range"]), 200));
         assert_ne!(second.member_id, first.member_id);
+        assert_eq!(second.generation_id, first.generation_id);
+        assert!(second.skip_assignment);
+        assert_eq!(group.state(), GroupState::Stable);
+        assert!(group.take_needs_store(), "the new member id is stored");
         assert_eq!(
             group.heartbeat(second.generation_id, &first.member_id, Some("i1"), 300),
             ResponseError::FencedInstanceId.code()

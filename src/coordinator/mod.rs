@@ -62,6 +62,9 @@ pub enum GroupCall {
     FetchOffsets {
         group: String,
         topics: Option<Vec<(String, Vec<i32>)>>,
+        /// v7+: a partition with offsets pending in a transaction answers
+        /// UNSTABLE_OFFSET_COMMIT (retriable) instead of its older offset (KIP-447).
+        require_stable: bool,
     },
     Describe(String),
     Delete(String),
@@ -94,6 +97,7 @@ pub struct FetchedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    pub error: i16,
 }
 
 #[derive(Debug, Clone)]

@@ -36,8 +36,6 @@ use crate::runtime::context::ShardContext;
 
 /// Kafka's `offset.metadata.max.bytes`.
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-/// Records per batch the coordinator writes (a commit of many partitions is split).
-const RECORDS_PER_BATCH_MAX: usize = 1000;
 /// How often sessions and rebalance deadlines are checked.
 pub const TICK: Duration = Duration::from_millis(50);
 
@@ -48,6 +46,8 @@ pub struct GroupCoordinator {
     slots: Slots<Groups>,
     settings: GroupSettings,
     started: Instant,
+    /// Per partition: writes proposed and not yet applied (see `write_batch`).
+    writes_in_flight: BTreeMap<u64, usize>,
 }
 
 impl GroupCoordinator {
@@ -56,6 +56,7 @@ impl GroupCoordinator {
             slots: Slots::default(),
             settings,
             started: Instant::now(),
+            writes_in_flight: BTreeMap::new(),
         }
     }
 
@@ -127,9 +128,17 @@ pub async fn execute(ctx: &Rc<ShardContext>, partition: u64, call: GroupCall) ->
         GroupCall::TxnCommit(request) => {
             GroupAnswer::TxnCommit(txn_commit(ctx, partition, request).await)
         }
-        GroupCall::FetchOffsets { group, topics } => {
-            GroupAnswer::FetchOffsets(Ok(fetch_offsets(ctx, partition, &group, topics)))
-        }
+        GroupCall::FetchOffsets {
+            group,
+            topics,
+            require_stable,
+        } => GroupAnswer::FetchOffsets(Ok(fetch_offsets(
+            ctx,
+            partition,
+            &group,
+            topics,
+            require_stable,
+        ))),
         GroupCall::Describe(group) => GroupAnswer::Describe(describe(ctx, partition, group)),
         GroupCall::Delete(group) => GroupAnswer::Delete(delete(ctx, partition, &group).await),
         GroupCall::DeleteOffsets(request) => {
@@ -273,20 +282,34 @@ fn replay(
     }
 }
 
-/// Appends records to the partition and waits until they are committed (replicated and
-/// durable): the base offset of the first batch.
+/// Appends records to the partition as one batch (so they commit or fail together, at
+/// consecutive offsets) and waits until they are committed: their base offset.
 async fn write(
     ctx: &Rc<ShardContext>,
     partition: u64,
     records: &[OffsetsRecord],
 ) -> Result<i64, ShardError> {
-    let mut first_offset = None;
-    for chunk in records.chunks(RECORDS_PER_BATCH_MAX) {
-        let batch = encode_batch(chunk, wall_clock_ms());
-        let base_offset = partition_log::append(ctx, partition, batch).await?;
-        first_offset.get_or_insert(base_offset);
+    write_batch(ctx, partition, encode_batch(records, wall_clock_ms())).await
+}
+
+/// Appends one batch, counted as in flight until the caller (in the same poll, with no await
+/// between) has applied it: cleaning waits for none to be in flight, so its snapshot of the
+/// groups holds every committed write.
+async fn write_batch(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    batch: bytes::Bytes,
+) -> Result<i64, ShardError> {
+    *ctx.groups
+        .borrow_mut()
+        .writes_in_flight
+        .entry(partition)
+        .or_default() += 1;
+    let written = partition_log::append(ctx, partition, batch).await;
+    if let Some(count) = ctx.groups.borrow_mut().writes_in_flight.get_mut(&partition) {
+        *count = count.saturating_sub(1);
     }
-    Ok(first_offset.unwrap_or(-1))
+    written
 }
 
 /// How often (in timer ticks) the coordinator looks at its partitions' size.
@@ -305,7 +328,22 @@ fn clean_partitions(ctx: &Rc<ShardContext>) {
         .copied()
         .collect();
     for partition in partitions {
+        let quiet = |ctx: &ShardContext| {
+            let coordinator = ctx.groups.borrow();
+            coordinator
+                .writes_in_flight
+                .get(&partition)
+                .copied()
+                .unwrap_or(0)
+                == 0
+        };
+        if !quiet(ctx) {
+            continue;
+        }
         expire_offsets(ctx, partition);
+        if !quiet(ctx) {
+            continue;
+        }
         let live = {
             let mut coordinator = ctx.groups.borrow_mut();
             coordinator
@@ -319,56 +357,83 @@ fn clean_partitions(ctx: &Rc<ShardContext>) {
     }
 }
 
-/// Deletes (with tombstones) the offsets empty groups kept past `offsets_retention_ms`.
+/// Deletes (with tombstones) the offsets empty groups kept past `offsets_retention_ms`. The
+/// tombstones are proposed at once, so a commit that comes later lands after them and wins.
 fn expire_offsets(ctx: &Rc<ShardContext>, partition: u64) {
-    let retention_ms = ctx.config.offsets_retention_ms;
-    let now = wall_clock_ms();
-    let expired: Vec<OffsetsRecord> = {
-        let mut coordinator = ctx.groups.borrow_mut();
-        let Some(groups) = coordinator.slots.get_mut(partition) else {
-            return;
-        };
-        groups
-            .values()
-            .flat_map(|group| {
-                group
-                    .expired_offsets(now, retention_ms)
-                    .into_iter()
-                    .map(|(topic, partition)| OffsetsRecord::Offset {
-                        group: group.id.clone(),
-                        topic,
-                        partition,
-                        value: None,
-                    })
-            })
-            .collect()
-    };
+    let expired = expired_records(ctx, partition);
     if expired.is_empty() {
         return;
     }
+    let batch = encode_batch(&expired, wall_clock_ms());
+    let Ok(header) = chronik_shards::partition::batch::BatchHeader::parse(&batch) else {
+        return;
+    };
+    let proposed = ctx.shard.borrow_mut().propose_internal_batch(
+        partition,
+        &batch,
+        &header,
+        chronik_shards::runtime::shard::AckWhen::Committed,
+    );
+    let Ok((base_offset, Some(receiver))) = proposed else {
+        return;
+    };
+    *ctx.groups
+        .borrow_mut()
+        .writes_in_flight
+        .entry(partition)
+        .or_default() += 1;
     let ctx = ctx.clone();
     glommio::spawn_local(async move {
+        let committed = matches!(receiver.await, Ok(Ok(_)));
+        if let Some(count) = ctx.groups.borrow_mut().writes_in_flight.get_mut(&partition) {
+            *count = count.saturating_sub(1);
+        }
+        if !committed {
+            return;
+        }
         let count = expired.len();
-        if let Ok(base_offset) = write(&ctx, partition, &expired).await {
-            for (index, record) in expired.into_iter().enumerate() {
-                if let OffsetsRecord::Offset {
-                    group,
-                    topic,
-                    partition: index_in_topic,
-                    ..
-                } = record
-                {
+        let mut coordinator = ctx.groups.borrow_mut();
+        for (index, record) in expired.into_iter().enumerate() {
+            if let OffsetsRecord::Offset {
+                group,
+                topic,
+                partition: topic_partition,
+                ..
+            } = record
+            {
+                if let Some(group) = coordinator.group_mut(partition, &group) {
                     let log_offset = base_offset + index as i64;
-                    let mut coordinator = ctx.groups.borrow_mut();
-                    if let Some(group) = coordinator.group_mut(partition, &group) {
-                        group.apply_offset(topic, index_in_topic, None, log_offset);
-                    }
+                    group.apply_offset(topic, topic_partition, None, log_offset);
                 }
             }
-            tracing::info!(partition, count, "expired the offsets of empty groups");
         }
+        tracing::info!(partition, count, "expired the offsets of empty groups");
     })
     .detach();
+}
+
+/// The tombstones of the offsets due to expire in the partition's groups.
+fn expired_records(ctx: &ShardContext, partition: u64) -> Vec<OffsetsRecord> {
+    let retention_ms = ctx.config.offsets_retention_ms;
+    let mut coordinator = ctx.groups.borrow_mut();
+    let now = coordinator.now_ms();
+    let Some(groups) = coordinator.slots.get_mut(partition) else {
+        return Vec::new();
+    };
+    groups
+        .values()
+        .flat_map(|group| {
+            group
+                .expired_offsets(now, wall_clock_ms(), retention_ms)
+                .into_iter()
+                .map(|(topic, partition)| OffsetsRecord::Offset {
+                    group: group.id.clone(),
+                    topic,
+                    partition,
+                    value: None,
+                })
+        })
+        .collect()
 }
 
 /// Every record the partition's groups need to be rebuilt: each group's last metadata and
@@ -507,7 +572,12 @@ async fn join(
                 .with_metadata(metadata)
         })
         .collect();
-    JoinGroupResponse::default()
+    let response = if version >= 9 {
+        JoinGroupResponse::default().with_skip_assignment(result.skip_assignment)
+    } else {
+        JoinGroupResponse::default()
+    };
+    response
         .with_error_code(result.error)
         .with_generation_id(result.generation_id)
         .with_protocol_type(result.protocol_type.map(text))
@@ -809,7 +879,7 @@ async fn txn_commit(
     let records = txn_offset_records(&group_id, &request, now);
     let transaction = Some((request.producer_id.0, request.producer_epoch));
     let batch = encode_batch_of(&records, now, transaction);
-    let written = partition_log::append(ctx, partition, batch).await;
+    let written = write_batch(ctx, partition, batch).await;
     if let Ok(base_offset) = written {
         let mut coordinator = ctx.groups.borrow_mut();
         if let Some(group) = coordinator.group_mut(partition, &group_id) {
@@ -899,6 +969,7 @@ fn fetch_offsets(
     partition: u64,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Vec<FetchedOffset> {
     let mut coordinator = ctx.groups.borrow_mut();
     let group = coordinator.group_mut(partition, group_id);
@@ -906,6 +977,15 @@ fn fetch_offsets(
         let stored = group
             .as_ref()
             .and_then(|g| g.offsets.get(&(topic.to_string(), index)));
+        let unstable = require_stable
+            && group
+                .as_ref()
+                .is_some_and(|g| g.has_pending_offset(topic, index));
+        let error = if unstable {
+            ResponseError::UnstableOffsetCommit.code()
+        } else {
+            0
+        };
         match stored {
             Some(stored) => FetchedOffset {
                 topic: topic.to_string(),
@@ -913,6 +993,7 @@ fn fetch_offsets(
                 offset: stored.committed.offset,
                 leader_epoch: stored.committed.leader_epoch,
                 metadata: stored.committed.metadata.clone(),
+                error,
             },
             None => FetchedOffset {
                 topic: topic.to_string(),
@@ -920,6 +1001,7 @@ fn fetch_offsets(
                 offset: -1,
                 leader_epoch: -1,
                 metadata: String::new(),
+                error,
             },
         }
     };
@@ -1060,16 +1142,19 @@ async fn delete(ctx: &Rc<ShardContext>, partition: u64, group_id: &str) -> i16 {
             group: group_id.to_string(),
             value: None,
         });
+        // Dead before the write: no commit can slip in between and be lost with it.
+        group.mark_dead();
         records
     };
-    if let Err(error) = write(ctx, partition, &records).await {
+    let written = write(ctx, partition, &records).await;
+    let mut coordinator = ctx.groups.borrow_mut();
+    if let Err(error) = written {
+        // The log still holds the group: read the partition back before answering again.
+        coordinator.slots.partitions.remove(&partition);
         return write_error(&error).code();
     }
-    let mut coordinator = ctx.groups.borrow_mut();
     if let Some(groups) = coordinator.slots.get_mut(partition) {
-        if let Some(mut group) = groups.remove(group_id) {
-            group.mark_dead();
-        }
+        groups.remove(group_id);
     }
     0
 }

@@ -102,11 +102,18 @@ pub fn execute(
 /// Appends a transaction marker (producer id, epoch, commit) to a partition this shard
 /// leads; on an offsets partition, its coordinator then settles the producer's offsets.
 async fn write_marker(
-    ctx: &ShardContext,
+    ctx: &Rc<ShardContext>,
     group_id: u64,
     (producer_id, epoch, commit): (i64, i16, bool),
     is_offsets_partition: bool,
 ) -> Result<(), ShardError> {
+    if is_offsets_partition {
+        // The groups must be loaded to settle the producer's offsets when the marker lands;
+        // while they load, the coordinator retries the marker.
+        crate::coordinator::service::ensure_loaded(ctx, group_id)
+            .await
+            .map_err(|_| ShardError::OutcomeUnknown("the group coordinator is loading"))?;
+    }
     let batch = crate::transactions::markers::control_batch(producer_id, epoch, commit, 0);
     let header = BatchHeader::parse(&batch)
         .map_err(|_| ShardError::OutcomeUnknown("control batch unreadable"))?;

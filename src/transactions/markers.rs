@@ -124,8 +124,10 @@ pub async fn write_markers(
 ) -> Result<(), String> {
     let deadline = Instant::now() + DELIVERY_DEADLINE;
     let mut pending: BTreeSet<(String, i32)> = partitions.clone();
+    let mut attempt = 0usize;
     loop {
-        let by_leader = leaders_of(ctx, &pending).await;
+        let by_leader = leaders_of(ctx, &pending, attempt).await;
+        attempt += 1;
         let me = ctx.config.node_id;
         for (leader, targets) in by_leader {
             let outcomes = if leader == Some(me) {
@@ -161,10 +163,13 @@ pub async fn write_markers(
     }
 }
 
-/// Each partition's leader as this node knows it (None: no leader known yet).
+/// Each partition's leader as this node knows it (None: no leader known yet). For a
+/// partition with no replica here, the `attempt`-th replica in turn: whichever leads
+/// takes the marker, the others answer NOT_LEADER_OR_FOLLOWER and the next attempt moves on.
 async fn leaders_of(
     ctx: &Rc<ShardContext>,
     partitions: &BTreeSet<(String, i32)>,
+    attempt: usize,
 ) -> BTreeMap<Option<u32>, Vec<(String, i32)>> {
     let view = ctx.metadata();
     let me = ctx.config.node_id;
@@ -180,10 +185,14 @@ async fn leaders_of(
             Some(record) if record.replicas.is_empty() || record.replicas.contains(&me) => {
                 local.push(((topic.clone(), *partition), (record.shard, record.group_id)));
             }
-            Some(record) => by_leader
-                .entry(record.replicas.first().copied())
-                .or_default()
-                .push((topic.clone(), *partition)),
+            Some(record) => {
+                let replicas = &record.replicas;
+                let replica = replicas.get(attempt % replicas.len().max(1)).copied();
+                by_leader
+                    .entry(replica)
+                    .or_default()
+                    .push((topic.clone(), *partition));
+            }
         }
     }
     let placements: Vec<(u32, u64)> = local.iter().map(|(_, p)| *p).collect();

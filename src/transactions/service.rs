@@ -27,6 +27,8 @@ pub struct TxnCoordinator {
     /// Ids with a change in flight: other requests for them wait their turn (retriable
     /// CONCURRENT_TRANSACTIONS), and the timer leaves them alone.
     busy: BTreeSet<String>,
+    /// Per partition: state writes proposed and not yet adopted (cleaning waits for none).
+    writes_in_flight: BTreeMap<u64, usize>,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -233,10 +235,17 @@ async fn store(
         wall_clock_ms(),
         None,
     );
-    partition_log::append(ctx, partition, batch)
-        .await
-        .map_err(|e| write_error(&e))?;
+    *ctx.transactions
+        .borrow_mut()
+        .writes_in_flight
+        .entry(partition)
+        .or_default() += 1;
+    let written = partition_log::append(ctx, partition, batch).await;
     let mut coordinator = ctx.transactions.borrow_mut();
+    if let Some(count) = coordinator.writes_in_flight.get_mut(&partition) {
+        *count = count.saturating_sub(1);
+    }
+    written.map_err(|e| write_error(&e))?;
     let transactions = coordinator
         .slots
         .get_mut(partition)
@@ -356,7 +365,7 @@ async fn end(
 const CLEAN_EVERY_TICKS: u64 = 10;
 
 /// Rewrites each loaded partition's transactional ids and drops the older log when the log
-/// has grown well past them (`partition_log::start_cleaning`); not while a change is in flight.
+/// has grown well past them (`partition_log::start_cleaning`); not while a write is in flight.
 fn clean_partitions(ctx: &Rc<ShardContext>) {
     let partitions: Vec<u64> = ctx
         .transactions
@@ -369,8 +378,14 @@ fn clean_partitions(ctx: &Rc<ShardContext>) {
     for partition in partitions {
         let live = {
             let mut coordinator = ctx.transactions.borrow_mut();
-            if !coordinator.busy.is_empty() {
-                return;
+            if coordinator
+                .writes_in_flight
+                .get(&partition)
+                .copied()
+                .unwrap_or(0)
+                > 0
+            {
+                continue;
             }
             coordinator.slots.get_mut(partition).map(|transactions| {
                 transactions
@@ -401,7 +416,7 @@ pub async fn run_timer(ctx: Rc<ShardContext>) {
         {
             let mut coordinator = ctx.transactions.borrow_mut();
             coordinator.slots.retain_led(&ctx);
-            let TxnCoordinator { slots, busy } = &mut *coordinator;
+            let TxnCoordinator { slots, busy, .. } = &mut *coordinator;
             for (&partition, slot) in &slots.partitions {
                 if !slot.loaded {
                     continue;

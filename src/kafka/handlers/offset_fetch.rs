@@ -36,7 +36,13 @@ pub async fn handle(
                     .map(|t| (t.name.to_string(), t.partition_indexes))
                     .collect()
             });
-            let fetched = fetch(ctx, group.group_id.to_string(), topics).await;
+            let fetched = fetch(
+                ctx,
+                group.group_id.to_string(),
+                topics,
+                request.require_stable,
+            )
+            .await;
             let response = OffsetFetchResponseGroup::default().with_group_id(group.group_id);
             groups.push(match fetched {
                 Ok(offsets) => response.with_topics(by_topic(offsets, |name, partitions| {
@@ -55,7 +61,8 @@ pub async fn handle(
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    match fetch(ctx, request.group_id.to_string(), topics).await {
+    let require_stable = version >= 7 && request.require_stable;
+    match fetch(ctx, request.group_id.to_string(), topics, require_stable).await {
         Ok(offsets) => {
             OffsetFetchResponse::default().with_topics(by_topic(offsets, |name, partitions| {
                 OffsetFetchResponseTopic::default()
@@ -71,6 +78,7 @@ async fn fetch(
     ctx: &Rc<ShardContext>,
     group: String,
     topics: Topics,
+    require_stable: bool,
 ) -> Result<Vec<FetchedOffset>, i16> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId.code());
@@ -78,6 +86,7 @@ async fn fetch(
     let call = GroupCall::FetchOffsets {
         group: group.clone(),
         topics,
+        require_stable,
     };
     match call_group(ctx, &group, call).await {
         GroupAnswer::FetchOffsets(result) => result,
@@ -108,6 +117,7 @@ fn partition_v1(offset: FetchedOffset) -> OffsetFetchResponsePartition {
         .with_committed_offset(offset.offset)
         .with_committed_leader_epoch(offset.leader_epoch)
         .with_metadata(Some(StrBytes::from_string(offset.metadata)))
+        .with_error_code(offset.error)
 }
 
 fn partitions_v8(offset: FetchedOffset) -> OffsetFetchResponsePartitions {
@@ -116,4 +126,5 @@ fn partitions_v8(offset: FetchedOffset) -> OffsetFetchResponsePartitions {
         .with_committed_offset(offset.offset)
         .with_committed_leader_epoch(offset.leader_epoch)
         .with_metadata(Some(StrBytes::from_string(offset.metadata)))
+        .with_error_code(offset.error)
 }
