@@ -32,8 +32,8 @@ pub struct AbortedTxn {
 
 #[derive(Debug, Clone, Default)]
 pub struct TxnIndex {
-    /// Producer id -> first offset of its open transaction.
-    open: BTreeMap<i64, i64>,
+    /// Producer id -> (first offset, producer epoch) of its open transaction.
+    open: BTreeMap<i64, (i64, i16)>,
     aborted: VecDeque<AbortedTxn>,
 }
 
@@ -71,7 +71,19 @@ impl TxnIndex {
             return;
         }
         if header.is_control() {
-            let first = self.open.remove(&header.producer_id);
+            // A marker of an older epoch than the open transaction's is a stale retry: the
+            // transaction it ended is gone; the open one is another.
+            let stale = self
+                .open
+                .get(&header.producer_id)
+                .is_some_and(|&(_, epoch)| header.producer_epoch < epoch);
+            if stale {
+                return;
+            }
+            let first = self
+                .open
+                .remove(&header.producer_id)
+                .map(|(first, _)| first);
             if let (Some(Marker::Abort), Some(first_offset)) = (marker_of(header, head), first) {
                 self.aborted.push_back(AbortedTxn {
                     producer_id: header.producer_id,
@@ -84,14 +96,21 @@ impl TxnIndex {
             }
             return;
         }
-        if header.attributes & 0x10 != 0 && self.open.len() < OPEN_TXNS_MAX {
-            self.open.entry(header.producer_id).or_insert(base_offset);
+        if header.is_transactional() && self.open.len() < OPEN_TXNS_MAX {
+            self.open
+                .entry(header.producer_id)
+                .or_insert((base_offset, header.producer_epoch));
         }
     }
 
     /// The first offset a read_committed consumer may not read yet.
     pub fn last_stable_offset(&self, log_start_offset: i64, high_watermark: i64) -> i64 {
-        let oldest_open = self.open.values().copied().min().unwrap_or(i64::MAX);
+        let oldest_open = self
+            .open
+            .values()
+            .map(|&(first, _)| first)
+            .min()
+            .unwrap_or(i64::MAX);
         high_watermark.min(oldest_open).max(log_start_offset)
     }
 
@@ -117,7 +136,10 @@ impl TxnIndex {
 
     /// Producers with an open transaction: (producer id, first offset).
     pub fn open_transactions(&self) -> Vec<(i64, i64)> {
-        self.open.iter().map(|(&p, &o)| (p, o)).collect()
+        self.open
+            .iter()
+            .map(|(&p, &(first, _))| (p, first))
+            .collect()
     }
 }
 
@@ -172,6 +194,12 @@ mod tests {
         assert_eq!(index.last_stable_offset(0, 6), 6);
         index.forget_before(4);
         assert_eq!(index.aborted_between(0, 10), vec![]);
+        // A late marker of an older epoch does not close the next transaction.
+        let mut bumped = header(7, 0x10);
+        bumped.producer_epoch = 1;
+        index.on_batch(&bumped, &[], 6);
+        index.on_batch(&control, &control_bytes(1), 7);
+        assert_eq!(index.last_stable_offset(0, 8), 6, "still open");
     }
 
     #[test]
