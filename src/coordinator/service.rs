@@ -541,19 +541,54 @@ async fn join(
             .collect(),
         require_known_member: version >= 4,
     };
-    let reply = {
+    let result = join_and_wait(ctx, partition, &request, join_request).await;
+    join_response(version, result)
+}
+
+/// Runs the join on the group and waits for its outcome (the rebalance's end, usually).
+async fn join_and_wait(
+    ctx: &Rc<ShardContext>,
+    partition: u64,
+    request: &kafka_protocol::messages::JoinGroupRequest,
+    join_request: JoinRequest,
+) -> JoinResult {
+    let (reply, to_store) = {
         let mut coordinator = ctx.groups.borrow_mut();
         let now = coordinator.now_ms();
         match coordinator.group_or_new(partition, &request.group_id) {
-            Some(group) => group.join(join_request, now),
-            None => Reply::Now(JoinResult {
-                error: ResponseError::NotCoordinator.code(),
-                generation_id: -1,
-                ..Default::default()
-            }),
+            Some(group) => {
+                let reply = group.join(join_request, now);
+                // A static member that took its old place: stored before it is answered, so a
+                // new coordinator knows its new member id (KIP-345).
+                let to_store = matches!(reply, Reply::Now(_)) && group.take_needs_store();
+                let stored = to_store.then(|| group.stored_record(wall_clock_ms()));
+                (reply, stored)
+            }
+            None => {
+                let refused = JoinResult {
+                    error: ResponseError::NotCoordinator.code(),
+                    generation_id: -1,
+                    ..Default::default()
+                };
+                (Reply::Now(refused), None)
+            }
         }
     };
-    let result = match reply {
+    if let Some(stored) = to_store {
+        let record = OffsetsRecord::Group {
+            group: request.group_id.to_string(),
+            value: Some(stored),
+        };
+        if let Err(error) = write(ctx, partition, &[record]).await {
+            return JoinResult {
+                error: write_error(&error).code(),
+                generation_id: -1,
+                member_id: request.member_id.to_string(),
+                ..Default::default()
+            };
+        }
+    }
+    match reply {
         Reply::Now(result) => result,
         Reply::Later(receiver) => receiver.await.unwrap_or_else(|_| JoinResult {
             error: ResponseError::NotCoordinator.code(),
@@ -561,7 +596,10 @@ async fn join(
             member_id: request.member_id.to_string(),
             ..Default::default()
         }),
-    };
+    }
+}
+
+fn join_response(version: i16, result: JoinResult) -> JoinGroupResponse {
     let members = result
         .members
         .into_iter()

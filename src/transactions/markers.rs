@@ -113,19 +113,22 @@ pub async fn write_local(
     }
 }
 
-/// Writes the marker to every partition, retrying within `DELIVERY_DEADLINE`. Partitions of
-/// deleted topics are done. Ok once every partition has it.
+/// Writes the marker to every partition, retrying within `DELIVERY_DEADLINE` for as long as
+/// `still_coordinator` holds (a deposed coordinator stops: the next one finishes the
+/// transaction). Partitions of deleted topics are done. Ok once every partition has it.
 pub async fn write_markers(
     ctx: &Rc<ShardContext>,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
+    (producer_id, epoch, commit): (i64, i16, bool),
     partitions: &BTreeSet<(String, i32)>,
+    still_coordinator: impl Fn() -> bool,
 ) -> Result<(), String> {
     let deadline = Instant::now() + DELIVERY_DEADLINE;
     let mut pending: BTreeSet<(String, i32)> = partitions.clone();
     let mut attempt = 0usize;
     loop {
+        if !still_coordinator() {
+            return Err("no longer the coordinator".into());
+        }
         let by_leader = leaders_of(ctx, &pending, attempt).await;
         attempt += 1;
         let me = ctx.config.node_id;

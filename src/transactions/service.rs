@@ -263,15 +263,11 @@ async fn complete(
     prepared: &TxnMetadata,
 ) -> Result<TxnMetadata, ResponseError> {
     let commit = prepared.status == TxnStatus::PrepareCommit;
-    if let Err(reason) = write_markers(
-        ctx,
-        prepared.producer_id,
-        prepared.epoch,
-        commit,
-        &prepared.partitions,
-    )
-    .await
-    {
+    let term = partition_log::leader_term(ctx, partition).ok();
+    let still_coordinator =
+        || term.is_some() && partition_log::leader_term(ctx, partition).ok() == term;
+    let marker = (prepared.producer_id, prepared.epoch, commit);
+    if let Err(reason) = write_markers(ctx, marker, &prepared.partitions, still_coordinator).await {
         tracing::warn!(transactional_id = id, %reason, "markers not all written yet");
         return Err(ResponseError::ConcurrentTransactions);
     }
