@@ -34,6 +34,25 @@ pub fn leader_term(ctx: &ShardContext, partition: u64) -> Result<i32, ResponseEr
         .map_err(|_| ResponseError::NotCoordinator)
 }
 
+/// The partitions of the internal `topic` that this shard owns and this node leads (the
+/// ones whose coordinator runs here).
+pub fn led_partitions(ctx: &ShardContext, topic: &str) -> Vec<u64> {
+    let view = ctx.metadata();
+    let me = u64::from(ctx.config.node_id);
+    let shard = ctx.shard.borrow();
+    view.topic(topic)
+        .map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .filter(|p| p.shard as usize == ctx.shard_id)
+                .map(|p| p.group_id)
+                .filter(|&partition| shard.leader_of(partition) == Some(me))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads the partition from its start to the high watermark, handing each record (with its
 /// batch's header: transactional batches and markers matter to the coordinators) to `visit`.
 pub async fn replay(

@@ -1199,24 +1199,8 @@ async fn delete(ctx: &Rc<ShardContext>, partition: u64, group_id: &str) -> i16 {
 
 /// Every group of the offsets partitions this shard leads (loading them if needed).
 async fn list(ctx: &Rc<ShardContext>) -> Vec<ListedGroup> {
-    let view = ctx.metadata();
-    let me = u64::from(ctx.config.node_id);
-    let partitions: Vec<u64> = view
-        .topic(super::OFFSETS_TOPIC)
-        .map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .filter(|p| p.shard as usize == ctx.shard_id)
-                .map(|p| p.group_id)
-                .collect()
-        })
-        .unwrap_or_default();
     let mut listed = Vec::new();
-    for partition in partitions {
-        if ctx.shard.borrow().leader_of(partition) != Some(me) {
-            continue; // not coordinated here
-        }
+    for partition in partition_log::led_partitions(ctx, super::OFFSETS_TOPIC) {
         if ensure_loaded(ctx, partition).await.is_err() {
             continue;
         }

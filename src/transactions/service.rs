@@ -135,24 +135,8 @@ pub fn refusal(call: &TxnCall, error: ResponseError) -> TxnAnswer {
 
 /// Every transactional id of the `__transaction_state` partitions this shard leads.
 async fn list(ctx: &Rc<ShardContext>) -> Vec<(String, i64, &'static str)> {
-    let view = ctx.metadata();
-    let me = u64::from(ctx.config.node_id);
-    let partitions: Vec<u64> = view
-        .topic(super::TRANSACTION_TOPIC)
-        .map(|topic| {
-            topic
-                .partitions
-                .iter()
-                .filter(|p| p.shard as usize == ctx.shard_id)
-                .map(|p| p.group_id)
-                .collect()
-        })
-        .unwrap_or_default();
     let mut listed = Vec::new();
-    for partition in partitions {
-        if ctx.shard.borrow().leader_of(partition) != Some(me) {
-            continue; // coordinated elsewhere
-        }
+    for partition in partition_log::led_partitions(ctx, super::TRANSACTION_TOPIC) {
         if ensure_loaded(ctx, partition).await.is_err() {
             continue;
         }
