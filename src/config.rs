@@ -89,6 +89,10 @@ pub struct Cli {
     /// `offsets.retention.minutes`, in ms; -1: forever).
     #[arg(long)]
     pub offsets_retention_ms: Option<i64>,
+    /// How long the log cleaner of each shard rests between passes over its compacted
+    /// partitions (Kafka's `log.cleaner.backoff.ms`).
+    #[arg(long)]
+    pub log_cleaner_backoff_ms: Option<u64>,
 }
 
 /// One node of the static cluster description: its id and its two addresses. Ports are
@@ -144,6 +148,7 @@ pub struct FileConfig {
     pub group_max_size: Option<usize>,
     pub coordinator_log_slack: Option<u64>,
     pub offsets_retention_ms: Option<i64>,
+    pub log_cleaner_backoff_ms: Option<u64>,
     pub cluster: Option<ClusterFile>,
 }
 
@@ -182,6 +187,8 @@ pub struct Config {
     pub coordinator_log_slack: u64,
     /// See `Cli::offsets_retention_ms`.
     pub offsets_retention_ms: i64,
+    /// See `Cli::log_cleaner_backoff_ms`.
+    pub log_cleaner_backoff_ms: u64,
 }
 
 /// The static cluster: every node (sorted by id) and where this one listens for peers.
@@ -275,8 +282,8 @@ impl Config {
             None => FileConfig::default(),
         };
         let groups = group_settings(&cli, &file);
-        let (offsets_topic_partitions, coordinator_log_slack, offsets_retention_ms) =
-            coordinator_settings(&cli, &file);
+        let (partitions, slack, offsets_kept_ms, cleaner_rest_ms) =
+            background_settings(&cli, &file);
         let node_id = cli.node_id.or(file.node_id).unwrap_or(1);
         let mut cluster_file = file.cluster.unwrap_or_default();
         let nodes = cluster_nodes(&cli, &mut cluster_file)?;
@@ -286,14 +293,11 @@ impl Config {
             .peer_listen
             .or(file.peer_listen)
             .or(this_node.as_ref().map(|n| n.peer));
-        let advertised = cli
-            .advertised_listener
-            .or(file.advertised_listener)
-            .or(this_node.as_ref().map(|n| n.kafka.clone()));
-        let (advertised_host, advertised_port) = match advertised {
-            Some(text) => parse_host_port(&text)?,
-            None => (listen.ip().to_string(), listen.port()),
-        };
+        let (advertised_host, advertised_port) = advertised_address(
+            cli.advertised_listener.or(file.advertised_listener),
+            this_node.as_ref(),
+            listen,
+        )?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut config = Config {
             data_dir: cli
@@ -328,10 +332,11 @@ impl Config {
             default_replication_factor: file
                 .default_replication_factor
                 .unwrap_or_else(|| nodes.len().clamp(1, 3) as u32),
-            offsets_topic_partitions,
+            offsets_topic_partitions: partitions,
             groups,
-            coordinator_log_slack,
-            offsets_retention_ms,
+            coordinator_log_slack: slack,
+            offsets_retention_ms: offsets_kept_ms,
+            log_cleaner_backoff_ms: cleaner_rest_ms,
             cluster: ClusterConfig {
                 name: cluster_file.name.take().unwrap_or_else(|| "chronik".into()),
                 nodes,
@@ -452,8 +457,8 @@ impl Config {
 }
 
 /// (partitions of the internal topics, records their logs may hold beyond the live state,
-/// how long an empty group's offsets are kept).
-fn coordinator_settings(cli: &Cli, file: &FileConfig) -> (u32, u64, i64) {
+/// how long an empty group's offsets are kept, the log cleaner's rest between passes).
+fn background_settings(cli: &Cli, file: &FileConfig) -> (u32, u64, i64, u64) {
     let partitions = cli
         .offsets_topic_partitions
         .or(file.offsets_topic_partitions)
@@ -466,7 +471,11 @@ fn coordinator_settings(cli: &Cli, file: &FileConfig) -> (u32, u64, i64) {
         .offsets_retention_ms
         .or(file.offsets_retention_ms)
         .unwrap_or(7 * 24 * 3600 * 1000);
-    (partitions, slack, retention)
+    let cleaner_backoff = cli
+        .log_cleaner_backoff_ms
+        .or(file.log_cleaner_backoff_ms)
+        .unwrap_or(15_000);
+    (partitions, slack, retention, cleaner_backoff)
 }
 
 /// Kafka's `group.*` settings, with Kafka's defaults.
@@ -507,4 +516,17 @@ fn parse_host_port(text: &str) -> Result<(String, u16), ConfigError> {
         return Err(ConfigError::Invalid(format!("empty host in {text:?}")));
     }
     Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// The address clients are told to use: the flag or file, else this node's entry in the
+/// cluster, else the listen address.
+fn advertised_address(
+    configured: Option<String>,
+    this_node: Option<&NodeAddress>,
+    listen: SocketAddr,
+) -> Result<(String, u16), ConfigError> {
+    match configured.or(this_node.map(|n| n.kafka.clone())) {
+        Some(text) => parse_host_port(&text),
+        None => Ok((listen.ip().to_string(), listen.port())),
+    }
 }

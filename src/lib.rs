@@ -2,6 +2,7 @@
 //! configuration, the controller (cluster metadata) and the node runtime that starts one
 //! shard per core; the shards themselves (WAL, Raft groups) live in `chronik-shards`.
 
+pub mod compaction;
 pub mod config;
 pub mod controller;
 pub mod coordinator;

@@ -66,6 +66,9 @@ pub struct TopicSettings {
     pub retention_ms: i64,
     pub retention_bytes: i64,
     pub message_bytes_max: usize,
+    /// `cleanup.policy` holds `delete`: retention applies (a compact-only topic keeps its
+    /// records until the cleaner supersedes them).
+    pub deletes_old_data: bool,
 }
 
 impl TopicSettings {
@@ -76,6 +79,11 @@ impl TopicSettings {
             retention_bytes: number("retention.bytes").unwrap_or(defaults.retention_bytes),
             message_bytes_max: number("max.message.bytes")
                 .map_or(defaults.message_bytes_max, |v| v.max(0) as usize),
+            deletes_old_data: topic
+                .configs
+                .get("cleanup.policy")
+                .and_then(|v| crate::kafka::topic_configs::cleanup_policy(v))
+                .is_none_or(|(_, delete)| delete),
         }
     }
 }

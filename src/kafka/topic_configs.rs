@@ -19,6 +19,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -40,9 +41,9 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         name: "cleanup.policy",
         kind: ConfigType::List,
         broker_name: "log.cleanup.policy",
-        valid: |v| v == "delete",
-        doc: "delete: old data goes by retention.ms / retention.bytes (compact is not \
-              implemented yet).",
+        valid: |v| cleanup_policy(v).is_some(),
+        doc: "delete: old data goes by retention.ms / retention.bytes; compact: the log \
+              cleaner keeps the latest record of each key; compact,delete: both.",
     },
     TopicConfig {
         name: "compression.type",
@@ -79,6 +80,21 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
         broker_name: "log.message.timestamp.type",
         valid: |v| v == "CreateTime",
         doc: "CreateTime: timestamps are the producer's.",
+    },
+    TopicConfig {
+        name: "min.cleanable.dirty.ratio",
+        kind: ConfigType::Double,
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        valid: |v| v.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)),
+        doc: "Compacted topics: the share of a partition not yet cleaned above which the \
+              cleaner runs.",
+    },
+    TopicConfig {
+        name: "min.compaction.lag.ms",
+        kind: ConfigType::Long,
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        valid: |v| long_at_least(0)(v),
+        doc: "Compacted topics: records younger than this are not cleaned.",
     },
     TopicConfig {
         name: "min.insync.replicas",
@@ -121,6 +137,20 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
     },
 ];
 
+/// `cleanup.policy`'s value as (compact, delete); None when it is not a non-empty list of
+/// those two words.
+pub fn cleanup_policy(value: &str) -> Option<(bool, bool)> {
+    let mut policy = (false, false);
+    for word in value.split(',').map(str::trim) {
+        match word {
+            "compact" => policy.0 = true,
+            "delete" => policy.1 = true,
+            _ => return None,
+        }
+    }
+    Some(policy)
+}
+
 pub fn find(name: &str) -> Option<&'static TopicConfig> {
     TOPIC_CONFIGS.iter().find(|c| c.name == name)
 }
@@ -134,6 +164,8 @@ pub fn default_value(config: &TopicConfig, broker: &Config) -> String {
         "max.message.bytes" => broker.message_bytes_max.to_string(),
         "message.timestamp.type" => "CreateTime".into(),
         "min.insync.replicas" => "1".into(),
+        "min.cleanable.dirty.ratio" => "0.5".into(),
+        "min.compaction.lag.ms" => "0".into(),
         "retention.bytes" => broker.retention_bytes.to_string(),
         "retention.ms" => broker.retention_ms.to_string(),
         "segment.bytes" => broker.segment_bytes.min(i32::MAX as u64).to_string(),
@@ -168,7 +200,7 @@ pub fn validate_all(configs: &BTreeMap<String, String>) -> Result<(), String> {
 pub fn broker_configs(broker: &Config) -> Vec<(&'static str, String, ConfigType)> {
     use ConfigType::{Boolean, Int, List, Long};
     let groups = &broker.groups;
-    let settings: [(&'static str, String, ConfigType); 18] = [
+    let settings: [(&'static str, String, ConfigType); 19] = [
         ("broker.id", broker.node_id.to_string(), Int),
         ("num.partitions", broker.default_partitions.to_string(), Int),
         (
@@ -189,6 +221,11 @@ pub fn broker_configs(broker: &Config) -> Vec<(&'static str, String, ConfigType)
         ),
         ("log.segment.bytes", broker.segment_bytes.to_string(), Int),
         ("log.cleanup.policy", "delete".into(), List),
+        (
+            "log.cleaner.backoff.ms",
+            broker.log_cleaner_backoff_ms.to_string(),
+            Long,
+        ),
         (
             "message.max.bytes",
             broker.message_bytes_max.to_string(),

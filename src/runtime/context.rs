@@ -161,6 +161,7 @@ impl ShardContext {
             retention_ms: self.config.retention_ms,
             retention_bytes: self.config.retention_bytes,
             message_bytes_max: self.config.message_bytes_max,
+            deletes_old_data: true,
         }
     }
 

@@ -213,6 +213,7 @@ async fn run_shard(
     let retention = glommio::spawn_local(retention_loop(ctx.clone()));
     let group_timer = glommio::spawn_local(crate::coordinator::service::run_timer(ctx.clone()));
     let txn_timer = glommio::spawn_local(crate::transactions::service::run_timer(ctx.clone()));
+    let cleaner = glommio::spawn_local(crate::compaction::run_cleaner(ctx.clone()));
     let rebalance = clustered.then(|| glommio::spawn_local(preferred_leader_loop(ctx.clone())));
     let watchdog = clustered.then(|| glommio::spawn_local(peer::failure_detector(ctx.clone())));
     let listener = crate::kafka::server::listen(&ctx)
@@ -240,6 +241,7 @@ async fn run_shard(
     retention.cancel().await;
     group_timer.cancel().await;
     txn_timer.cancel().await;
+    cleaner.cancel().await;
     drain(&ctx, &drained).await;
     // Anything proposed from now on would never be answered: refuse it (retriable).
     ctx.shard.borrow_mut().refuse_proposals();

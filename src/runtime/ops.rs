@@ -498,9 +498,15 @@ pub fn install_metadata(ctx: &ShardContext, view: Arc<MetadataView>) {
     let mut wanted = std::collections::BTreeMap::new();
     for topic in view.topics.values() {
         let settings = TopicSettings::of(topic, defaults);
-        let retention = RetentionLimits {
-            retention_ms: settings.retention_ms,
-            retention_bytes: settings.retention_bytes,
+        let retention = match settings.deletes_old_data {
+            true => RetentionLimits {
+                retention_ms: settings.retention_ms,
+                retention_bytes: settings.retention_bytes,
+            },
+            false => RetentionLimits {
+                retention_ms: -1,
+                retention_bytes: -1,
+            },
         };
         for partition in topic.partitions.iter().filter(|p| {
             p.shard as usize == ctx.shard_id && (p.replicas.is_empty() || p.replicas.contains(&me))

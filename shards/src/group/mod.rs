@@ -15,7 +15,7 @@ use raft::{RawNode, StateRole};
 
 use crate::error::ShardError;
 use crate::partition::batch::BatchHeader;
-use crate::partition::offsets::{PartitionOffsets, RetentionLimits};
+use crate::partition::offsets::{BatchMeta, PartitionOffsets, RetentionLimits, SnapshotOffsets};
 use crate::partition::producer_state::{ProducerState, SequenceCheck};
 use crate::partition::transactions::TxnIndex;
 use log::GroupLog;
@@ -29,12 +29,18 @@ pub trait StateMachine {
     fn restore(&mut self, state: &[u8]);
 }
 
+// Nearly every group is a partition; boxing its state would cost an indirection on the hot
+// path to save bytes on the one controller group.
+#[allow(clippy::large_enum_variant)]
 pub enum Machine {
     Partition {
         offsets: PartitionOffsets,
         retention: RetentionLimits,
         producers: ProducerState,
         transactions: TxnIndex,
+        /// The committed cleaning entries still in the log, decoded: a rebuild of the
+        /// offsets (after a truncation) needs them, and their data may be evicted by then.
+        cleanings: BTreeMap<u64, Cleaning>,
     },
     Custom(Box<dyn StateMachine>),
 }
@@ -123,15 +129,21 @@ impl RaftGroup {
                 offsets,
                 producers,
                 transactions,
+                cleanings,
                 ..
             } => {
-                *offsets = PartitionOffsets::starting_at(decode_start_offset(log.snapshot_state()));
+                *offsets =
+                    PartitionOffsets::after_snapshot(SnapshotOffsets::decode(log.snapshot_state()));
                 *producers = ProducerState::default();
                 *transactions = TxnIndex::default();
+                cleanings.retain(|&index, _| index > log.snapshot_index() && index <= commit);
                 let mut floors = Vec::new();
                 for (index, entry) in log.entries_from(log.first_index()) {
                     if let Some(floor) = decode_delete_before(&entry.head) {
                         floors.push((index, floor));
+                    }
+                    if index <= commit && is_cleaning(&entry.head) {
+                        remember_cleaning(self.id, cleanings, index, entry);
                     }
                     if let Some(base_offset) = offsets.on_append(index, &entry.head, entry.data_len)
                     {
@@ -144,6 +156,9 @@ impl RaftGroup {
                 offsets.on_commit(commit);
                 for (_, floor) in floors.into_iter().filter(|&(index, _)| index <= commit) {
                     offsets.delete_before(floor);
+                }
+                for (&index, cleaning) in cleanings.iter() {
+                    cleaning.apply(index, offsets);
                 }
             }
             Machine::Custom(machine) => {
@@ -417,11 +432,20 @@ impl RaftGroup {
             }
         }
         self.node.mut_store().set_applied(last);
-        if let Machine::Partition { offsets, .. } = &mut self.machine {
+        if let Machine::Partition {
+            offsets, cleanings, ..
+        } = &mut self.machine
+        {
             let before = offsets.high_watermark();
             offsets.on_commit(last);
             for floor in entries.iter().filter_map(|e| decode_delete_before(&e.data)) {
                 offsets.delete_before(floor);
+            }
+            for entry in entries.iter().filter(|e| is_cleaning(&e.data)) {
+                if let Some(cleaning) = Cleaning::decode(entry.index, &entry.data) {
+                    cleaning.apply(entry.index, offsets);
+                    cleanings.insert(entry.index, cleaning);
+                }
             }
             if offsets.high_watermark() > before {
                 self.wake_fetchers();
@@ -495,7 +519,7 @@ impl RaftGroup {
     /// The state to store with a compaction point at the group's current snapshot index.
     pub fn snapshot_state(&self) -> Bytes {
         match &self.machine {
-            Machine::Partition { offsets, .. } => encode_start_offset(offsets.log_start_offset()),
+            Machine::Partition { .. } => self.node.store().snapshot_state().clone(),
             Machine::Custom(machine) => Bytes::from(machine.snapshot()),
         }
     }
@@ -519,14 +543,105 @@ fn decode_delete_before(data: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(raw.try_into().ok()?))
 }
 
-pub fn encode_start_offset(offset: i64) -> Bytes {
-    Bytes::copy_from_slice(&offset.to_le_bytes())
+/// A partition entry written by log compaction: the batches in `from..to` give way to the
+/// ones it carries (the same records less those compaction dropped, at their original
+/// offsets). Tag (16 bytes), a version byte of 0 (where a batch has its magic byte, so the
+/// entry never parses as a batch), `from` and `to` (big-endian), then the batches.
+const CLEANING_TAG: &[u8; 16] = b"chronik:cleaned:";
+const CLEANING_HEADER_BYTES: usize = 16 + 1 + 8 + 8;
+
+pub fn is_cleaning(data: &[u8]) -> bool {
+    data.starts_with(CLEANING_TAG)
 }
 
-fn decode_start_offset(state: &Bytes) -> i64 {
-    let mut raw = [0u8; 8];
-    if state.len() == 8 {
-        raw.copy_from_slice(state);
+/// A cleaning entry's data: `batches` are whole Kafka batches, concatenated, each carrying
+/// its real base offset.
+pub fn encode_cleaning(from: i64, to: i64, batches: &[u8]) -> Vec<u8> {
+    let mut data = Vec::with_capacity(CLEANING_HEADER_BYTES + batches.len());
+    data.extend_from_slice(CLEANING_TAG);
+    data.push(0);
+    data.extend_from_slice(&from.to_be_bytes());
+    data.extend_from_slice(&to.to_be_bytes());
+    data.extend_from_slice(batches);
+    data
+}
+
+/// Decodes a committed cleaning entry met while the log is replayed, unless already known.
+fn remember_cleaning(
+    group_id: u64,
+    cleanings: &mut BTreeMap<u64, Cleaning>,
+    index: u64,
+    entry: &log::LogEntry,
+) {
+    if cleanings.contains_key(&index) {
+        return;
     }
-    i64::from_le_bytes(raw).max(0)
+    match entry
+        .data
+        .as_deref()
+        .and_then(|data| Cleaning::decode(index, data))
+    {
+        Some(cleaning) => {
+            cleanings.insert(index, cleaning);
+        }
+        None => tracing::error!(
+            group_id,
+            index,
+            "a cleaning entry's data is missing: its batches are not served"
+        ),
+    }
+}
+
+/// A decoded cleaning entry.
+#[derive(Debug, Clone)]
+pub struct Cleaning {
+    from: i64,
+    to: i64,
+    kept: Vec<BatchMeta>,
+}
+
+impl Cleaning {
+    /// The entry at `raft_index` with `data`; None for data that is not a well-formed
+    /// cleaning entry (it is then ignored, which keeps the batches it would have replaced).
+    pub fn decode(raft_index: u64, data: &[u8]) -> Option<Self> {
+        let rest = data.strip_prefix(CLEANING_TAG.as_slice())?;
+        let (&version, rest) = rest.split_first()?;
+        if version != 0 || rest.len() < 16 {
+            return None;
+        }
+        let from = i64::from_be_bytes(rest[..8].try_into().ok()?);
+        let to = i64::from_be_bytes(rest[8..16].try_into().ok()?);
+        let mut kept = Vec::new();
+        let mut at = CLEANING_HEADER_BYTES;
+        while at < data.len() {
+            let header = BatchHeader::parse(&data[at..]).ok()?;
+            let bytes = usize::try_from(header.batch_length).ok()?
+                + crate::partition::batch::LOG_OVERHEAD_BYTES;
+            if header.magic != 2 || at + bytes > data.len() {
+                return None;
+            }
+            kept.push(BatchMeta {
+                raft_index,
+                base_offset: header.base_offset,
+                next_offset: header.base_offset + i64::from(header.last_offset_delta) + 1,
+                max_timestamp: header.max_timestamp,
+                bytes: bytes as u32,
+                leader_epoch: header.partition_leader_epoch,
+                data_skip: at as u32,
+            });
+            at += bytes;
+        }
+        Some(Self { from, to, kept })
+    }
+
+    fn apply(&self, raft_index: u64, offsets: &mut PartitionOffsets) {
+        if !offsets.replace_cleaned(raft_index, self.from, self.to, &self.kept) {
+            tracing::warn!(
+                raft_index,
+                from = self.from,
+                to = self.to,
+                "a cleaning entry no longer fits the log; skipped"
+            );
+        }
+    }
 }

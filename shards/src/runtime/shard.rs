@@ -169,6 +169,17 @@ pub struct Shard<D: Disk = DmaDisk> {
     refusing_leadership: bool,
 }
 
+/// See `Shard::cleaning_bounds`: the cleaner replaces the batches in `from..to` (it reads
+/// from `log_start_offset`; batches wholly below it are gone for clients already).
+#[derive(Debug, Clone, Copy)]
+pub struct CleaningBounds {
+    pub from: i64,
+    pub log_start_offset: i64,
+    pub to: i64,
+    pub cleaned_bytes: u64,
+    pub dirty_bytes: u64,
+}
+
 /// What a fetch reads from one partition: cached batches and WAL reads, in offset order.
 pub struct ReadPlan<D: Disk = DmaDisk> {
     pub high_watermark: i64,
@@ -188,6 +199,10 @@ pub enum ReadPiece<D: Disk = DmaDisk> {
     Disk {
         base_offset: i64,
         reader: RecordReader<D>,
+        /// Where the batch sits in the entry's data: all of it, except for the batches of a
+        /// cleaning entry (several pieces then share one entry, read once).
+        skip: u32,
+        bytes: u32,
     },
 }
 
@@ -206,7 +221,7 @@ pub async fn load_pieces<D: Disk>(pieces: Vec<ReadPiece<D>>) -> Result<Vec<Bytes
     let mut batches = Vec::with_capacity(pieces.len());
     let mut pieces = pieces.into_iter().peekable();
     while let Some(piece) = pieces.next() {
-        let (base_offset, reader) = match piece {
+        let (base_offset, reader, skip, bytes) = match piece {
             ReadPiece::Cached { base_offset, batch } => {
                 batches.push(with_base_offset(base_offset, batch)?);
                 continue;
@@ -214,27 +229,40 @@ pub async fn load_pieces<D: Disk>(pieces: Vec<ReadPiece<D>>) -> Result<Vec<Bytes
             ReadPiece::Disk {
                 base_offset,
                 reader,
-            } => (base_offset, reader),
+                skip,
+                bytes,
+            } => (base_offset, reader, skip, bytes),
         };
         let run_start = reader.position();
-        let mut offsets = vec![base_offset];
+        // (base offset, which record of the run, span in its data) per batch.
+        let mut wanted = vec![(base_offset, 0usize, skip, bytes)];
         let mut run = vec![reader];
         let joins_run = |run: &[RecordReader<D>], piece: &ReadPiece<D>| match piece {
-            ReadPiece::Disk { reader: next, .. } => run
-                .last()
-                .is_some_and(|last| last.can_extend_run(run_start, next)),
+            ReadPiece::Disk { reader: next, .. } => run.last().is_some_and(|last| {
+                last.location() == next.location() || last.can_extend_run(run_start, next)
+            }),
             ReadPiece::Cached { .. } => false,
         };
         while let Some(ReadPiece::Disk {
             base_offset,
             reader,
+            skip,
+            bytes,
         }) = pieces.next_if(|piece| joins_run(&run, piece))
         {
-            offsets.push(base_offset);
-            run.push(reader);
+            let last = run.last().expect("a run has a record");
+            if last.location() != reader.location() {
+                run.push(reader);
+            }
+            wanted.push((base_offset, run.len() - 1, skip, bytes));
         }
-        for (base_offset, payload) in offsets.into_iter().zip(read_run(run).await?) {
-            let batch = payload.slice(ENTRY_HEADER_BYTES..);
+        let payloads = read_run(run).await?;
+        for (base_offset, record, skip, bytes) in wanted {
+            let start = ENTRY_HEADER_BYTES + skip as usize;
+            let batch = payloads[record]
+                .get(start..start + bytes as usize)
+                .map(|_| payloads[record].slice(start..start + bytes as usize))
+                .ok_or(ShardError::OutcomeUnknown("a batch lies outside its entry"))?;
             batches.push(with_base_offset(base_offset, batch)?);
         }
     }
@@ -315,7 +343,14 @@ impl<D: Disk> Shard<D> {
             refilling: BTreeSet::new(),
             refusing_leadership: false,
         };
-        Ok((Rc::new(RefCell::new(shard)), doorbell_rx))
+        let shard = Rc::new(RefCell::new(shard));
+        // A partition's offsets need the batches listed in its cleaning entries (few, and
+        // small next to what they replaced) before it comes to life.
+        let group_ids = shard.borrow().recovered_group_ids();
+        for group_id in group_ids {
+            Self::preload_recovered_where(&shard, group_id, crate::group::is_cleaning).await?;
+        }
+        Ok((shard, doorbell_rx))
     }
 
     /// Groups recovered from the WAL that no metadata has claimed yet.
@@ -410,6 +445,7 @@ impl<D: Disk> Shard<D> {
                 retention,
                 producers: Default::default(),
                 transactions: Default::default(),
+                cleanings: Default::default(),
             },
             GroupSpec::Custom { machine, .. } => Machine::Custom(machine),
         };
@@ -438,6 +474,15 @@ impl<D: Disk> Shard<D> {
         shard: &ShardRef<D>,
         group_id: u64,
     ) -> Result<(), ShardError> {
+        Self::preload_recovered_where(shard, group_id, |_| true).await
+    }
+
+    /// `preload_recovered_data` for the entries whose head `wanted` picks.
+    async fn preload_recovered_where(
+        shard: &ShardRef<D>,
+        group_id: u64,
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Result<(), ShardError> {
         let readers = {
             let state = shard.borrow();
             let Some(recovered) = state.recovered.get(&group_id) else {
@@ -447,7 +492,7 @@ impl<D: Disk> Shard<D> {
                 .entries
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| e.data.is_none())
+                .filter(|(_, e)| e.data.is_none() && wanted(&e.head))
                 .map(|(position, e)| Ok((position, state.wal.reader(e.location)?)))
                 .collect::<Result<Vec<_>, ShardError>>()?
         };
@@ -592,6 +637,50 @@ impl<D: Disk> Shard<D> {
         }
         let receiver = self.propose(group_id, crate::group::encode_delete_before(target))?;
         Ok((target, Some(receiver)))
+    }
+
+    /// What the log cleaner needs to plan a pass over a partition this shard leads: the
+    /// committed batches below the last stable offset whose records are all at or before
+    /// `newest_timestamp` (min.compaction.lag.ms), and how much of the partition is clean.
+    /// None when there is nothing to clean.
+    pub fn cleaning_bounds(
+        &self,
+        group_id: u64,
+        newest_timestamp: i64,
+    ) -> Result<Option<CleaningBounds>, ShardError> {
+        let last_stable_offset = self.last_stable_offset(group_id)?;
+        let offsets = self.read_offsets(group_id)?;
+        let log_start_offset = offsets.log_start_offset();
+        let Some(from) = offsets.first_batch_offset() else {
+            return Ok(None);
+        };
+        let to = offsets
+            .committed_up_to(log_start_offset, last_stable_offset)
+            .take_while(|b| b.max_timestamp <= newest_timestamp)
+            .last()
+            .map(|b| b.next_offset);
+        let (cleaned_bytes, dirty_bytes) = offsets.cleaned_and_dirty_bytes();
+        Ok(to.map(|to| CleaningBounds {
+            from: from.min(log_start_offset),
+            log_start_offset,
+            to,
+            cleaned_bytes,
+            dirty_bytes,
+        }))
+    }
+
+    /// The aborted transactions with records in `from..to`: (producer id, first offset).
+    pub fn aborted_transactions(
+        &self,
+        group_id: u64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, i64)>, ShardError> {
+        Ok(self
+            .group(group_id)?
+            .transactions()
+            .map(|t| t.aborted_between(from, to))
+            .unwrap_or_default())
     }
 
     /// Proposes a validated record batch to a partition. Returns its base offset and, unless
@@ -879,14 +968,20 @@ impl<D: Disk> Shard<D> {
             .store()
             .entry(meta.raft_index)
             .ok_or(ShardError::OutcomeUnknown("index and log disagree"))?;
+        let span = meta.data_skip as usize..(meta.data_skip + meta.bytes) as usize;
         Ok(match &entry.data {
             Some(data) => ReadPiece::Cached {
                 base_offset: meta.base_offset,
-                batch: data.clone(),
+                batch: data
+                    .get(span.clone())
+                    .map(|_| data.slice(span))
+                    .ok_or(ShardError::OutcomeUnknown("a batch lies outside its entry"))?,
             },
             None => ReadPiece::Disk {
                 base_offset: meta.base_offset,
                 reader: self.wal.reader(entry.location)?,
+                skip: meta.data_skip,
+                bytes: meta.bytes,
             },
         })
     }
@@ -1080,23 +1175,33 @@ impl<D: Disk> Shard<D> {
         }
     }
 
-    /// Applies each partition's retention; expired batches become a compaction point.
+    /// Applies each partition's retention; batches gone (expired, or replaced by a cleaning
+    /// entry) become a compaction point.
     pub fn apply_retention(&mut self, now_ms: i64) {
         for (&group_id, group) in &mut self.groups {
             let applied = group.node.store().applied();
+            let snapshot_index = group.node.store().snapshot_index();
             let Machine::Partition {
-                offsets, retention, ..
+                offsets,
+                retention,
+                transactions,
+                cleanings,
+                ..
             } = &mut group.machine
             else {
                 continue;
             };
-            let Some((index, start_offset)) = offsets.expire(*retention, now_ms, applied) else {
+            if offsets.expire(*retention, now_ms, applied) {
+                transactions.forget_before(offsets.log_start_offset());
+            }
+            let Some((index, snapshot_offsets)) = offsets.take_compaction_point(applied) else {
                 continue;
             };
-            if let Machine::Partition { transactions, .. } = &mut group.machine {
-                transactions.forget_before(start_offset);
+            if index <= snapshot_index {
+                continue;
             }
-            let state = crate::group::encode_start_offset(start_offset);
+            cleanings.retain(|&cleaning_index, _| cleaning_index > index);
+            let state = Bytes::from(snapshot_offsets.encode());
             group.node.mut_store().compact(index, state.clone());
             let snapshot = SnapshotRecord {
                 index,

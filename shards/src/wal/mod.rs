@@ -650,6 +650,10 @@ impl<D: Disk> RecordReader<D> {
     pub fn position(&self) -> u64 {
         self.location.position
     }
+
+    pub fn location(&self) -> WalLocation {
+        self.location
+    }
 }
 
 /// Reads records of one segment, ascending and close together (see `can_extend_run`), with
