@@ -39,7 +39,8 @@ use plan::{clean_batch, AbortedTransactions, Horizons, KeptBatch, LatestOffsets}
 
 /// How much one read step of a pass loads.
 const READ_BYTES: usize = 4 << 20;
-/// Cleaning entries stay about the size of a large produce request.
+/// Cleaning entries stay about the size of a large produce request (and never hold more
+/// than the largest batch a producer may send, besides one such batch).
 const ENTRY_BYTES: usize = 1 << 20;
 /// Distinct keys one pass tracks (about 40 MiB of map); a partition with more is cleaned
 /// over several passes.
@@ -158,7 +159,8 @@ async fn clean_partition(
         log_start_offset: bounds.log_start_offset,
         tombstones_before: now.saturating_sub(settings.delete_retention_ms),
     };
-    let mut writer = CleaningWriter::new(ctx, group_id, bounds.from);
+    let entry_bytes = ENTRY_BYTES.min(ctx.config.message_bytes_max);
+    let mut writer = CleaningWriter::new(ctx, group_id, bounds.from, entry_bytes);
     let mut aborted = AbortedTransactions::new(&aborted);
     let mut offset = bounds.log_start_offset;
     while offset < to {
@@ -175,7 +177,7 @@ async fn clean_partition(
                 }
                 None => KeptBatch::Whole,
             };
-            writer.add(kept, batch, offset).await?;
+            writer.add(kept, batch, header.base_offset, offset).await?;
         }
     }
     writer.finish(to).await?;
@@ -264,31 +266,38 @@ struct CleaningWriter<'a> {
     group_id: u64,
     from: i64,
     batches: Vec<u8>,
+    entry_bytes: usize,
 }
 
 impl<'a> CleaningWriter<'a> {
-    fn new(ctx: &'a Rc<ShardContext>, group_id: u64, from: i64) -> Self {
+    fn new(ctx: &'a Rc<ShardContext>, group_id: u64, from: i64, entry_bytes: usize) -> Self {
         Self {
             ctx,
             group_id,
             from,
             batches: Vec::new(),
+            entry_bytes,
         }
     }
 
-    /// Adds what was kept of the batch ending just below `next_offset`.
+    /// Adds what was kept of the batch at `base_offset..next_offset`.
     async fn add(
         &mut self,
         kept: KeptBatch,
         batch: Bytes,
+        base_offset: i64,
         next_offset: i64,
     ) -> Result<(), ShardError> {
-        match kept {
-            KeptBatch::Whole => self.batches.extend_from_slice(&batch),
-            KeptBatch::Part(part) => self.batches.extend_from_slice(&part),
-            KeptBatch::Nothing => {}
+        let kept = match kept {
+            KeptBatch::Whole => batch,
+            KeptBatch::Part(part) => part,
+            KeptBatch::Nothing => Bytes::new(),
+        };
+        if !self.batches.is_empty() && self.batches.len() + kept.len() > self.entry_bytes {
+            self.propose(base_offset).await?;
         }
-        if self.batches.len() >= ENTRY_BYTES {
+        self.batches.extend_from_slice(&kept);
+        if self.batches.len() >= self.entry_bytes {
             self.propose(next_offset).await?;
         }
         Ok(())

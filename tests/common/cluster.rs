@@ -247,6 +247,17 @@ impl Cluster {
     /// Every committed batch of a partition as replica `index` holds it (read from followers
     /// too, through a rack-aware fetch), from offset 0 to its high watermark.
     pub fn replica_log(&self, index: usize, topic: &str, partition: i32) -> (i64, Vec<u8>) {
+        self.replica_log_if_ready(index, topic, partition)
+            .unwrap_or_else(|code| panic!("replica fetch from node {}: error {code}", index + 1))
+    }
+
+    /// `replica_log`, or the error code of a replica not ready to serve the partition.
+    pub fn replica_log_if_ready(
+        &self,
+        index: usize,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(i64, Vec<u8>), i16> {
         let addr = self.addr(index);
         let version = pick_version(addr, ApiKey::Fetch, (11, 12));
         let mut offset = 0;
@@ -261,12 +272,9 @@ impl Cluster {
                 .typed(&request, version)
                 .unwrap_or_else(|e| panic!("{e}"));
             let answer = &response.responses[0].partitions[0];
-            assert_eq!(
-                answer.error_code,
-                NONE,
-                "replica fetch from node {}",
-                index + 1
-            );
+            if answer.error_code != NONE {
+                return Err(answer.error_code);
+            }
             high_watermark = answer.high_watermark;
             let records = answer.records.clone().unwrap_or_default();
             let (whole, next) = whole_batches(&records);
@@ -279,7 +287,7 @@ impl Cluster {
                 break;
             }
         }
-        (high_watermark, log)
+        Ok((high_watermark, log))
     }
 }
 

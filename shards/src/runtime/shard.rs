@@ -1644,6 +1644,11 @@ fn queue_hard_state<D: Disk>(
 /// drops every entry before it), then the log and the state machine start from it.
 fn install_snapshot<D: Disk>(wal: &mut Wal<D>, group: &mut RaftGroup, snapshot: &Snapshot) -> u64 {
     let metadata = snapshot.get_metadata();
+    tracing::info!(
+        group = group.id,
+        index = metadata.index,
+        "installing the leader's snapshot (this replica was behind its compaction point)"
+    );
     let record = SnapshotRecord {
         index: metadata.index,
         term: metadata.term,
