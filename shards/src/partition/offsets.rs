@@ -411,10 +411,14 @@ impl PartitionOffsets {
             (a, b) => a.or(b).unwrap_or(u64::MAX),
         };
         let index = needed.saturating_sub(1).min(applied);
+        // The raw log start: a DeleteRecords floor inside a kept batch is not part of the
+        // snapshot (its entry comes after the batch, so it is still in the log and replayed),
+        // and must not move where the fold resumes.
         let snapshot = SnapshotOffsets {
-            log_start_offset: self.log_start_offset(),
-            fold_start: self.fold_start.max(self.log_start_offset()),
+            log_start_offset: self.log_start_offset,
+            fold_start: self.fold_start,
         };
+        debug_assert!(snapshot.log_start_offset <= snapshot.fold_start);
         Some((index, snapshot))
     }
 
@@ -649,6 +653,32 @@ mod tests {
         assert_eq!(
             offsets.take_compaction_point(4).map(|(index, _)| index),
             Some(2)
+        );
+    }
+
+    #[test]
+    fn a_delete_records_floor_inside_a_batch_stays_out_of_the_snapshot() {
+        let mut offsets = PartitionOffsets::starting_at(0);
+        offsets.on_append(1, &head(2, 0), 100); // 0-1
+        offsets.on_append(2, &head(2, 0), 100); // 2-3
+        offsets.on_commit(2);
+        offsets.delete_before(3);
+        let keep = RetentionLimits {
+            retention_ms: -1,
+            retention_bytes: -1,
+        };
+        assert!(offsets.expire(keep, 0, 2));
+        assert_eq!(offsets.log_start_offset(), 3);
+        assert_eq!(
+            offsets.take_compaction_point(2),
+            Some((
+                1,
+                SnapshotOffsets {
+                    log_start_offset: 2,
+                    fold_start: 2
+                }
+            )),
+            "the fold resumes at the kept batch's base, not inside it"
         );
     }
 

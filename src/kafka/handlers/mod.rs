@@ -212,7 +212,9 @@ pub async fn ensure_internal_topic(
     if ctx.metadata().topic(name).is_some() {
         return Ok(());
     }
-    let configs = [("retention.ms", "-1"), ("retention.bytes", "-1")]
+    // As in Kafka: the log cleaner keeps the latest record of each key, and nothing expires
+    // by age or size.
+    let configs = [("cleanup.policy", "compact")]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
