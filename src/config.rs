@@ -89,6 +89,10 @@ pub struct Cli {
     /// `offsets.retention.minutes`, in ms; -1: forever).
     #[arg(long)]
     pub offsets_retention_ms: Option<i64>,
+    /// How often members of KIP-848 consumer groups heartbeat (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`).
+    #[arg(long)]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
     /// How long the log cleaner of each shard rests between passes over its compacted
     /// partitions (Kafka's `log.cleaner.backoff.ms`).
     #[arg(long)]
@@ -146,6 +150,8 @@ pub struct FileConfig {
     pub group_min_session_timeout_ms: Option<i32>,
     pub group_max_session_timeout_ms: Option<i32>,
     pub group_max_size: Option<usize>,
+    pub group_consumer_session_timeout_ms: Option<u64>,
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
     pub coordinator_log_slack: Option<u64>,
     pub offsets_retention_ms: Option<i64>,
     pub log_cleaner_backoff_ms: Option<u64>,
@@ -382,9 +388,14 @@ impl Config {
         if self.groups.min_session_timeout_ms <= 0
             || self.groups.min_session_timeout_ms > self.groups.max_session_timeout_ms
             || self.groups.max_size == 0
+            || self.groups.consumer_heartbeat_interval_ms <= 0
+            || self.groups.consumer_session_timeout_ms
+                <= self.groups.consumer_heartbeat_interval_ms as u64
         {
             return invalid(
-                "group session timeouts must be positive, min <= max; group_max_size >= 1".into(),
+                "group session timeouts must be positive, min <= max; group_max_size >= 1; \
+                 the consumer heartbeat interval positive and below its session timeout"
+                    .into(),
             );
         }
         if self.connection_requests_in_flight_max == 0
@@ -491,6 +502,11 @@ fn group_settings(cli: &Cli, file: &FileConfig) -> crate::coordinator::group::Gr
             .or(file.group_initial_rebalance_delay_ms)
             .unwrap_or(3_000),
         max_size: file.group_max_size.unwrap_or(10_000),
+        consumer_session_timeout_ms: file.group_consumer_session_timeout_ms.unwrap_or(45_000),
+        consumer_heartbeat_interval_ms: cli
+            .group_consumer_heartbeat_interval_ms
+            .or(file.group_consumer_heartbeat_interval_ms)
+            .unwrap_or(5_000),
     }
 }
 

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use kafka_protocol::messages::ConsumerProtocolAssignment;
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerProtocolAssignment,
+    GroupId,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
@@ -43,25 +46,44 @@ impl ConsumerContext for CommitOnRevoke {
     }
 }
 
-fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer<CommitOnRevoke> {
-    group_consumer_with(bootstrap, group, "range,roundrobin")
+/// How a member takes part in its group.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    /// The classic protocol with client-side assignors (librdkafka's default is
+    /// "range,roundrobin"; "cooperative-sticky" rebalances incrementally: only moved
+    /// partitions are revoked).
+    Classic(&'static str),
+    /// KIP-848 (`group.protocol=consumer`): the coordinator assigns, members reconcile one
+    /// by one.
+    Consumer,
 }
 
-/// A member using the given assignors (librdkafka's default is "range,roundrobin";
-/// "cooperative-sticky" rebalances incrementally: only moved partitions are revoked).
+const CLASSIC: Protocol = Protocol::Classic("range,roundrobin");
+
+fn group_consumer(bootstrap: &str, group: &str) -> BaseConsumer<CommitOnRevoke> {
+    group_consumer_with(bootstrap, group, CLASSIC)
+}
+
 fn group_consumer_with(
     bootstrap: &str,
     group: &str,
-    strategy: &str,
+    protocol: Protocol,
 ) -> BaseConsumer<CommitOnRevoke> {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
-        .set("partition.assignment.strategy", strategy)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set("auto.offset.reset", "earliest");
+    match protocol {
+        Protocol::Classic(strategy) => config
+            .set("partition.assignment.strategy", strategy)
+            .set("session.timeout.ms", "10000"),
+        // Session and heartbeat times come from the coordinator.
+        Protocol::Consumer => config.set("group.protocol", "consumer"),
+    };
+    config
         .create_with_context(CommitOnRevoke)
         .expect("create group consumer")
 }
@@ -99,7 +121,7 @@ fn start_member(
     group: &str,
     seen: Arc<Mutex<Vec<String>>>,
 ) -> Member {
-    start_member_with(bootstrap, topic, group, seen, "range,roundrobin")
+    start_member_with(bootstrap, topic, group, seen, CLASSIC)
 }
 
 fn start_member_with(
@@ -107,9 +129,9 @@ fn start_member_with(
     topic: &str,
     group: &str,
     seen: Arc<Mutex<Vec<String>>>,
-    strategy: &str,
+    protocol: Protocol,
 ) -> Member {
-    let consumer = group_consumer_with(bootstrap, group, strategy);
+    let consumer = group_consumer_with(bootstrap, group, protocol);
     consumer.subscribe(&[topic]).expect("subscribe");
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
@@ -235,6 +257,64 @@ fn wait_stable(bootstrap: &str, group: &str, members: usize, partitions: i32) {
     }
 }
 
+/// (state, member id -> assigned partitions) of a KIP-848 group, from ConsumerGroupDescribe
+/// (the state is "error N" when it answers error N).
+fn describe_consumer_group(
+    addr: std::net::SocketAddr,
+    group: &str,
+) -> (String, BTreeMap<String, Vec<i32>>) {
+    let request = ConsumerGroupDescribeRequest::default()
+        .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+    let response: ConsumerGroupDescribeResponse = typed_request(addr, &request, 0);
+    let described = &response.groups[0];
+    if described.error_code != 0 {
+        // Not there yet (the offsets topic is created on first use), or not known.
+        return (format!("error {}", described.error_code), BTreeMap::new());
+    }
+    let members = described
+        .members
+        .iter()
+        .map(|m| {
+            let partitions = m
+                .assignment
+                .topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.iter().copied())
+                .collect();
+            (m.member_id.to_string(), partitions)
+        })
+        .collect();
+    (described.group_state.to_string(), members)
+}
+
+/// `wait_stable` for a KIP-848 group: every member has reached the target assignment.
+fn wait_stable_consumer(addr: std::net::SocketAddr, group: &str, members: usize, partitions: i32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (state, assigned) = describe_consumer_group(addr, group);
+        let all: Vec<i32> = assigned.values().flatten().copied().collect();
+        let distinct: BTreeSet<i32> = all.iter().copied().collect();
+        assert_eq!(
+            all.len(),
+            distinct.len(),
+            "a partition assigned twice: {assigned:?}"
+        );
+        if state == "Stable" && assigned.len() == members {
+            assert_eq!(
+                distinct,
+                (0..partitions).collect(),
+                "not all assigned: {assigned:?}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group {group} not stable with {members} members: {state} {assigned:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn assert_exactly_once(seen: &Mutex<Vec<String>>, total: usize) {
     let seen = seen.lock().expect("seen");
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -256,46 +336,58 @@ fn assert_exactly_once(seen: &Mutex<Vec<String>>, total: usize) {
 
 #[test]
 fn three_members_share_twelve_partitions_exactly_once_across_rebalances() {
-    members_share_partitions_exactly_once("range,roundrobin");
+    members_share_partitions_exactly_once(CLASSIC);
 }
 
 /// The same with incremental (cooperative) rebalances: members keep the partitions that do
 /// not move, and still nothing is read twice or missed.
 #[test]
 fn cooperative_sticky_rebalances_are_exactly_once_too() {
-    members_share_partitions_exactly_once("cooperative-sticky");
+    members_share_partitions_exactly_once(Protocol::Classic("cooperative-sticky"));
 }
 
-fn members_share_partitions_exactly_once(strategy: &str) {
+/// The same with the consumer protocol of KIP-848: the coordinator assigns, a member gives
+/// up a partition before another gets it, and nothing is read twice or missed.
+#[test]
+fn consumer_protocol_members_share_partitions_exactly_once() {
+    members_share_partitions_exactly_once(Protocol::Consumer);
+}
+
+fn members_share_partitions_exactly_once(protocol: Protocol) {
     const PARTITIONS: i32 = 12;
     const PHASE: usize = 2000;
     let mut args = vec!["--default-partitions", "12"];
     args.extend_from_slice(FAST_GROUPS);
+    args.extend_from_slice(&["--group-consumer-heartbeat-interval-ms", "300"]);
     let broker = Broker::start_with(2, &args, None);
     let bootstrap = broker.bootstrap();
     let (topic, group) = ("orders", "billing");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let member = |seen: &Arc<Mutex<Vec<String>>>| {
-        start_member_with(&bootstrap, topic, group, seen.clone(), strategy)
+        start_member_with(&bootstrap, topic, group, seen.clone(), protocol)
+    };
+    let wait_stable = |members: usize| match protocol {
+        Protocol::Classic(_) => wait_stable(&bootstrap, group, members, PARTITIONS),
+        Protocol::Consumer => wait_stable_consumer(broker.addr(), group, members, PARTITIONS),
     };
 
     produce(&bootstrap, topic, 0..PHASE, PARTITIONS);
     let a = member(&seen);
     let b = member(&seen);
-    wait_stable(&bootstrap, group, 2, PARTITIONS);
+    wait_stable(2);
     wait_for_count(&seen, PHASE, Duration::from_secs(60));
 
     // A third member joins: partitions are revoked (all of them, or with cooperative-sticky
     // only those that move) and assigned again.
     let c = member(&seen);
     produce(&bootstrap, topic, PHASE..2 * PHASE, PARTITIONS);
-    wait_stable(&bootstrap, group, 3, PARTITIONS);
+    wait_stable(3);
     wait_for_count(&seen, 2 * PHASE, Duration::from_secs(60));
 
     // One leaves: the other two take its partitions from its last commit.
     b.stop();
     produce(&bootstrap, topic, 2 * PHASE..3 * PHASE, PARTITIONS);
-    wait_stable(&bootstrap, group, 2, PARTITIONS);
+    wait_stable(2);
     wait_for_count(&seen, 3 * PHASE, Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(1)); // a duplicate would show up by now
     a.stop();
@@ -303,7 +395,10 @@ fn members_share_partitions_exactly_once(strategy: &str) {
     assert_exactly_once(&seen, 3 * PHASE);
 
     // Both gone: the group is empty, its offsets are the end of every partition.
-    let (state, members) = describe_group(&bootstrap, group);
+    let (state, members) = match protocol {
+        Protocol::Classic(_) => describe_group(&bootstrap, group),
+        Protocol::Consumer => describe_consumer_group(broker.addr(), group),
+    };
     assert_eq!((state.as_str(), members.len()), ("Empty", 0));
     let probe = consumer(&bootstrap, &[("group.id", group)]);
     let mut wanted = TopicPartitionList::new();

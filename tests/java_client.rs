@@ -69,6 +69,7 @@ fn run_java_client(bootstrap: &str, replication: u32, logs: &dyn Fn() -> String)
         ("group_resumed", "10"),
         ("group_committed_sum", "310"),
         ("pair_members", "2"),
+        ("consumer_protocol_members", "2"),
         ("group_state", "Empty"),
         ("groups_listed", "true"),
         ("group_deleted", "true"),

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use kafka_protocol::error::ResponseError;
 
+use super::consumer_group::{ConsumerGroup, ConsumerGroupSettings};
+
 use super::records::{CommittedOffset, StoredGroup, StoredMember};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,10 @@ pub struct GroupSettings {
     /// How long the first rebalance of an empty group waits for more members.
     pub initial_rebalance_delay_ms: u64,
     pub max_size: usize,
+    /// KIP-848 groups: `group.consumer.session.timeout.ms`.
+    pub consumer_session_timeout_ms: u64,
+    /// KIP-848 groups: `group.consumer.heartbeat.interval.ms`, told to every member.
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 /// A JoinGroup, decoded.
@@ -160,6 +166,9 @@ pub struct Group {
     /// When (monotonic ms) the group last became empty: its offsets expire from then.
     empty_since_ms: u64,
     settings: GroupSettings,
+    /// Members of the KIP-848 protocol (ConsumerGroupHeartbeat). A group has members of one
+    /// protocol at a time; its offsets are shared.
+    pub consumer: ConsumerGroup,
 }
 
 const NONE: i16 = 0;
@@ -203,6 +212,7 @@ impl Group {
             needs_store: false,
             empty_since_ms: 0,
             settings,
+            consumer: ConsumerGroup::default(),
         }
     }
 
@@ -219,12 +229,27 @@ impl Group {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.members.is_empty() && self.consumer.is_empty()
+    }
+
+    /// Whether members of the classic protocol hold the group (or are joining it).
+    pub fn has_classic_members(&self) -> bool {
+        !self.members.is_empty() || !self.pending.is_empty()
+    }
+
+    /// The consumer-protocol settings of the group's coordinator.
+    pub fn consumer_settings(&self) -> ConsumerGroupSettings {
+        ConsumerGroupSettings {
+            session_timeout_ms: self.settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms: self.settings.consumer_heartbeat_interval_ms,
+            max_size: self.settings.max_size,
+        }
     }
 
     /// A group with neither members nor offsets need not be kept.
     pub fn is_forgettable(&self) -> bool {
         self.members.is_empty()
+            && self.consumer.is_empty()
             && self.pending.is_empty()
             && self.offsets.is_empty()
             && self.pending_txn.is_empty()
@@ -239,6 +264,13 @@ impl Group {
     pub fn join(&mut self, request: JoinRequest, now_ms: u64) -> Reply<JoinResult> {
         let settings = self.settings;
         let member_id = request.member_id.clone();
+        if !self.consumer.is_empty() {
+            // The group's members use the consumer protocol (KIP-848).
+            return Reply::Now(join_error(
+                ResponseError::InconsistentGroupProtocol,
+                &member_id,
+            ));
+        }
         if let Err(error) = self.check_join(&request, &settings) {
             return Reply::Now(join_error(error, &member_id));
         }
@@ -773,6 +805,9 @@ impl Group {
 
     /// Expires sessions and pending member ids, and completes a rebalance whose time is up.
     pub fn tick(&mut self, now_ms: u64) {
+        for member in self.consumer.expire(now_ms) {
+            tracing::info!(group = %self.id, %member, "consumer-protocol member expired");
+        }
         self.pending.retain(|_, deadline| *deadline > now_ms);
         let expired: Vec<String> = self
             .members
@@ -804,6 +839,10 @@ impl Group {
         if generation_id < 0 && member_id.is_empty() && self.members.is_empty() {
             return Ok(());
         }
+        if !self.consumer.is_empty() {
+            // KIP-848 members commit with their member epoch.
+            return self.consumer.check_commit(member_id, generation_id);
+        }
         if self.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
         }
@@ -824,7 +863,7 @@ impl Group {
         now_wall_ms: i64,
         retention_ms: i64,
     ) -> Vec<(String, i32)> {
-        if !self.members.is_empty() || retention_ms < 0 || self.has_pending_transaction() {
+        if !self.is_empty() || retention_ms < 0 || self.has_pending_transaction() {
             return Vec::new();
         }
         let had_members = self.protocol_type.is_some() || self.generation_id > 0;
@@ -1049,6 +1088,8 @@ mod tests {
         max_session_timeout_ms: 60_000,
         initial_rebalance_delay_ms: 100,
         max_size: 10,
+        consumer_session_timeout_ms: 45_000,
+        consumer_heartbeat_interval_ms: 5_000,
     };
 
     fn join_request(member_id: &str, instance: Option<&str>, protocols: &[&str]) -> JoinRequest {

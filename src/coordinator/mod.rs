@@ -10,8 +10,12 @@
 //!
 //! - `records`: the record formats (Kafka's).
 //! - `group`: one group's state machine, pure.
+//! - `consumer_group`: the KIP-848 consumer protocol's state machine and assignors, pure.
 //! - `service`: the per-shard coordinator: loading, writing, the requests, the timer.
+//! - `consumer_service`: ConsumerGroupHeartbeat and ConsumerGroupDescribe on it.
 
+pub mod consumer_group;
+pub mod consumer_service;
 pub mod group;
 pub mod partition_log;
 pub mod records;
@@ -71,6 +75,13 @@ pub enum GroupCall {
     DeleteOffsets(OffsetDeleteRequest),
     /// Every group of the offsets partitions this shard leads.
     List,
+    /// KIP-848: one member's heartbeat.
+    ConsumerHeartbeat {
+        request: kafka_protocol::messages::ConsumerGroupHeartbeatRequest,
+        client_id: String,
+        client_host: String,
+    },
+    ConsumerDescribe(String),
 }
 
 /// What the coordinator answers; errors that concern the whole request are in the
@@ -87,6 +98,8 @@ pub enum GroupAnswer {
     Delete(i16),
     DeleteOffsets(kafka_protocol::messages::OffsetDeleteResponse),
     List(Vec<ListedGroup>),
+    ConsumerHeartbeat(kafka_protocol::messages::ConsumerGroupHeartbeatResponse),
+    ConsumerDescribe(kafka_protocol::messages::consumer_group_describe_response::DescribedGroup),
 }
 
 /// One partition's committed offset for OffsetFetch (`offset` -1: none).
@@ -105,6 +118,8 @@ pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
     pub state: &'static str,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
 }
 
 #[cfg(test)]

@@ -60,15 +60,15 @@ impl GroupCoordinator {
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(super) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn group_mut(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
+    pub(super) fn group_mut(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
         self.slots.get_mut(partition)?.get_mut(group_id)
     }
 
-    fn group_or_new(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
+    pub(super) fn group_or_new(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
         let settings = self.settings;
         let groups = self.slots.get_mut(partition)?;
         Some(
@@ -144,6 +144,9 @@ pub async fn execute(ctx: &Rc<ShardContext>, partition: u64, call: GroupCall) ->
         GroupCall::DeleteOffsets(request) => {
             GroupAnswer::DeleteOffsets(delete_offsets(ctx, partition, request).await)
         }
+        call @ (GroupCall::ConsumerHeartbeat { .. } | GroupCall::ConsumerDescribe(_)) => {
+            super::consumer_service::execute(ctx, partition, call)
+        }
         GroupCall::List => unreachable!("answered above"),
     }
 }
@@ -178,6 +181,9 @@ pub fn refuse(call: GroupCall, error: ResponseError) -> GroupAnswer {
             GroupAnswer::DeleteOffsets(OffsetDeleteResponse::default().with_error_code(code))
         }
         GroupCall::List => GroupAnswer::List(Vec::new()),
+        GroupCall::ConsumerHeartbeat { .. } | GroupCall::ConsumerDescribe(_) => {
+            super::consumer_service::refuse(call, error)
+        }
     }
 }
 
@@ -1210,10 +1216,19 @@ async fn list(ctx: &Rc<ShardContext>) -> Vec<ListedGroup> {
                 groups
                     .values()
                     .filter(|g| g.state() != GroupState::Dead)
-                    .map(|g| ListedGroup {
-                        group_id: g.id.clone(),
-                        protocol_type: g.protocol_type().unwrap_or("").to_string(),
-                        state: g.state().name(),
+                    .map(|g| match g.consumer.is_empty() {
+                        true => ListedGroup {
+                            group_id: g.id.clone(),
+                            protocol_type: g.protocol_type().unwrap_or("").to_string(),
+                            state: g.state().name(),
+                            group_type: "classic",
+                        },
+                        false => ListedGroup {
+                            group_id: g.id.clone(),
+                            protocol_type: "consumer".into(),
+                            state: g.consumer.state(),
+                            group_type: "consumer",
+                        },
                     }),
             );
         }

@@ -99,6 +99,14 @@ static SUPPORTED_APIS: std::sync::LazyLock<Vec<(ApiKey, RangeInclusive<i16>)>> =
                 handlers::describe_log_dirs::VERSIONS,
             ),
             (ApiKey::DeleteRecords, handlers::delete_records::VERSIONS),
+            (
+                ApiKey::ConsumerGroupHeartbeat,
+                handlers::consumer_group_heartbeat::VERSIONS,
+            ),
+            (
+                ApiKey::ConsumerGroupDescribe,
+                handlers::consumer_group_describe::VERSIONS,
+            ),
         ]
     });
 
@@ -250,6 +258,12 @@ async fn handle_group_and_admin_api(
     Some(match body {
         RequestKind::JoinGroup(req) => ResponseKind::JoinGroup(
             handlers::join_group::handle(&ctx, version, req, client_id, client_host).await,
+        ),
+        RequestKind::ConsumerGroupHeartbeat(req) => ResponseKind::ConsumerGroupHeartbeat(
+            handlers::consumer_group_heartbeat::handle(&ctx, req, client_id, client_host).await,
+        ),
+        RequestKind::ConsumerGroupDescribe(req) => ResponseKind::ConsumerGroupDescribe(
+            handlers::consumer_group_describe::handle(&ctx, req).await,
         ),
         RequestKind::SyncGroup(req) => {
             ResponseKind::SyncGroup(handlers::sync_group::handle(&ctx, req).await)

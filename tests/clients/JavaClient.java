@@ -49,7 +49,10 @@ public class JavaClient {
                 admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
             report.put("group_committed_sum",
                 offsets.values().stream().mapToLong(OffsetAndMetadata::offset).sum());
-            report.put("pair_members", twoMembers(bootstrap, topic, topic + "-pair", total + 10));
+            report.put("pair_members", twoMembers(bootstrap, topic, topic + "-pair", total + 10, Map.of()));
+            // KIP-848: the coordinator assigns (group.protocol=consumer, opt-in in 3.9).
+            report.put("consumer_protocol_members", twoMembers(bootstrap, topic, topic + "-kip848",
+                total + 10, Map.of("group.protocol", "consumer")));
             report.put("group_state", admin.describeConsumerGroups(List.of(group)).all().get()
                 .get(group).state());
             report.put("groups_listed", admin.listConsumerGroups().all().get().stream()
@@ -124,7 +127,8 @@ public class JavaClient {
     }
 
     /** Two members of one group split the partitions; returns how many were assigned some. */
-    static int twoMembers(String bootstrap, String topic, String group, int total) throws Exception {
+    static int twoMembers(String bootstrap, String topic, String group, int total,
+            Map<String, String> extra) throws Exception {
         ConcurrentHashMap<String, Boolean> seen = new ConcurrentHashMap<>();
         AtomicBoolean stop = new AtomicBoolean();
         ConcurrentHashMap<Integer, Integer> assigned = new ConcurrentHashMap<>();
@@ -133,7 +137,7 @@ public class JavaClient {
         for (int m = 0; m < 2; m++) {
             final int member = m;
             members.add(pool.submit(() -> {
-                try (KafkaConsumer<String, String> c = consumer(bootstrap, group, Map.of())) {
+                try (KafkaConsumer<String, String> c = consumer(bootstrap, group, extra)) {
                     c.subscribe(List.of(topic));
                     while (!stop.get()) {
                         for (ConsumerRecord<String, String> r : c.poll(Duration.ofMillis(200))) seen.put(r.value(), true);

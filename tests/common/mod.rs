@@ -3,7 +3,7 @@
 //! protocol client for admin requests and malformed input.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -49,10 +49,18 @@ pub const INVALID_PARTITIONS: i16 = 37;
 // ---------------------------------------------------------------------------------------------
 // Broker process fixture
 
-/// Returns a port that was free a moment ago on 127.0.0.1 (bind port 0, read it, drop it).
+/// Returns a port that was free a moment ago on 127.0.0.1 (bind port 0, read it, drop it),
+/// and that this test process has not handed out before: the kernel may give a port just
+/// released to the next bind, so two nodes of one cluster could otherwise get the same.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local_addr").port();
+        if HANDED_OUT.lock().expect("ports").insert(port) {
+            return port;
+        }
+    }
 }
 
 pub struct Broker {

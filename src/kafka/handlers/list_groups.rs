@@ -31,11 +31,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: ListGroupsRequest) -> ListG
                 .iter()
                 .any(|s| s.eq_ignore_ascii_case(state))
     };
-    let wanted_type = request.types_filter.is_empty()
-        || request
-            .types_filter
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("classic"));
+    let wanted_type = |group_type: &str| {
+        request.types_filter.is_empty()
+            || request
+                .types_filter
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(group_type))
+    };
     let mut groups = Vec::new();
     for reply in futures::future::join_all(calls).await {
         let Ok(ShardReply::Group(GroupAnswer::List(listed))) = reply else {
@@ -44,13 +46,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: ListGroupsRequest) -> ListG
         groups.extend(
             listed
                 .into_iter()
-                .filter(|g| wanted_type && wanted_state(g.state))
+                .filter(|g| wanted_type(g.group_type) && wanted_state(g.state))
                 .map(|g| {
                     ListedGroup::default()
                         .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
                         .with_protocol_type(StrBytes::from_string(g.protocol_type))
                         .with_group_state(StrBytes::from_static_str(g.state))
-                        .with_group_type(StrBytes::from_static_str("classic"))
+                        .with_group_type(StrBytes::from_static_str(g.group_type))
                 }),
         );
     }

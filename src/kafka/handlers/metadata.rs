@@ -27,10 +27,23 @@ pub async fn handle(
     version: i16,
     request: MetadataRequest,
 ) -> MetadataResponse {
+    // v10+ may name a topic by its id alone (KIP-848 clients learn ids from their
+    // assignment): such a topic is described under its name, or UNKNOWN_TOPIC_ID.
+    let mut unknown_ids = Vec::new();
     let requested: Option<Vec<String>> = request.topics.map(|topics| {
+        let view = ctx.metadata();
         topics
             .into_iter()
-            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .filter_map(|t| match t.name {
+                Some(name) => Some(name.0.to_string()),
+                None => {
+                    let name = topic_name_of(&view, t.topic_id);
+                    if name.is_none() {
+                        unknown_ids.push(t.topic_id);
+                    }
+                    name
+                }
+            })
             .collect()
     });
     // v0 used an empty list to mean "all topics"; later versions use null.
@@ -56,6 +69,11 @@ pub async fn handle(
         };
         topics.push(topic);
     }
+    topics.extend(unknown_ids.into_iter().map(|id| {
+        MetadataResponseTopic::default()
+            .with_topic_id(id)
+            .with_error_code(ResponseError::UnknownTopicId.code())
+    }));
     // Any node takes admin requests (it forwards them), so while no controller leader is
     // known this node names itself, as KRaft brokers name a live broker: clients such as
     // kafkajs fail outright on -1.
@@ -68,6 +86,13 @@ pub async fn handle(
         .with_cluster_id(Some(StrBytes::from_string(view.cluster_id.clone())))
         .with_controller_id(BrokerId(controller))
         .with_topics(topics)
+}
+
+fn topic_name_of(view: &MetadataView, id: uuid::Uuid) -> Option<String> {
+    view.topics
+        .values()
+        .find(|t| !id.is_nil() && t.topic_id == id.as_bytes())
+        .map(|t| t.name.clone())
 }
 
 /// Every node of the static configuration; this node with its advertised listener.

@@ -12,7 +12,7 @@ use crate::coordinator::{GroupAnswer, GroupCall};
 use crate::runtime::context::ShardContext;
 
 /// v9 belongs to the KIP-848 protocol (member epochs), which is not implemented.
-pub const VERSIONS: RangeInclusive<i16> = 2..=8;
+pub const VERSIONS: RangeInclusive<i16> = 2..=9;
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: OffsetCommitRequest) -> OffsetCommitResponse {
     if request.group_id.is_empty() {

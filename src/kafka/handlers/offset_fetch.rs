@@ -18,7 +18,7 @@ use crate::coordinator::{FetchedOffset, GroupAnswer, GroupCall};
 use crate::runtime::context::ShardContext;
 
 /// v9 belongs to the KIP-848 protocol (member epochs), which is not implemented.
-pub const VERSIONS: RangeInclusive<i16> = 1..=8;
+pub const VERSIONS: RangeInclusive<i16> = 1..=9;
 
 type Topics = Option<Vec<(String, Vec<i32>)>>;
 
