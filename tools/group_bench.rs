@@ -5,8 +5,11 @@
 //!
 //! ```sh
 //! cargo run --release --example group_bench -- --bootstrap 127.0.0.1:9092 \
-//!     --members 8 --partitions 64 --commit-seconds 10 [--heartbeat-ms 3000]
+//!     --members 8 --partitions 64 --commit-seconds 10 [--heartbeat-ms 3000] \
+//!     [--protocol consumer]
 //! ```
+//! `--protocol consumer` uses KIP-848 (`group.protocol=consumer`): the heartbeat interval is
+//! then the broker's (`--group-consumer-heartbeat-interval-ms`), not the client's.
 //! Start the broker with `--group-initial-rebalance-delay-ms 0` to time the protocol itself
 //! (Kafka's default delay, 3 s, is part of the formation time otherwise).
 
@@ -30,6 +33,8 @@ struct Args {
     /// librdkafka's heartbeat.interval.ms (3000 by default): members learn of a rebalance
     /// through a heartbeat, so it bounds how soon they rejoin.
     heartbeat_ms: u64,
+    /// "classic" (eager range/roundrobin rebalances) or "consumer" (KIP-848).
+    protocol: String,
 }
 
 fn parse_args() -> Args {
@@ -39,6 +44,7 @@ fn parse_args() -> Args {
         partitions: 64,
         commit_seconds: 10,
         heartbeat_ms: 3000,
+        protocol: "classic".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,6 +55,7 @@ fn parse_args() -> Args {
             "--partitions" => args.partitions = value.parse().expect("--partitions N"),
             "--commit-seconds" => args.commit_seconds = value.parse().expect("--commit-seconds S"),
             "--heartbeat-ms" => args.heartbeat_ms = value.parse().expect("--heartbeat-ms MS"),
+            "--protocol" => args.protocol = value,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -63,13 +70,17 @@ struct Member {
 }
 
 fn start_member(args: &Args, topic: &str, group: &str) -> Member {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &args.bootstrap)
-        .set("group.id", group)
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", args.heartbeat_ms.to_string())
-        .create()
-        .expect("consumer");
+        .set("group.id", group);
+    match args.protocol.as_str() {
+        "consumer" => config.set("group.protocol", "consumer"),
+        _ => config
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", args.heartbeat_ms.to_string()),
+    };
+    let consumer: BaseConsumer = config.create().expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let assigned = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -88,15 +99,20 @@ fn start_member(args: &Args, topic: &str, group: &str) -> Member {
     }
 }
 
-/// Waits until every member holds a share and the shares cover the topic: the time taken.
-fn settle(members: &[Member], partitions: usize, started: Instant) -> Duration {
+/// Waits until every member holds a share and the shares cover the topic: the time taken,
+/// and the fewest partitions held by any member meanwhile (0 when the rebalance stopped the
+/// whole group, as an eager one does).
+fn settle(members: &[Member], partitions: usize, started: Instant) -> (Duration, usize) {
+    let mut fewest_held = partitions;
     loop {
         let counts: Vec<usize> = members
             .iter()
             .map(|m| m.assigned.load(Ordering::Relaxed))
             .collect();
-        if counts.iter().all(|&c| c > 0) && counts.iter().sum::<usize>() == partitions {
-            return started.elapsed();
+        let held: usize = counts.iter().sum();
+        fewest_held = fewest_held.min(held);
+        if counts.iter().all(|&c| c > 0) && held == partitions {
+            return (started.elapsed(), fewest_held);
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
@@ -124,23 +140,25 @@ fn main() {
     let mut members: Vec<Member> = (0..args.members)
         .map(|_| start_member(&args, &topic, &group))
         .collect();
-    let formed = settle(&members, partitions, started);
+    let (formed, _) = settle(&members, partitions, started);
     let started = Instant::now();
     members.push(start_member(&args, &topic, &group));
-    let joined = settle(&members, partitions, started);
+    let (joined, held_joining) = settle(&members, partitions, started);
     let leaving = members.pop().expect("a member");
     let started = Instant::now();
     leaving.stop.store(true, Ordering::Relaxed);
     leaving.thread.join().expect("member");
-    let left = settle(&members, partitions, started);
+    let (left, held_leaving) = settle(&members, partitions, started);
     for member in members {
         member.stop.store(true, Ordering::Relaxed);
         member.thread.join().expect("member");
     }
     println!(
-        "group of {} over {partitions} partitions: formed in {} ms, a join rebalanced in {} ms, \
-         a leave in {} ms",
+        "group of {} over {partitions} partitions ({} protocol): formed in {} ms, a join \
+         rebalanced in {} ms (at least {held_joining} partitions held meanwhile), a leave in {} \
+         ms (at least {held_leaving} held)",
         args.members,
+        args.protocol,
         formed.as_millis(),
         joined.as_millis(),
         left.as_millis()
