@@ -506,6 +506,60 @@ fn commits_and_membership_survive_kill_9() {
     );
 }
 
+/// A KIP-848 group's members, epochs and assignments are stored in `__consumer_offsets`:
+/// after `kill -9` the restarted coordinator knows the same members with the same
+/// partitions, their commits go through, and nothing is lost or read twice.
+#[test]
+fn consumer_protocol_membership_and_commits_survive_kill_9() {
+    const PARTITIONS: i32 = 4;
+    const HALF: usize = 500;
+    let mut broker = Broker::start_with(
+        2,
+        &[
+            "--default-partitions",
+            "4",
+            "--group-consumer-heartbeat-interval-ms",
+            "300",
+        ],
+        None,
+    );
+    let bootstrap = broker.bootstrap();
+    let (topic, group) = ("refunds", "auditors");
+    produce(&bootstrap, topic, 0..HALF, PARTITIONS);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let members: Vec<Member> = (0..2)
+        .map(|_| start_member_with(&bootstrap, topic, group, seen.clone(), Protocol::Consumer))
+        .collect();
+    wait_stable_consumer(broker.addr(), group, 2, PARTITIONS);
+    wait_for_count(&seen, HALF, Duration::from_secs(60));
+    // Let the members commit what they read (they commit whenever a poll comes back empty).
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, before) = describe_consumer_group(broker.addr(), group);
+
+    broker.kill9();
+    broker.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let (state, after) = describe_consumer_group(broker.addr(), group);
+        if state == "Stable" {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not stable after the restart: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(after, before, "the same members hold the same partitions");
+    produce(&bootstrap, topic, HALF..2 * HALF, PARTITIONS);
+    wait_for_count(&seen, 2 * HALF, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1)); // a duplicate would show up by now
+    for member in members {
+        member.stop();
+    }
+    assert_exactly_once(&seen, 2 * HALF);
+}
+
 /// The node coordinating `group`, asked of the node at `addr` (FindCoordinator v3).
 fn find_coordinator(addr: std::net::SocketAddr, group: &str) -> i32 {
     use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};

@@ -10,7 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
+
+use super::records::{put_nullable, put_string, Reader};
 
 /// Topic name -> partitions.
 pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
@@ -413,6 +416,118 @@ impl ConsumerGroup {
     }
 }
 
+// ---- storage ----
+
+const STATE_VERSION: i16 = 0;
+
+fn put_assignment(buf: &mut BytesMut, assignment: &Assignment) {
+    buf.put_i32(assignment.len() as i32);
+    for (topic, partitions) in assignment {
+        put_string(buf, topic);
+        buf.put_i32(partitions.len() as i32);
+        partitions.iter().for_each(|&p| buf.put_i32(p));
+    }
+}
+
+fn read_assignment(reader: &mut Reader) -> Option<Assignment> {
+    let topics = reader.i32()?;
+    let mut assignment = Assignment::new();
+    for _ in 0..topics.max(0) {
+        let topic = reader.string()?;
+        let count = reader.i32()?;
+        let mut partitions = BTreeSet::new();
+        for _ in 0..count.max(0) {
+            partitions.insert(reader.i32()?);
+        }
+        assignment.insert(topic, partitions);
+    }
+    Some(assignment)
+}
+
+impl ConsumerGroup {
+    /// What survives a failover: epochs, members (without their session deadlines) and
+    /// assignments, current and target.
+    pub fn encode(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_i16(STATE_VERSION);
+        buf.put_i32(self.group_epoch);
+        buf.put_i32(self.target_epoch);
+        buf.put_i32(self.topic_partitions.len() as i32);
+        for (topic, count) in &self.topic_partitions {
+            put_string(&mut buf, topic);
+            buf.put_i32(*count);
+        }
+        buf.put_i32(self.members.len() as i32);
+        for (id, m) in &self.members {
+            put_string(&mut buf, id);
+            put_nullable(&mut buf, m.instance_id.as_deref());
+            put_nullable(&mut buf, m.rack_id.as_deref());
+            put_string(&mut buf, &m.client_id);
+            put_string(&mut buf, &m.client_host);
+            buf.put_i32(m.epoch);
+            buf.put_i32(m.previous_epoch);
+            buf.put_i32(m.rebalance_timeout_ms);
+            put_nullable(&mut buf, m.assignor.as_deref());
+            buf.put_i32(m.subscribed.len() as i32);
+            m.subscribed.iter().for_each(|t| put_string(&mut buf, t));
+            put_assignment(&mut buf, &m.assigned);
+            put_assignment(&mut buf, &m.revoking);
+            put_assignment(&mut buf, self.target.get(id).unwrap_or(&Assignment::new()));
+        }
+        buf.freeze()
+    }
+
+    /// `encode`'s bytes back; every member's session starts over at `now_ms`. None for bytes
+    /// that do not decode (the group then starts empty: its members join again).
+    pub fn decode(bytes: &Bytes, now_ms: u64, session_timeout_ms: u64) -> Option<Self> {
+        let mut reader = Reader(bytes.clone());
+        if reader.i16()? != STATE_VERSION {
+            return None;
+        }
+        let mut group = ConsumerGroup {
+            group_epoch: reader.i32()?,
+            target_epoch: reader.i32()?,
+            ..ConsumerGroup::default()
+        };
+        for _ in 0..reader.i32()?.max(0) {
+            let topic = reader.string()?;
+            group.topic_partitions.insert(topic, reader.i32()?);
+        }
+        for _ in 0..reader.i32()?.max(0) {
+            let id = reader.string()?;
+            let mut member = ConsumerMember {
+                instance_id: reader.nullable()?,
+                rack_id: reader.nullable()?,
+                client_id: reader.string()?,
+                client_host: reader.string()?,
+                epoch: reader.i32()?,
+                previous_epoch: reader.i32()?,
+                rebalance_timeout_ms: reader.i32()?,
+                assignor: reader.nullable()?,
+                subscribed: BTreeSet::new(),
+                assigned: Assignment::new(),
+                revoking: Assignment::new(),
+                session_deadline_ms: now_ms + session_timeout_ms,
+                revocation_deadline_ms: None,
+            };
+            for _ in 0..reader.i32()?.max(0) {
+                member.subscribed.insert(reader.string()?);
+            }
+            member.assigned = read_assignment(&mut reader)?;
+            member.revoking = read_assignment(&mut reader)?;
+            if !member.revoking.is_empty() {
+                member.revocation_deadline_ms =
+                    Some(now_ms + member.rebalance_timeout_ms.max(0) as u64);
+            }
+            group
+                .target
+                .insert(id.clone(), read_assignment(&mut reader)?);
+            group.members.insert(id, member);
+        }
+        Some(group)
+    }
+}
+
 /// `uniform`: every topic's partitions spread evenly over the members subscribed to it,
 /// each keeping what it had as far as that stays even (sticky).
 fn assign_uniform(
@@ -629,6 +744,27 @@ mod tests {
             .unwrap();
         let b2 = beat(&mut group, "b", b.member_epoch, &Assignment::new());
         assert_eq!(partitions_in(b2.assignment.as_ref().unwrap()), 6);
+    }
+
+    #[test]
+    fn the_stored_state_reads_back() {
+        let mut group = ConsumerGroup::default();
+        let a = join(&mut group, "a");
+        join(&mut group, "b");
+        beat(
+            &mut group,
+            "a",
+            a.member_epoch,
+            a.assignment.as_ref().unwrap(),
+        );
+        let restored = ConsumerGroup::decode(&group.encode(), 1_000, 45_000).unwrap();
+        assert_eq!(restored.encode(), group.encode());
+        assert_eq!(restored.members["a"].session_deadline_ms, 46_000);
+        assert!(
+            restored.members["a"].revocation_deadline_ms.is_some(),
+            "a is revoking"
+        );
+        assert_eq!(restored.state(), group.state());
     }
 
     #[test]

@@ -22,6 +22,9 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::consumer_group::{Assignment, HeartbeatInput};
+use super::partition_log::write_error;
+use super::records::OffsetsRecord;
+use super::service::write;
 use super::{GroupAnswer, GroupCall};
 use crate::metadata::MetadataView;
 use crate::runtime::context::ShardContext;
@@ -44,19 +47,15 @@ pub fn refuse(call: GroupCall, error: ResponseError) -> GroupAnswer {
 }
 
 /// Runs a consumer-protocol call on the coordinator of `partition` (loaded).
-pub fn execute(ctx: &Rc<ShardContext>, partition: u64, call: GroupCall) -> GroupAnswer {
+pub async fn execute(ctx: &Rc<ShardContext>, partition: u64, call: GroupCall) -> GroupAnswer {
     match call {
         GroupCall::ConsumerHeartbeat {
             request,
             client_id,
             client_host,
-        } => GroupAnswer::ConsumerHeartbeat(heartbeat(
-            ctx,
-            partition,
-            request,
-            client_id,
-            client_host,
-        )),
+        } => GroupAnswer::ConsumerHeartbeat(
+            heartbeat(ctx, partition, request, client_id, client_host).await,
+        ),
         GroupCall::ConsumerDescribe(group) => {
             GroupAnswer::ConsumerDescribe(describe(ctx, partition, &group))
         }
@@ -122,7 +121,10 @@ fn encode_assignment(view: &MetadataView, assignment: &Assignment) -> HeartbeatA
     HeartbeatAssignment::default().with_topic_partitions(topics)
 }
 
-pub fn heartbeat(
+/// One heartbeat. A change of the group's state (members, epochs, assignments) is written to
+/// the partition, and the answer waits until it is committed: a member only ever acts on an
+/// assignment that a new coordinator would read back.
+pub async fn heartbeat(
     ctx: &Rc<ShardContext>,
     partition: u64,
     request: ConsumerGroupHeartbeatRequest,
@@ -147,34 +149,69 @@ pub fn heartbeat(
     }
     let view = ctx.metadata();
     let input = decode_input(&view, &request, client_id, client_host);
+    let (response, state) = match apply_heartbeat(ctx, partition, &request, input, &view) {
+        Ok(done) => done,
+        Err((code, message)) => return error(code, message),
+    };
+    let Some(state) = state else {
+        return response;
+    };
+    let record = OffsetsRecord::ConsumerGroup {
+        group: request.group_id.to_string(),
+        value: Some(state),
+    };
+    match write(ctx, partition, &[record]).await {
+        Ok(_) => response,
+        Err(failure) => {
+            // The log may not hold what memory does: read the partition back first.
+            ctx.groups.borrow_mut().unload(partition);
+            error(
+                write_error(&failure),
+                "the group's new state was not stored",
+            )
+        }
+    }
+}
+
+/// The heartbeat on the group's state machine: the answer, and the group's new state when it
+/// changed (to be written before the answer goes out).
+fn apply_heartbeat(
+    ctx: &ShardContext,
+    partition: u64,
+    request: &ConsumerGroupHeartbeatRequest,
+    input: HeartbeatInput,
+    view: &MetadataView,
+) -> Result<(ConsumerGroupHeartbeatResponse, Option<bytes::Bytes>), (ResponseError, &'static str)> {
     let partitions_of = |topic: &str| view.topic(topic).map(|t| t.partitions.len() as i32);
     let mut coordinator = ctx.groups.borrow_mut();
     let now = coordinator.now_ms();
-    let Some(group) = coordinator.group_or_new(partition, &request.group_id) else {
-        return error(ResponseError::NotCoordinator, "not the coordinator");
-    };
+    let group = coordinator
+        .group_or_new(partition, &request.group_id)
+        .ok_or((ResponseError::NotCoordinator, "not the coordinator"))?;
     if group.has_classic_members() {
-        return error(
+        return Err((
             ResponseError::GroupIdNotFound,
             "the group's members use the classic protocol",
-        );
+        ));
     }
     let settings = group.consumer_settings();
     let new_member_id = || Uuid::new_v4().to_string();
-    match group
-        .consumer
-        .heartbeat(input, &partitions_of, new_member_id, settings, now)
-    {
-        Ok(output) => ConsumerGroupHeartbeatResponse::default()
-            .with_member_id(Some(text(output.member_id)))
-            .with_member_epoch(output.member_epoch)
-            .with_heartbeat_interval_ms(settings.heartbeat_interval_ms)
-            .with_assignment(output.assignment.map(|a| encode_assignment(&view, &a))),
-        Err(code) => ConsumerGroupHeartbeatResponse::default()
-            .with_error_code(code.code())
-            .with_member_id(Some(request.member_id))
-            .with_member_epoch(request.member_epoch),
-    }
+    let response =
+        match group
+            .consumer
+            .heartbeat(input, &partitions_of, new_member_id, settings, now)
+        {
+            Ok(output) => ConsumerGroupHeartbeatResponse::default()
+                .with_member_id(Some(text(output.member_id)))
+                .with_member_epoch(output.member_epoch)
+                .with_heartbeat_interval_ms(settings.heartbeat_interval_ms)
+                .with_assignment(output.assignment.map(|a| encode_assignment(view, &a))),
+            Err(code) => ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code.code())
+                .with_member_id(Some(request.member_id.clone()))
+                .with_member_epoch(request.member_epoch),
+        };
+    Ok((response, group.consumer_to_store()))
 }
 
 fn described_assignment(view: &MetadataView, assignment: &Assignment) -> DescribedAssignment {

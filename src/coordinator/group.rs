@@ -169,6 +169,10 @@ pub struct Group {
     /// Members of the KIP-848 protocol (ConsumerGroupHeartbeat). A group has members of one
     /// protocol at a time; its offsets are shared.
     pub consumer: ConsumerGroup,
+    /// The consumer-protocol state last written to the partition (`consumer_to_store`).
+    consumer_stored: Option<Bytes>,
+    /// The timer removed consumer-protocol members since `take_consumer_expired`.
+    consumer_expired: bool,
 }
 
 const NONE: i16 = 0;
@@ -213,6 +217,8 @@ impl Group {
             empty_since_ms: 0,
             settings,
             consumer: ConsumerGroup::default(),
+            consumer_stored: None,
+            consumer_expired: false,
         }
     }
 
@@ -244,6 +250,39 @@ impl Group {
             heartbeat_interval_ms: self.settings.consumer_heartbeat_interval_ms,
             max_size: self.settings.max_size,
         }
+    }
+
+    /// The consumer-protocol state to write, when it differs from what was written last
+    /// (session deadlines are not part of it, so plain heartbeats write nothing).
+    pub fn consumer_to_store(&mut self) -> Option<Bytes> {
+        if self.consumer.is_empty() && self.consumer_stored.is_none() {
+            return None;
+        }
+        let state = self.consumer.encode();
+        if self.consumer_stored.as_ref() == Some(&state) {
+            return None;
+        }
+        self.consumer_stored = Some(state.clone());
+        Some(state)
+    }
+
+    pub fn take_consumer_expired(&mut self) -> bool {
+        std::mem::take(&mut self.consumer_expired)
+    }
+
+    /// The consumer-protocol state as last written (the rewrite of the live state needs it).
+    pub fn consumer_stored(&self) -> Option<&Bytes> {
+        self.consumer_stored.as_ref()
+    }
+
+    /// Replays a stored consumer-protocol state (None: deleted).
+    pub fn restore_consumer(&mut self, state: Option<Bytes>, now_ms: u64) {
+        let timeout = self.settings.consumer_session_timeout_ms;
+        self.consumer = state
+            .as_ref()
+            .and_then(|bytes| ConsumerGroup::decode(bytes, now_ms, timeout))
+            .unwrap_or_default();
+        self.consumer_stored = state;
     }
 
     /// A group with neither members nor offsets need not be kept.
@@ -807,6 +846,7 @@ impl Group {
     pub fn tick(&mut self, now_ms: u64) {
         for member in self.consumer.expire(now_ms) {
             tracing::info!(group = %self.id, %member, "consumer-protocol member expired");
+            self.consumer_expired = true;
         }
         self.pending.retain(|_, deadline| *deadline > now_ms);
         let expired: Vec<String> = self

@@ -56,17 +56,27 @@ pub enum OffsetsRecord {
         /// None: the group was deleted.
         value: Option<StoredGroup>,
     },
+    /// A KIP-848 group's members, epochs and assignments (`ConsumerGroup::encode`), in a
+    /// format of chronik's own under key version 100, which Kafka does not use.
+    ConsumerGroup {
+        group: String,
+        /// None: the group was deleted.
+        value: Option<Bytes>,
+    },
 }
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const OFFSET_VALUE_VERSION: i16 = 3;
 const GROUP_KEY_VERSION: i16 = 2;
 const GROUP_VALUE_VERSION: i16 = 3;
+const CONSUMER_GROUP_KEY_VERSION: i16 = 100;
 
 impl OffsetsRecord {
     pub fn group(&self) -> &str {
         match self {
-            OffsetsRecord::Offset { group, .. } | OffsetsRecord::Group { group, .. } => group,
+            OffsetsRecord::Offset { group, .. }
+            | OffsetsRecord::Group { group, .. }
+            | OffsetsRecord::ConsumerGroup { group, .. } => group,
         }
     }
 
@@ -104,6 +114,14 @@ impl OffsetsRecord {
                 };
                 encode_group(&mut value, stored);
             }
+            OffsetsRecord::ConsumerGroup {
+                group,
+                value: state,
+            } => {
+                key.put_i16(CONSUMER_GROUP_KEY_VERSION);
+                put_string(&mut key, group);
+                return (key.freeze(), state.clone());
+            }
         }
         (key.freeze(), Some(value.freeze()))
     }
@@ -135,6 +153,10 @@ impl OffsetsRecord {
                 };
                 Some(OffsetsRecord::Group { group, value })
             }
+            CONSUMER_GROUP_KEY_VERSION => Some(OffsetsRecord::ConsumerGroup {
+                group: key.string()?,
+                value: value.cloned(),
+            }),
             _ => None,
         }
     }
@@ -220,13 +242,13 @@ fn decode_group(bytes: &Bytes) -> Option<StoredGroup> {
     })
 }
 
-fn put_string(buf: &mut BytesMut, text: &str) {
+pub(super) fn put_string(buf: &mut BytesMut, text: &str) {
     let len = text.len().min(i16::MAX as usize);
     buf.put_i16(len as i16);
     buf.put_slice(&text.as_bytes()[..len]);
 }
 
-fn put_nullable(buf: &mut BytesMut, text: Option<&str>) {
+pub(super) fn put_nullable(buf: &mut BytesMut, text: Option<&str>) {
     match text {
         Some(text) => put_string(buf, text),
         None => buf.put_i16(-1),
@@ -234,13 +256,13 @@ fn put_nullable(buf: &mut BytesMut, text: Option<&str>) {
 }
 
 /// A cursor that answers None instead of panicking when the bytes run out.
-struct Reader(Bytes);
+pub(super) struct Reader(pub(super) Bytes);
 
 impl Reader {
-    fn i16(&mut self) -> Option<i16> {
+    pub(super) fn i16(&mut self) -> Option<i16> {
         (self.0.remaining() >= 2).then(|| self.0.get_i16())
     }
-    fn i32(&mut self) -> Option<i32> {
+    pub(super) fn i32(&mut self) -> Option<i32> {
         (self.0.remaining() >= 4).then(|| self.0.get_i32())
     }
     fn i64(&mut self) -> Option<i64> {
@@ -249,11 +271,11 @@ impl Reader {
     fn take(&mut self, len: usize) -> Option<Bytes> {
         (self.0.remaining() >= len).then(|| self.0.split_to(len))
     }
-    fn string(&mut self) -> Option<String> {
+    pub(super) fn string(&mut self) -> Option<String> {
         let len = usize::try_from(self.i16()?).ok()?;
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
-    fn nullable(&mut self) -> Option<Option<String>> {
+    pub(super) fn nullable(&mut self) -> Option<Option<String>> {
         let len = self.i16()?;
         if len < 0 {
             return Some(None);

@@ -64,6 +64,12 @@ impl GroupCoordinator {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Forgets a partition's groups: they are read back from the log before the next
+    /// request (after a write whose outcome is unknown).
+    pub(super) fn unload(&mut self, partition: u64) {
+        self.slots.partitions.remove(&partition);
+    }
+
     pub(super) fn group_mut(&mut self, partition: u64, group_id: &str) -> Option<&mut Group> {
         self.slots.get_mut(partition)?.get_mut(group_id)
     }
@@ -145,7 +151,7 @@ pub async fn execute(ctx: &Rc<ShardContext>, partition: u64, call: GroupCall) ->
             GroupAnswer::DeleteOffsets(delete_offsets(ctx, partition, request).await)
         }
         call @ (GroupCall::ConsumerHeartbeat { .. } | GroupCall::ConsumerDescribe(_)) => {
-            super::consumer_service::execute(ctx, partition, call)
+            super::consumer_service::execute(ctx, partition, call).await
         }
         GroupCall::List => unreachable!("answered above"),
     }
@@ -285,12 +291,13 @@ fn replay(
         } => {
             groups.insert(id.clone(), Group::new(id, settings));
         }
+        OffsetsRecord::ConsumerGroup { value, .. } => group.restore_consumer(value, now_ms),
     }
 }
 
 /// Appends records to the partition as one batch (so they commit or fail together, at
 /// consecutive offsets) and waits until they are committed: their base offset.
-async fn write(
+pub(super) async fn write(
     ctx: &Rc<ShardContext>,
     partition: u64,
     records: &[OffsetsRecord],
@@ -451,7 +458,14 @@ fn live_records(groups: &Groups) -> Option<Vec<(bytes::Bytes, Option<bytes::Byte
         if !settled || group.has_pending_transaction() {
             return None;
         }
-        if group.generation_id() > 0 || !group.is_empty() {
+        if let Some(state) = group.consumer_stored() {
+            let record = OffsetsRecord::ConsumerGroup {
+                group: group.id.clone(),
+                value: Some(state.clone()),
+            };
+            live.push(record.encode());
+        }
+        if group.generation_id() > 0 || group.has_classic_members() {
             let record = OffsetsRecord::Group {
                 group: group.id.clone(),
                 value: Some(group.stored_record(wall_clock_ms())),
@@ -482,6 +496,7 @@ pub async fn run_timer(ctx: Rc<ShardContext>) {
             clean_partitions(&ctx);
         }
         let mut to_store = Vec::new();
+        let mut to_store_consumer = Vec::new();
         {
             let mut coordinator = ctx.groups.borrow_mut();
             let now = coordinator.now_ms();
@@ -489,6 +504,11 @@ pub async fn run_timer(ctx: Rc<ShardContext>) {
             for (&partition, slot) in &mut coordinator.slots.partitions {
                 for group in slot.state.values_mut() {
                     group.tick(now);
+                    if group.take_consumer_expired() {
+                        if let Some(state) = group.consumer_to_store() {
+                            to_store_consumer.push((partition, group.id.clone(), state));
+                        }
+                    }
                     if group.take_needs_store() {
                         to_store.push((
                             partition,
@@ -500,6 +520,21 @@ pub async fn run_timer(ctx: Rc<ShardContext>) {
                 slot.state
                     .retain(|_, g| !g.is_forgettable() || g.state() != GroupState::Empty);
             }
+        }
+        // Members the timer removed (sessions, revocations past their timeout).
+        for (partition, group, state) in to_store_consumer {
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move {
+                let record = OffsetsRecord::ConsumerGroup {
+                    group,
+                    value: Some(state),
+                };
+                if let Err(error) = write(&ctx, partition, &[record]).await {
+                    tracing::debug!(partition, %error, "consumer group not stored");
+                    ctx.groups.borrow_mut().slots.partitions.remove(&partition);
+                }
+            })
+            .detach();
         }
         for (partition, group, stored) in to_store {
             let ctx = ctx.clone();
@@ -1169,7 +1204,7 @@ async fn delete(ctx: &Rc<ShardContext>, partition: u64, group_id: &str) -> i16 {
         };
         match group.state() {
             GroupState::Dead => return ResponseError::GroupIdNotFound.code(),
-            GroupState::Empty => {}
+            GroupState::Empty if group.consumer.is_empty() => {}
             _ => return ResponseError::NonEmptyGroup.code(),
         }
         let mut records: Vec<OffsetsRecord> = group
@@ -1186,6 +1221,12 @@ async fn delete(ctx: &Rc<ShardContext>, partition: u64, group_id: &str) -> i16 {
             group: group_id.to_string(),
             value: None,
         });
+        if group.consumer_stored().is_some() {
+            records.push(OffsetsRecord::ConsumerGroup {
+                group: group_id.to_string(),
+                value: None,
+            });
+        }
         // Dead before the write: no commit can slip in between and be lost with it.
         group.mark_dead();
         records
