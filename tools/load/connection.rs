@@ -1,0 +1,221 @@
+//! One producing connection: a writer that sends pre-encoded Produce requests (keeping up to
+//! `in_flight` unanswered, and in open-loop mode on a fixed schedule), and a reader that
+//! matches the answers in order and records each request's latency for all its records.
+//!
+//! Open loop: a request's latency counts from when it was due, not from when it went out, so
+//! a broker that stalls the generator cannot hide its stall (no coordinated omission).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::{ApiKey, ProduceResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// The largest response the reader accepts (answers to produce requests are small).
+const RESPONSE_BYTES_MAX: usize = 16 << 20;
+
+/// What one connection sends.
+pub struct ConnectionPlan {
+    pub addr: SocketAddr,
+    /// The encoded ProduceRequest body, sent again and again.
+    pub body: Bytes,
+    pub version: i16,
+    pub records_per_request: u64,
+    pub bytes_per_request: u64,
+    pub acks: i16,
+    pub in_flight: usize,
+    /// Open loop: one request every `interval`; None sends as fast as answers allow.
+    pub interval: Option<Duration>,
+    /// Stop after this many requests (None: until `Totals::stop`).
+    pub requests: Option<u64>,
+}
+
+/// Counters and latencies of every connection.
+pub struct Totals {
+    pub stop: AtomicBool,
+    pub acked_records: AtomicU64,
+    pub acked_bytes: AtomicU64,
+    pub failed_requests: AtomicU64,
+    /// Microseconds, from due time to answer, one count per record.
+    pub latency_us: Mutex<Histogram<u64>>,
+    pub first_failure: Mutex<Option<String>>,
+}
+
+impl Totals {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            stop: AtomicBool::new(false),
+            acked_records: AtomicU64::new(0),
+            acked_bytes: AtomicU64::new(0),
+            failed_requests: AtomicU64::new(0),
+            latency_us: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
+            first_failure: Mutex::new(None),
+        })
+    }
+
+    fn fail(&self, why: String) {
+        self.failed_requests.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_failure.lock().expect("failure lock");
+        first.get_or_insert(why);
+    }
+}
+
+fn header(plan: &ConnectionPlan, correlation_id: i32) -> anyhow::Result<BytesMut> {
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(plan.version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("chronik-load")));
+    let mut frame = BytesMut::with_capacity(64 + plan.body.len());
+    frame.extend_from_slice(&[0; 4]);
+    header.encode(
+        &mut frame,
+        ApiKey::Produce.request_header_version(plan.version),
+    )?;
+    Ok(frame)
+}
+
+/// Starts the connection's threads; the returned handle finishes when it has sent its
+/// requests (or was stopped) and every answer is in.
+pub fn start(plan: ConnectionPlan, totals: Arc<Totals>) -> anyhow::Result<JoinHandle<()>> {
+    let stream = TcpStream::connect(plan.addr)?;
+    stream.set_nodelay(true)?;
+    let reading = stream.try_clone()?;
+    // Each slot is a request sent and not yet answered: (correlation id, due time).
+    let (slots, answered) = sync_channel::<(i32, Instant)>(plan.in_flight.max(1));
+    let reader = (plan.acks != 0).then(|| {
+        let (totals, plan_version) = (totals.clone(), plan.version);
+        let (records, bytes) = (plan.records_per_request, plan.bytes_per_request);
+        std::thread::spawn(move || {
+            read_answers(reading, answered, plan_version, records, bytes, &totals)
+        })
+    });
+    Ok(std::thread::spawn(move || {
+        if let Err(error) = send_requests(stream, &plan, &slots, &totals) {
+            totals.fail(format!("sending: {error}"));
+        }
+        drop(slots);
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+    }))
+}
+
+fn send_requests(
+    mut stream: TcpStream,
+    plan: &ConnectionPlan,
+    slots: &std::sync::mpsc::SyncSender<(i32, Instant)>,
+    totals: &Totals,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while !totals.stop.load(Ordering::Relaxed) && plan.requests.is_none_or(|n| sent < n) {
+        let due = match plan.interval {
+            Some(interval) => {
+                let due = started + interval.mul_f64(sent as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                due
+            }
+            None => Instant::now(),
+        };
+        let correlation_id = (sent % i32::MAX as u64) as i32;
+        let mut frame = header(plan, correlation_id)?;
+        frame.extend_from_slice(&plan.body);
+        let length = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&length.to_be_bytes());
+        if plan.acks != 0 {
+            // Blocks while `in_flight` requests wait for their answers.
+            slots.send((correlation_id, due))?;
+        }
+        stream.write_all(&frame)?;
+        if plan.acks == 0 {
+            totals
+                .acked_records
+                .fetch_add(plan.records_per_request, Ordering::Relaxed);
+            totals
+                .acked_bytes
+                .fetch_add(plan.bytes_per_request, Ordering::Relaxed);
+        }
+        sent += 1;
+    }
+    Ok(())
+}
+
+fn read_frame(stream: &mut TcpStream) -> anyhow::Result<Bytes> {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length)?;
+    let length = usize::try_from(i32::from_be_bytes(length))?;
+    anyhow::ensure!(length <= RESPONSE_BYTES_MAX, "a {length}-byte answer");
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload)?;
+    Ok(payload.into())
+}
+
+/// The first error a Produce answer holds, if any.
+fn answer_error(mut payload: Bytes, version: i16, correlation_id: i32) -> Option<String> {
+    let header = match ResponseHeader::decode(
+        &mut payload,
+        ApiKey::Produce.response_header_version(version),
+    ) {
+        Ok(header) => header,
+        Err(error) => return Some(format!("undecodable answer header: {error}")),
+    };
+    if header.correlation_id != correlation_id {
+        return Some(format!(
+            "answer {} where {correlation_id} was due",
+            header.correlation_id
+        ));
+    }
+    let response = match ProduceResponse::decode(&mut payload, version) {
+        Ok(response) => response,
+        Err(error) => return Some(format!("undecodable answer: {error}")),
+    };
+    let code = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .map(|p| p.error_code)
+        .find(|&code| code != 0)?;
+    Some(format!("error code {code}"))
+}
+
+fn read_answers(
+    mut stream: TcpStream,
+    answered: Receiver<(i32, Instant)>,
+    version: i16,
+    records: u64,
+    bytes: u64,
+    totals: &Totals,
+) {
+    while let Ok((correlation_id, due)) = answered.recv() {
+        let payload = match read_frame(&mut stream) {
+            Ok(payload) => payload,
+            Err(error) => {
+                totals.fail(format!("reading: {error}"));
+                return;
+            }
+        };
+        let latency_us = due.elapsed().as_micros().max(1) as u64;
+        if payload.remaining() < 4 {
+            totals.fail("a short answer".into());
+            continue;
+        }
+        if let Some(why) = answer_error(payload, version, correlation_id) {
+            totals.fail(why);
+            continue;
+        }
+        totals.acked_records.fetch_add(records, Ordering::Relaxed);
+        totals.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut histogram = totals.latency_us.lock().expect("histogram lock");
+        let _ = histogram.record_n(latency_us, records);
+    }
+}
