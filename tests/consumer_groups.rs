@@ -235,18 +235,7 @@ fn wait_stable(bootstrap: &str, group: &str, members: usize, partitions: i32) {
     loop {
         let (state, assigned) = describe_group(bootstrap, group);
         if state == "Stable" && assigned.len() == members {
-            let all: Vec<i32> = assigned.values().flatten().copied().collect();
-            let distinct: BTreeSet<i32> = all.iter().copied().collect();
-            assert_eq!(
-                all.len(),
-                distinct.len(),
-                "a partition assigned twice: {assigned:?}"
-            );
-            assert_eq!(
-                distinct,
-                (0..partitions).collect(),
-                "not all assigned: {assigned:?}"
-            );
+            assert_partitions_shared(&assigned, partitions);
             return;
         }
         assert!(
@@ -297,14 +286,10 @@ fn wait_stable_consumer(addr: std::net::SocketAddr, group: &str, members: usize,
         assert_eq!(
             all.len(),
             distinct.len(),
-            "a partition assigned twice: {assigned:?}"
+            "a partition held twice: {assigned:?}"
         );
         if state == "Stable" && assigned.len() == members {
-            assert_eq!(
-                distinct,
-                (0..partitions).collect(),
-                "not all assigned: {assigned:?}"
-            );
+            assert_partitions_shared(&assigned, partitions);
             return;
         }
         assert!(
@@ -313,6 +298,22 @@ fn wait_stable_consumer(addr: std::net::SocketAddr, group: &str, members: usize,
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// No partition assigned to two members, and all of them assigned.
+fn assert_partitions_shared(assigned: &BTreeMap<String, Vec<i32>>, partitions: i32) {
+    let all: Vec<i32> = assigned.values().flatten().copied().collect();
+    let distinct: BTreeSet<i32> = all.iter().copied().collect();
+    assert_eq!(
+        all.len(),
+        distinct.len(),
+        "a partition assigned twice: {assigned:?}"
+    );
+    assert_eq!(
+        distinct,
+        (0..partitions).collect(),
+        "not all assigned: {assigned:?}"
+    );
 }
 
 fn assert_exactly_once(seen: &Mutex<Vec<String>>, total: usize) {

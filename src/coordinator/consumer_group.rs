@@ -528,6 +528,28 @@ impl ConsumerGroup {
     }
 }
 
+/// Every member with nothing assigned yet.
+fn empty_target(
+    subscriptions: &BTreeMap<String, BTreeSet<String>>,
+) -> BTreeMap<String, Assignment> {
+    subscriptions
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect()
+}
+
+/// The members subscribed to `topic`, in id order.
+fn subscribers<'a>(
+    subscriptions: &'a BTreeMap<String, BTreeSet<String>>,
+    topic: &str,
+) -> Vec<&'a String> {
+    subscriptions
+        .iter()
+        .filter(|(_, topics)| topics.contains(topic))
+        .map(|(m, _)| m)
+        .collect()
+}
+
 /// `uniform`: every topic's partitions spread evenly over the members subscribed to it,
 /// each keeping what it had as far as that stays even (sticky).
 fn assign_uniform(
@@ -535,16 +557,9 @@ fn assign_uniform(
     topics: &BTreeMap<String, i32>,
     previous: &BTreeMap<String, Assignment>,
 ) -> BTreeMap<String, Assignment> {
-    let mut target: BTreeMap<String, Assignment> = subscriptions
-        .keys()
-        .map(|m| (m.clone(), Assignment::new()))
-        .collect();
+    let mut target = empty_target(subscriptions);
     for (topic, &partitions) in topics {
-        let members: Vec<&String> = subscriptions
-            .iter()
-            .filter(|(_, topics)| topics.contains(topic))
-            .map(|(m, _)| m)
-            .collect();
+        let members = subscribers(subscriptions, topic);
         if members.is_empty() {
             continue;
         }
@@ -600,16 +615,9 @@ fn assign_range(
     subscriptions: &BTreeMap<String, BTreeSet<String>>,
     topics: &BTreeMap<String, i32>,
 ) -> BTreeMap<String, Assignment> {
-    let mut target: BTreeMap<String, Assignment> = subscriptions
-        .keys()
-        .map(|m| (m.clone(), Assignment::new()))
-        .collect();
+    let mut target = empty_target(subscriptions);
     for (topic, &partitions) in topics {
-        let members: Vec<&String> = subscriptions
-            .iter()
-            .filter(|(_, topics)| topics.contains(topic))
-            .map(|(m, _)| m)
-            .collect();
+        let members = subscribers(subscriptions, topic);
         if members.is_empty() {
             continue;
         }
