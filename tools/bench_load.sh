@@ -4,10 +4,15 @@
 # (from /proc and time), so figures can be given per core.
 #
 #   tools/bench_load.sh [chronik-load flags...]     e.g. --acks all --size 1024 --seconds 10
+#   CHRONIK_BIN=/tmp/chronik-old tools/bench_load.sh ...   # another broker build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/bench_lib.sh
-cargo build --release --bin chronik --bin chronik-load >/dev/null 2>&1
+# CHRONIK_BIN: a broker binary to measure instead of this tree's (to compare two builds).
+if [ -z "${CHRONIK_BIN:-}" ]; then
+  cargo build --release --bin chronik --bin chronik-load >/dev/null 2>&1
+fi
+bin=${CHRONIK_BIN:-$bin}
 port=19400
 taskset -c 0 "$bin" --data-dir "$work/data" --listen "127.0.0.1:$port" --shards 1 \
   >"$work/broker.log" 2>&1 &

@@ -103,6 +103,10 @@ pub struct Wal<D: Disk = DmaDisk> {
     write_position: u64,
     /// Bytes from `align_down(write_position)` to `write_position`, already on disk.
     tail_block: Vec<u8>,
+    /// Write buffers kept for reuse: a group commit's buffers come back with its
+    /// `FlushDone`, so the produce path neither allocates nor faults in fresh pages per
+    /// flush (a profile showed a third of the broker's CPU zeroing such pages).
+    spare_buffers: Vec<Vec<u8>>,
     pending: Vec<PendingChunk>,
     /// Per segment, per group: the highest Raft index it holds. A segment can be deleted once
     /// every group has compacted past its entry there.
@@ -133,10 +137,16 @@ struct FlushWrite<D: Disk> {
     bytes: Vec<u8>,
 }
 
-/// Files the flush created; handed back with `Wal::complete_flush`.
+/// Files the flush created, and its buffers for reuse; handed back with
+/// `Wal::complete_flush`.
 pub struct FlushDone<D: Disk = DmaDisk> {
     created: Vec<(u64, Rc<D::File>)>,
+    buffers: Vec<Vec<u8>>,
 }
+
+/// How many write buffers the WAL keeps for reuse, and the largest it keeps.
+const SPARE_BUFFERS_MAX: usize = 4;
+const SPARE_BUFFER_BYTES_MAX: usize = 64 << 20;
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.wal"))
@@ -296,6 +306,7 @@ impl<D: Disk> Wal<D> {
             active_segment: 1,
             write_position: 0,
             tail_block: Vec::new(),
+            spare_buffers: Vec::new(),
             pending: Vec::new(),
             flush_in_flight: false,
             checkpoint_owed: true,
@@ -377,16 +388,18 @@ impl<D: Disk> Wal<D> {
         let rolled = position + record_bytes as u64 > self.config.segment_bytes_max;
         if rolled {
             self.checkpoint_owed = true;
+            let bytes = self.spare_buffer();
             self.pending.push(PendingChunk {
                 segment: segment + 1,
                 start: 0,
-                bytes: Vec::new(),
+                bytes,
             });
         } else if self.pending.is_empty() {
+            let bytes = self.spare_buffer();
             self.pending.push(PendingChunk {
                 segment,
                 start: position,
-                bytes: Vec::new(),
+                bytes,
             });
         }
         let chunk = self.pending.last_mut().expect("a chunk was just ensured");
@@ -464,24 +477,23 @@ impl<D: Disk> Wal<D> {
         }
         let mut writes = Vec::with_capacity(self.pending.len());
         for chunk in std::mem::take(&mut self.pending) {
-            let (file, mut bytes, position) = if chunk.segment == self.active_segment {
+            let mut bytes = self.spare_buffer();
+            let (file, position) = if chunk.segment == self.active_segment {
                 assert_eq!(chunk.start, self.write_position);
                 let file = self.segments.get(&chunk.segment).cloned();
                 assert!(file.is_some(), "the active segment is open");
-                (
-                    file,
-                    std::mem::take(&mut self.tail_block),
-                    align_down(chunk.start),
-                )
+                bytes.extend_from_slice(&std::mem::take(&mut self.tail_block));
+                (file, align_down(chunk.start))
             } else {
                 assert_eq!(chunk.segment, self.active_segment + 1);
                 assert_eq!(chunk.start, 0);
-                (None, Vec::new(), 0)
+                (None, 0)
             };
             // Room for the block padding too, so `FlushJob::run` pads without reallocating.
             let aligned = align_up((bytes.len() + chunk.bytes.len()) as u64) as usize;
-            bytes.reserve_exact(aligned - bytes.len());
+            bytes.reserve(aligned - bytes.len());
             bytes.extend_from_slice(&chunk.bytes);
+            self.recycle(chunk.bytes);
             self.active_segment = chunk.segment;
             self.write_position = position + bytes.len() as u64;
             let tail_start = align_down(self.write_position) - position;
@@ -509,8 +521,24 @@ impl<D: Disk> Wal<D> {
         for (segment, file) in done.created {
             self.segments.insert(segment, file);
         }
+        for buffer in done.buffers {
+            self.recycle(buffer);
+        }
         if let Some(segment) = self.checkpoint_flushing.take() {
             self.checkpointed_segment = self.checkpointed_segment.max(segment);
+        }
+    }
+
+    fn spare_buffer(&mut self) -> Vec<u8> {
+        self.spare_buffers.pop().unwrap_or_default()
+    }
+
+    fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.spare_buffers.len() < SPARE_BUFFERS_MAX
+            && buffer.capacity() <= SPARE_BUFFER_BYTES_MAX
+        {
+            buffer.clear();
+            self.spare_buffers.push(buffer);
         }
     }
 
@@ -583,6 +611,7 @@ impl<D: Disk> FlushJob<D> {
     /// later segment never holds data while an earlier one has a hole.
     pub async fn run(self) -> Result<FlushDone<D>, WalError> {
         let mut created = Vec::new();
+        let mut buffers = Vec::with_capacity(self.writes.len());
         for mut write in self.writes {
             let path = segment_path(&self.dir, write.segment);
             let file = match write.file {
@@ -609,8 +638,9 @@ impl<D: Disk> FlushJob<D> {
                 });
             }
             file.sync().await.map_err(io_error(&path))?;
+            buffers.push(write.bytes);
         }
-        Ok(FlushDone { created })
+        Ok(FlushDone { created, buffers })
     }
 }
 
