@@ -19,8 +19,16 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
+/// What a connection's read buffer starts with; frames are cut from it one after another,
+/// and its allocation is reused once the frames cut from it are dropped.
+pub const READ_BUFFER_BYTES: usize = 1 << 20;
+
+/// Reads one request frame, cut from the connection's `buffer`: successive frames share one
+/// allocation, so reading a request neither allocates nor faults in fresh pages (a profile
+/// showed a fresh zeroed buffer per request costing more CPU than the rest of produce).
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
+    buffer: &mut BytesMut,
     request_bytes_max: usize,
 ) -> Result<Bytes, FrameError> {
     let mut size = [0u8; 4];
@@ -35,9 +43,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if size < REQUEST_HEADER_BYTES_MIN as i64 || size > request_bytes_max as i64 {
         return Err(FrameError::BadSize(size));
     }
-    let mut frame = BytesMut::zeroed(size as usize);
-    reader.read_exact(&mut frame).await?;
-    Ok(frame.freeze())
+    debug_assert!(buffer.is_empty(), "every frame was cut off");
+    buffer.reserve(size as usize);
+    buffer.resize(size as usize, 0);
+    reader.read_exact(&mut buffer[..]).await?;
+    Ok(buffer.split().freeze())
 }
 
 /// Encodes a response frame: size, header (at the API's header version), body.

@@ -74,15 +74,17 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
         }
         let _ = writer.close().await;
     });
+    let mut read_buffer = bytes::BytesMut::with_capacity(super::codec::READ_BUFFER_BYTES);
     loop {
-        let frame = match read_frame(&mut reader, ctx.config.request_bytes_max).await {
-            Ok(frame) => frame,
-            Err(super::codec::FrameError::Closed) => break,
-            Err(error) => {
-                tracing::info!(%peer, %error, "closing connection");
-                break;
-            }
-        };
+        let frame =
+            match read_frame(&mut reader, &mut read_buffer, ctx.config.request_bytes_max).await {
+                Ok(frame) => frame,
+                Err(super::codec::FrameError::Closed) => break,
+                Err(error) => {
+                    tracing::info!(%peer, %error, "closing connection");
+                    break;
+                }
+            };
         if ctx.stopping.get() {
             break;
         }
