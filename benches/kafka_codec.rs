@@ -99,8 +99,8 @@ fn fetch_encode(c: &mut Criterion) {
             records.put_slice(&one);
         }
         let records = records.freeze();
-        let response = FetchResponse::default().with_responses(vec![
-            FetchableTopicResponse::default()
+        let response =
+            FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
                 .with_topic(TopicName(StrBytes::from_static_str("bench")))
                 .with_partitions(
                     (0..partitions as i32)
@@ -111,14 +111,17 @@ fn fetch_encode(c: &mut Criterion) {
                                 .with_records(Some(records.clone()))
                         })
                         .collect(),
-                ),
-        ]);
+                )]);
         let body = ResponseKind::Fetch(response);
         let bytes = (records.len() * partitions) as u64;
         group.throughput(Throughput::Bytes(bytes));
-        group.bench_with_input(BenchmarkId::new("partitions", partitions), &body, |b, body| {
-            b.iter(|| encode_response(ApiKey::Fetch, 12, 7, black_box(body)).expect("encodes"))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("partitions", partitions),
+            &body,
+            |b, body| {
+                b.iter(|| encode_response(ApiKey::Fetch, 12, 7, black_box(body)).expect("encodes"))
+            },
+        );
     }
     group.finish();
 }

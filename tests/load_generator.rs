@@ -1,6 +1,6 @@
 //! A short smoke run of the load generator (`chronik-load`) against a test broker: every
 //! message it reports acknowledged is in the log, in both its closed-loop and open-loop
-//! modes. How fast is the benchmarks' business (BENCHMARKS.md), not this test's.
+//! modes, and its consume mode reads them all back. How fast is the benchmarks' business (BENCHMARKS.md), not this test's.
 
 mod common;
 
@@ -63,6 +63,11 @@ fn every_acknowledged_message_is_in_the_log() {
     assert!(acknowledged >= 20_000, "{json}");
     assert_eq!(messages_in_log(&broker, "closed-loop"), acknowledged);
     assert!(field(&json, "p99_ms") > 0.0, "{json}");
+
+    // Consume mode reads every one of them back.
+    let json = run_load(&broker, "closed-loop", &["--mode", "consume", "--seconds", "60"]);
+    assert_eq!(field(&json, "failed_requests"), 0.0, "{json}");
+    assert_eq!(field(&json, "messages") as i64, acknowledged, "{json}");
 
     // Open loop at a fixed rate for two seconds, acks=1.
     let json = run_load(

@@ -60,7 +60,7 @@ impl Totals {
         })
     }
 
-    fn fail(&self, why: String) {
+    pub fn fail(&self, why: String) {
         self.failed_requests.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_failure.lock().expect("failure lock");
         first.get_or_insert(why);

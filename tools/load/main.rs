@@ -8,6 +8,7 @@
 //!     --partitions 16 --connections 4 --size 1024 --batch 16 --acks all --seconds 10
 //! cargo run --release --bin chronik-load -- ... --rate 100000   # open loop, msgs/s
 //! ```
+//! `--mode consume` reads the topic from its start to the log end it finds, instead.
 //! Prints progress each second on stderr, then a table and one JSON line on stdout.
 //!
 //! - `batch`: the record batches.
@@ -16,6 +17,7 @@
 
 mod batch;
 mod connection;
+mod consume;
 mod setup;
 
 use std::sync::atomic::Ordering;
@@ -34,6 +36,9 @@ use connection::{ConnectionPlan, Totals};
     about = "Produce load against a Kafka-API broker"
 )]
 struct Args {
+    /// produce, or consume (reads the topic from its start to its log end).
+    #[arg(long, default_value = "produce")]
+    mode: String,
     #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
     #[arg(long, default_value = "chronik-load")]
@@ -106,6 +111,10 @@ fn main() -> anyhow::Result<()> {
     let leaders = setup::leaders(&args.bootstrap, &args.topic, args.partitions)?;
     let groups = setup::split(&leaders, args.connections.max(1));
     let totals = Arc::new(Totals::new()?);
+    if args.mode == "consume" {
+        return run_consumers(&args, &groups, &totals);
+    }
+    anyhow::ensure!(args.mode == "produce", "--mode is produce or consume");
     let records_per_round: u64 =
         groups.iter().map(|g| g.1.len() as u64).sum::<u64>() * shape.records as u64;
     let mut handles = Vec::new();
@@ -134,12 +143,43 @@ fn main() -> anyhow::Result<()> {
     for handle in handles {
         let _ = handle.join();
     }
-    let summary = report::Summary::of(&totals, started.elapsed(), &args.acks, args.size);
+    let summary = report::Summary::of(&totals, started.elapsed(), "produce", &args.acks, args.size);
     println!("{}", summary.table());
     println!("{}", summary.json());
     if let Some(why) = totals.first_failure.lock().expect("failure lock").as_ref() {
         eprintln!("first failure: {why}");
     }
+    Ok(())
+}
+
+/// Consume mode: one reader per connection; the run ends when every partition reached its
+/// log end (or after `--seconds`).
+fn run_consumers(
+    args: &Args,
+    groups: &[(std::net::SocketAddr, Vec<i32>)],
+    totals: &Arc<Totals>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let handles: Vec<_> = groups
+        .iter()
+        .cloned()
+        .map(|(addr, partitions)| {
+            let (totals, topic) = (totals.clone(), args.topic.clone());
+            std::thread::spawn(move || {
+                if let Err(error) = consume::consume(addr, &topic, &partitions, &totals) {
+                    totals.fail(format!("consuming: {error}"));
+                }
+            })
+        })
+        .collect();
+    watch(args, totals, started, &handles);
+    totals.stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        let _ = handle.join();
+    }
+    let summary = report::Summary::of(totals, started.elapsed(), "consume", "-", args.size);
+    println!("{}", summary.table());
+    println!("{}", summary.json());
     Ok(())
 }
 

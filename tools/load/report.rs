@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::connection::Totals;
 
 pub struct Summary {
+    mode: &'static str,
     seconds: f64,
     messages: u64,
     bytes: u64,
@@ -17,10 +18,17 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(totals: &Totals, elapsed: Duration, acks: &str, size: usize) -> Self {
+    pub fn of(
+        totals: &Totals,
+        elapsed: Duration,
+        mode: &'static str,
+        acks: &str,
+        size: usize,
+    ) -> Self {
         let histogram = totals.latency_us.lock().expect("histogram lock");
         let ms = |us: u64| us as f64 / 1000.0;
         Self {
+            mode,
             seconds: elapsed.as_secs_f64(),
             messages: totals.acked_records.load(Ordering::Relaxed),
             bytes: totals.acked_bytes.load(Ordering::Relaxed),
@@ -55,9 +63,9 @@ impl Summary {
             None => "latency     (acks=0: not answered)".into(),
         };
         format!(
-            "acks={} size={} B: {} messages in {:.1} s\nthroughput  {messages_per_s:.0} msgs/s  \
+            "{}: acks={} size={} B: {} messages in {:.1} s\nthroughput  {messages_per_s:.0} msgs/s  \
              {mib_per_s:.1} MiB/s\n{latency}\nfailed requests {}",
-            self.acks, self.size, self.messages, self.seconds, self.failed_requests
+            self.mode, self.acks, self.size, self.messages, self.seconds, self.failed_requests
         )
     }
 
@@ -65,11 +73,17 @@ impl Summary {
         let (messages_per_s, mib_per_s) = self.rates();
         let [p50, p99, p999, max] = self.latency_ms.unwrap_or([-1.0; 4]);
         format!(
-            "{{\"mode\":\"produce\",\"acks\":\"{}\",\"size\":{},\"messages\":{},\"bytes\":{},\
+            "{{\"mode\":\"{}\",\"acks\":\"{}\",\"size\":{},\"messages\":{},\"bytes\":{},\
              \"seconds\":{:.3},\"msgs_per_s\":{messages_per_s:.0},\"mib_per_s\":{mib_per_s:.2},\
              \"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3},\"max_ms\":{max:.3},\
              \"failed_requests\":{}}}",
-            self.acks, self.size, self.messages, self.bytes, self.seconds, self.failed_requests
+            self.mode,
+            self.acks,
+            self.size,
+            self.messages,
+            self.bytes,
+            self.seconds,
+            self.failed_requests
         )
     }
 }

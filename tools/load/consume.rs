@@ -1,0 +1,152 @@
+//! Consume mode: each connection fetches its partitions from the start (or from where it
+//! is) up to the log end it found when the run began, one Fetch in flight at a time, as a
+//! Kafka consumer does per broker. Counts records and bytes from the batch headers alone.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::connection::Totals;
+
+const FETCH_VERSION: i16 = 12;
+/// What one answer may carry, in all and per partition.
+const FETCH_BYTES_MAX: i32 = 50 << 20;
+const PARTITION_BYTES_MAX: i32 = 8 << 20;
+const RESPONSE_BYTES_MAX: usize = 64 << 20;
+
+/// (records, the offset after the last one) of the whole batches in `records`.
+fn count_batches(mut records: Bytes) -> (u64, Option<i64>) {
+    let (mut count, mut next) = (0u64, None);
+    while records.len() >= 61 {
+        let base_offset = i64::from_be_bytes(records[0..8].try_into().expect("8 bytes"));
+        let length = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
+        let Ok(length) = usize::try_from(length) else {
+            break;
+        };
+        if records.len() < 12 + length {
+            break; // a partial batch at the end of the answer
+        }
+        let last_delta = i32::from_be_bytes(records[23..27].try_into().expect("4 bytes"));
+        let record_count = i32::from_be_bytes(records[57..61].try_into().expect("4 bytes"));
+        count += u64::try_from(record_count).unwrap_or(0);
+        next = Some(base_offset + i64::from(last_delta) + 1);
+        records.advance(12 + length);
+    }
+    (count, next)
+}
+
+fn fetch(
+    stream: &mut TcpStream,
+    topic: &str,
+    positions: &[(i32, i64)],
+    correlation_id: i32,
+) -> anyhow::Result<FetchResponse> {
+    let partitions = positions
+        .iter()
+        .map(|&(index, offset)| {
+            FetchPartition::default()
+                .with_partition(index)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(PARTITION_BYTES_MAX)
+        })
+        .collect();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_BYTES_MAX)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(partitions)]);
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0; 4]);
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Fetch as i16)
+        .with_request_api_version(FETCH_VERSION)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("chronik-load")))
+        .encode(
+            &mut frame,
+            ApiKey::Fetch.request_header_version(FETCH_VERSION),
+        )?;
+    request.encode(&mut frame, FETCH_VERSION)?;
+    let length = (frame.len() - 4) as i32;
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+    stream.write_all(&frame)?;
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length)?;
+    let length = usize::try_from(i32::from_be_bytes(length))?;
+    anyhow::ensure!(length <= RESPONSE_BYTES_MAX, "a {length}-byte answer");
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload)?;
+    let mut payload = Bytes::from(payload);
+    ResponseHeader::decode(
+        &mut payload,
+        ApiKey::Fetch.response_header_version(FETCH_VERSION),
+    )?;
+    FetchResponse::decode(&mut payload, FETCH_VERSION)
+}
+
+/// Reads `partitions` of `topic` from offset 0 until each reaches the high watermark its
+/// first answer gave, or the run is stopped.
+pub fn consume(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: &[i32],
+    totals: &Arc<Totals>,
+) -> anyhow::Result<()> {
+    let mut ends = std::collections::BTreeMap::new();
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut positions: Vec<(i32, i64)> = partitions.iter().map(|&p| (p, 0)).collect();
+    let mut correlation_id = 0;
+    while !totals.stop.load(Ordering::Relaxed) {
+        positions.retain(|(p, offset)| ends.get(p).is_none_or(|end| offset < end));
+        if positions.is_empty() {
+            return Ok(());
+        }
+        correlation_id += 1;
+        let asked = Instant::now();
+        let response = fetch(&mut stream, topic, &positions, correlation_id)?;
+        let mut records_read = 0;
+        for partition in response.responses.iter().flat_map(|t| &t.partitions) {
+            anyhow::ensure!(
+                partition.error_code == 0,
+                "partition {}: error {}",
+                partition.partition_index,
+                partition.error_code
+            );
+            ends.entry(partition.partition_index)
+                .or_insert(partition.high_watermark);
+            let records = partition.records.clone().unwrap_or_default();
+            let bytes = records.len() as u64;
+            let (count, next) = count_batches(records);
+            if let Some(next) = next {
+                if let Some(position) = positions
+                    .iter_mut()
+                    .find(|(p, _)| *p == partition.partition_index)
+                {
+                    position.1 = next;
+                }
+            }
+            records_read += count;
+            totals.acked_records.fetch_add(count, Ordering::Relaxed);
+            totals.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+        if records_read > 0 {
+            let latency_us = asked.elapsed().as_micros().max(1) as u64;
+            let mut histogram = totals.latency_us.lock().expect("histogram lock");
+            let _ = histogram.record_n(latency_us, records_read);
+        }
+    }
+    Ok(())
+}
