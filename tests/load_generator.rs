@@ -65,7 +65,11 @@ fn every_acknowledged_message_is_in_the_log() {
     assert!(field(&json, "p99_ms") > 0.0, "{json}");
 
     // Consume mode reads every one of them back.
-    let json = run_load(&broker, "closed-loop", &["--mode", "consume", "--seconds", "60"]);
+    let json = run_load(
+        &broker,
+        "closed-loop",
+        &["--mode", "consume", "--seconds", "60"],
+    );
     assert_eq!(field(&json, "failed_requests"), 0.0, "{json}");
     assert_eq!(field(&json, "messages") as i64, acknowledged, "{json}");
 

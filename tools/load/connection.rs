@@ -18,8 +18,8 @@ use hdrhistogram::Histogram;
 use kafka_protocol::messages::{ApiKey, ProduceResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-/// The largest response the reader accepts (answers to produce requests are small).
-const RESPONSE_BYTES_MAX: usize = 16 << 20;
+/// The largest answer the generator accepts (a Fetch answer carries up to 50 MiB).
+const RESPONSE_BYTES_MAX: usize = 64 << 20;
 
 /// What one connection sends.
 pub struct ConnectionPlan {
@@ -150,7 +150,8 @@ fn send_requests(
     Ok(())
 }
 
-fn read_frame(stream: &mut TcpStream) -> anyhow::Result<Bytes> {
+/// One length-prefixed answer frame (the correlation id and what follows).
+pub fn read_frame(stream: &mut TcpStream) -> anyhow::Result<Bytes> {
     let mut length = [0u8; 4];
     stream.read_exact(&mut length)?;
     let length = usize::try_from(i32::from_be_bytes(length))?;

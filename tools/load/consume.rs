@@ -2,7 +2,7 @@
 //! is) up to the log end it found when the run began, one Fetch in flight at a time, as a
 //! Kafka consumer does per broker. Counts records and bytes from the batch headers alone.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,13 +15,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::connection::Totals;
+use crate::connection::{read_frame, Totals};
 
 const FETCH_VERSION: i16 = 12;
 /// What one answer may carry, in all and per partition.
 const FETCH_BYTES_MAX: i32 = 50 << 20;
 const PARTITION_BYTES_MAX: i32 = 8 << 20;
-const RESPONSE_BYTES_MAX: usize = 64 << 20;
 
 /// (records, the offset after the last one) of the whole batches in `records`.
 fn count_batches(mut records: Bytes) -> (u64, Option<i64>) {
@@ -82,13 +81,7 @@ fn fetch(
     let length = (frame.len() - 4) as i32;
     frame[..4].copy_from_slice(&length.to_be_bytes());
     stream.write_all(&frame)?;
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length)?;
-    let length = usize::try_from(i32::from_be_bytes(length))?;
-    anyhow::ensure!(length <= RESPONSE_BYTES_MAX, "a {length}-byte answer");
-    let mut payload = vec![0u8; length];
-    stream.read_exact(&mut payload)?;
-    let mut payload = Bytes::from(payload);
+    let mut payload = read_frame(stream)?;
     ResponseHeader::decode(
         &mut payload,
         ApiKey::Fetch.response_header_version(FETCH_VERSION),

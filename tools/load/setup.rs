@@ -2,7 +2,7 @@
 //! partitions over connections, and the Produce request body each connection sends.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
 use crate::batch::{self, BatchShape};
+use crate::connection::read_frame;
 
 /// Produce v9: flexible, topics by name; every broker since Kafka 2.8 takes it.
 pub const PRODUCE_VERSION: i16 = 9;
@@ -43,11 +44,7 @@ where
     let length = (frame.len() - 4) as i32;
     frame[..4].copy_from_slice(&length.to_be_bytes());
     stream.write_all(&frame)?;
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length)?;
-    let mut payload = vec![0u8; usize::try_from(i32::from_be_bytes(length))?];
-    stream.read_exact(&mut payload)?;
-    let mut payload = Bytes::from(payload);
+    let mut payload = read_frame(&mut stream)?;
     ResponseHeader::decode(&mut payload, R::Response::header_version(version))?;
     R::Response::decode(&mut payload, version)
 }
