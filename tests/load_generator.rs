@@ -1,6 +1,7 @@
 //! A short smoke run of the load generator (`chronik-load`) against a test broker: every
 //! message it reports acknowledged is in the log, in both its closed-loop and open-loop
-//! modes, and its consume mode reads them all back. How fast is the benchmarks' business (BENCHMARKS.md), not this test's.
+//! modes, and its consume mode reads them all back. Its end-to-end mode sees every message
+//! it produced arrive at its consumers, and its percentile files plot. How fast is the benchmarks' business (BENCHMARKS.md), not this test's.
 
 mod common;
 
@@ -23,7 +24,8 @@ fn field(json: &str, key: &str) -> f64 {
         .unwrap_or_else(|_| panic!("{key} in {json}"))
 }
 
-fn run_load(broker: &Broker, topic: &str, extra: &[&str]) -> String {
+/// The JSON lines of a run: one per side (produce, consume or end-to-end).
+fn run_load_sides(broker: &Broker, topic: &str, extra: &[&str]) -> Vec<String> {
     let output = Command::new(env!("CARGO_BIN_EXE_chronik-load"))
         .args(["--bootstrap", &broker.bootstrap(), "--topic", topic])
         .args(["--partitions", "4", "--connections", "2", "--size", "256"])
@@ -37,11 +39,17 @@ fn run_load(broker: &Broker, topic: &str, extra: &[&str]) -> String {
         "chronik-load failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    stdout
+    let lines: Vec<String> = stdout
         .lines()
-        .find(|line| line.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON line in {stdout}"))
-        .to_string()
+        .filter(|line| line.starts_with('{'))
+        .map(str::to_string)
+        .collect();
+    assert!(!lines.is_empty(), "no JSON line in {stdout}");
+    lines
+}
+
+fn run_load(broker: &Broker, topic: &str, extra: &[&str]) -> String {
+    run_load_sides(broker, topic, extra).remove(0)
 }
 
 fn messages_in_log(broker: &Broker, topic: &str) -> i64 {
@@ -83,4 +91,71 @@ fn every_acknowledged_message_is_in_the_log() {
     let acknowledged = field(&json, "messages") as i64;
     assert!(acknowledged > 0, "{json}");
     assert_eq!(messages_in_log(&broker, "open-loop"), acknowledged);
+}
+
+/// `Total count` from the footer of a percentile file.
+fn total_count(hgrm: &str) -> u64 {
+    let footer = hgrm
+        .lines()
+        .find(|line| line.contains("Total count"))
+        .unwrap_or_else(|| panic!("no footer in {hgrm}"));
+    footer
+        .rsplit('=')
+        .next()
+        .and_then(|n| n.trim().trim_end_matches(']').trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {footer}"))
+}
+
+#[test]
+fn end_to_end_mode_sees_every_message_arrive_and_its_percentiles_plot() {
+    let broker = Broker::start(1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let histograms = dir.path().join("h");
+    let sides = run_load_sides(
+        &broker,
+        "end-to-end",
+        &[
+            "--mode",
+            "end-to-end",
+            "--messages",
+            "20000",
+            "--histogram-dir",
+            histograms.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(sides.len(), 2, "{sides:?}");
+    let (produced, arrived) = (&sides[0], &sides[1]);
+    assert!(produced.contains("\"mode\":\"produce\""), "{produced}");
+    assert!(arrived.contains("\"mode\":\"end-to-end\""), "{arrived}");
+    assert_eq!(field(produced, "failed_requests"), 0.0, "{produced}");
+    let acknowledged = field(produced, "messages") as i64;
+    assert!(acknowledged >= 20_000, "{produced}");
+    assert_eq!(messages_in_log(&broker, "end-to-end"), acknowledged);
+    // Every acknowledged message reached a consumer, each with a latency.
+    assert_eq!(field(arrived, "messages") as i64, acknowledged, "{arrived}");
+    assert!(field(arrived, "p99_ms") > 0.0, "{arrived}");
+
+    let end_to_end = std::fs::read_to_string(histograms.join("end-to-end.hgrm")).expect("file");
+    let produce = std::fs::read_to_string(histograms.join("produce.hgrm")).expect("file");
+    assert_eq!(total_count(&end_to_end) as i64, acknowledged);
+    assert_eq!(total_count(&produce) as i64, acknowledged);
+
+    let svg = dir.path().join("latency.svg");
+    let plotted = Command::new(env!("CARGO_BIN_EXE_chronik-plot"))
+        .arg("--out")
+        .arg(&svg)
+        .arg(format!(
+            "produced={}",
+            histograms.join("produce.hgrm").display()
+        ))
+        .arg(format!(
+            "arrived={}",
+            histograms.join("end-to-end.hgrm").display()
+        ))
+        .status()
+        .expect("run chronik-plot");
+    assert!(plotted.success());
+    let svg = std::fs::read_to_string(svg).expect("svg");
+    assert!(svg.starts_with("<svg") && svg.contains("produced") && svg.contains("arrived"));
+    assert!(svg.contains("99.9%"), "percentile axis");
 }

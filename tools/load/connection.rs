@@ -18,6 +18,8 @@ use hdrhistogram::Histogram;
 use kafka_protocol::messages::{ApiKey, ProduceResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use crate::stamp::{self, StampSpot};
+
 /// The largest answer the generator accepts (a Fetch answer carries up to 50 MiB).
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
 
@@ -35,6 +37,8 @@ pub struct ConnectionPlan {
     pub interval: Option<Duration>,
     /// Stop after this many requests (None: until `Totals::stop`).
     pub requests: Option<u64>,
+    /// End-to-end mode: where each request's batches get their send-time stamp.
+    pub stamps: Option<Vec<StampSpot>>,
 }
 
 /// Counters and latencies of every connection.
@@ -45,6 +49,12 @@ pub struct Totals {
     pub failed_requests: AtomicU64,
     /// Microseconds, from due time to answer, one count per record.
     pub latency_us: Mutex<Histogram<u64>>,
+    /// What consumers read (consume and end-to-end modes).
+    pub consumed_records: AtomicU64,
+    pub consumed_bytes: AtomicU64,
+    /// Consume mode: microseconds from asking to answer, one count per record. End-to-end
+    /// mode: from a batch's send-time stamp to the moment a consumer holds it.
+    pub consumed_latency_us: Mutex<Histogram<u64>>,
     pub first_failure: Mutex<Option<String>>,
 }
 
@@ -56,6 +66,9 @@ impl Totals {
             acked_bytes: AtomicU64::new(0),
             failed_requests: AtomicU64::new(0),
             latency_us: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
+            consumed_records: AtomicU64::new(0),
+            consumed_bytes: AtomicU64::new(0),
+            consumed_latency_us: Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?),
             first_failure: Mutex::new(None),
         })
     }
@@ -129,7 +142,11 @@ fn send_requests(
         };
         let correlation_id = (sent % i32::MAX as u64) as i32;
         let mut frame = header(plan, correlation_id)?;
+        let body_at = frame.len();
         frame.extend_from_slice(&plan.body);
+        if let Some(spots) = &plan.stamps {
+            stamp::stamp(&mut frame, body_at, spots, stamp::now_micros());
+        }
         let length = (frame.len() - 4) as i32;
         frame[..4].copy_from_slice(&length.to_be_bytes());
         if plan.acks != 0 {

@@ -1,7 +1,9 @@
-//! Consume mode: each connection fetches its partitions from the start (or from where it
-//! is) up to the log end it found when the run began, one Fetch in flight at a time, as a
-//! Kafka consumer does per broker. Counts records and bytes from the batch headers alone.
+//! Consume mode: each connection fetches its partitions from the start up to the log end it
+//! found when the run began, one Fetch in flight at a time, as a Kafka consumer does per
+//! broker. Counts records and bytes from the batch headers alone. In end-to-end mode the
+//! consumers tail the log instead and read each batch's send-time stamp.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
@@ -16,15 +18,24 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::connection::{read_frame, Totals};
+use crate::stamp;
 
 const FETCH_VERSION: i16 = 12;
 /// What one answer may carry, in all and per partition.
 const FETCH_BYTES_MAX: i32 = 50 << 20;
 const PARTITION_BYTES_MAX: i32 = 8 << 20;
 
-/// (records, the offset after the last one) of the whole batches in `records`.
-fn count_batches(mut records: Bytes) -> (u64, Option<i64>) {
-    let (mut count, mut next) = (0u64, None);
+/// What the whole batches in `records` hold: records, the offset after the last one, and
+/// (end-to-end mode) each batch's send-time stamp with its record count.
+#[derive(Default)]
+struct BatchesRead {
+    records: u64,
+    next_offset: Option<i64>,
+    stamps: Vec<(u64, u64)>,
+}
+
+fn read_batches(mut records: Bytes, with_stamps: bool) -> BatchesRead {
+    let mut read = BatchesRead::default();
     while records.len() >= 61 {
         let base_offset = i64::from_be_bytes(records[0..8].try_into().expect("8 bytes"));
         let length = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
@@ -36,11 +47,17 @@ fn count_batches(mut records: Bytes) -> (u64, Option<i64>) {
         }
         let last_delta = i32::from_be_bytes(records[23..27].try_into().expect("4 bytes"));
         let record_count = i32::from_be_bytes(records[57..61].try_into().expect("4 bytes"));
-        count += u64::try_from(record_count).unwrap_or(0);
-        next = Some(base_offset + i64::from(last_delta) + 1);
+        let record_count = u64::try_from(record_count).unwrap_or(0);
+        read.records += record_count;
+        read.next_offset = Some(base_offset + i64::from(last_delta) + 1);
+        if with_stamps {
+            if let Some(stamp) = stamp::read(&records[..12 + length]) {
+                read.stamps.push((stamp, record_count));
+            }
+        }
         records.advance(12 + length);
     }
-    (count, next)
+    read
 }
 
 fn fetch(
@@ -89,18 +106,36 @@ fn fetch(
     FetchResponse::decode(&mut payload, FETCH_VERSION)
 }
 
-/// Reads `partitions` of `topic` from offset 0 until each reaches the high watermark its
-/// first answer gave, or the run is stopped.
+/// Where a consumer starts and when it stops.
+#[derive(Clone)]
+pub enum Start {
+    /// From offset 0 to the high watermark of each partition's first answer; latency is
+    /// from asking to answer.
+    Beginning,
+    /// From these offsets on, until the run is stopped; latency is end to end, from each
+    /// batch's send-time stamp.
+    Tail(BTreeMap<i32, i64>),
+}
+
+/// Reads `partitions` of `topic` as `start` says, one Fetch in flight.
 pub fn consume(
     addr: SocketAddr,
     topic: &str,
     partitions: &[i32],
+    start: &Start,
     totals: &Arc<Totals>,
 ) -> anyhow::Result<()> {
-    let mut ends = std::collections::BTreeMap::new();
+    let mut ends = BTreeMap::new();
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
-    let mut positions: Vec<(i32, i64)> = partitions.iter().map(|&p| (p, 0)).collect();
+    let tail = matches!(start, Start::Tail(_));
+    let mut positions: Vec<(i32, i64)> = partitions
+        .iter()
+        .map(|&p| match start {
+            Start::Beginning => (p, 0),
+            Start::Tail(from) => (p, from.get(&p).copied().unwrap_or(0)),
+        })
+        .collect();
     let mut correlation_id = 0;
     while !totals.stop.load(Ordering::Relaxed) {
         positions.retain(|(p, offset)| ends.get(p).is_none_or(|end| offset < end));
@@ -118,12 +153,14 @@ pub fn consume(
                 partition.partition_index,
                 partition.error_code
             );
-            ends.entry(partition.partition_index)
-                .or_insert(partition.high_watermark);
+            if !tail {
+                ends.entry(partition.partition_index)
+                    .or_insert(partition.high_watermark);
+            }
             let records = partition.records.clone().unwrap_or_default();
             let bytes = records.len() as u64;
-            let (count, next) = count_batches(records);
-            if let Some(next) = next {
+            let read = read_batches(records, tail);
+            if let Some(next) = read.next_offset {
                 if let Some(position) = positions
                     .iter_mut()
                     .find(|(p, _)| *p == partition.partition_index)
@@ -131,15 +168,30 @@ pub fn consume(
                     position.1 = next;
                 }
             }
-            records_read += count;
-            totals.acked_records.fetch_add(count, Ordering::Relaxed);
-            totals.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
+            record_end_to_end(totals, &read.stamps);
+            records_read += read.records;
+            totals
+                .consumed_records
+                .fetch_add(read.records, Ordering::Relaxed);
+            totals.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
         }
-        if records_read > 0 {
+        if records_read > 0 && !tail {
             let latency_us = asked.elapsed().as_micros().max(1) as u64;
-            let mut histogram = totals.latency_us.lock().expect("histogram lock");
+            let mut histogram = totals.consumed_latency_us.lock().expect("histogram lock");
             let _ = histogram.record_n(latency_us, records_read);
         }
     }
     Ok(())
+}
+
+/// End-to-end latencies: now less each batch's stamp, once per record.
+fn record_end_to_end(totals: &Totals, stamps: &[(u64, u64)]) {
+    if stamps.is_empty() {
+        return;
+    }
+    let now = stamp::now_micros();
+    let mut histogram = totals.consumed_latency_us.lock().expect("histogram lock");
+    for &(sent, records) in stamps {
+        let _ = histogram.record_n(now.saturating_sub(sent).max(1), records);
+    }
 }

@@ -8,27 +8,37 @@
 //!     --partitions 16 --connections 4 --size 1024 --batch 16 --acks all --seconds 10
 //! cargo run --release --bin chronik-load -- ... --rate 100000   # open loop, msgs/s
 //! ```
-//! `--mode consume` reads the topic from its start to the log end it finds, instead.
-//! Prints progress each second on stderr, then a table and one JSON line on stdout.
+//! `--mode consume` reads the topic from its start to the log end it finds, instead;
+//! `--mode end-to-end` produces while consumers tail the topic, and measures from each
+//! batch's send time (stamped in its first value) to its arrival at a consumer.
+//! Prints progress each second on stderr, then a table and one JSON line per side (produce,
+//! consume or end-to-end) on stdout; `--histogram-dir` also writes percentile files.
 //!
 //! - `batch`: the record batches.
 //! - `connection`: one producing connection (writer and reader threads).
+//! - `consume`: one consuming connection.
 //! - `setup`: creating the topic and finding the partitions' leaders.
+//! - `stamp`: send-time stamps for end-to-end latency.
+//! - `report`: the summary table, JSON line and percentile files.
 
 mod batch;
 mod connection;
 mod consume;
 mod setup;
+mod stamp;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use hdrhistogram::Histogram;
 use kafka_protocol::records::Compression;
 
 use batch::BatchShape;
 use connection::{ConnectionPlan, Totals};
+use consume::Start;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,7 +46,8 @@ use connection::{ConnectionPlan, Totals};
     about = "Produce load against a Kafka-API broker"
 )]
 struct Args {
-    /// produce, or consume (reads the topic from its start to its log end).
+    /// produce; consume (reads the topic from its start to its log end); or end-to-end
+    /// (produces while consumers tail the topic: produce-to-consume latency).
     #[arg(long, default_value = "produce")]
     mode: String,
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -77,6 +88,10 @@ struct Args {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Write each latency histogram here as an HdrHistogram percentile file
+    /// (`produce.hgrm`, `consume.hgrm`, `end-to-end.hgrm`), for `chronik-plot`.
+    #[arg(long)]
+    histogram_dir: Option<std::path::PathBuf>,
 }
 
 fn compression(name: &str) -> anyhow::Result<Compression> {
@@ -99,8 +114,32 @@ fn acks(name: &str) -> anyhow::Result<i16> {
     })
 }
 
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Produce,
+    /// Reads the topic from its start to its log end.
+    Consume,
+    /// Produces stamped batches while consumers tail the topic: produce-to-consume latency.
+    EndToEnd,
+}
+
+impl Mode {
+    fn parse(name: &str) -> anyhow::Result<Self> {
+        Ok(match name {
+            "produce" => Self::Produce,
+            "consume" => Self::Consume,
+            "end-to-end" => Self::EndToEnd,
+            other => anyhow::bail!("--mode is produce, consume or end-to-end, not {other}"),
+        })
+    }
+}
+
+type Groups = [(std::net::SocketAddr, Vec<i32>)];
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mode = Mode::parse(&args.mode)?;
     let shape = BatchShape {
         records: args.batch.max(1),
         value_bytes: args.size,
@@ -108,22 +147,65 @@ fn main() -> anyhow::Result<()> {
         compression: compression(&args.compression)?,
     };
     let acks = acks(&args.acks)?;
+    if mode == Mode::EndToEnd {
+        anyhow::ensure!(
+            args.compression == "none" && args.size >= 8,
+            "end-to-end mode stamps values in the clear: --compression none, --size 8 or more"
+        );
+    }
     let leaders = setup::leaders(&args.bootstrap, &args.topic, args.partitions)?;
     let groups = setup::split(&leaders, args.connections.max(1));
     let totals = Arc::new(Totals::new()?);
-    if args.mode == "consume" {
-        return run_consumers(&args, &groups, &totals);
+    let started = Instant::now();
+    let consumers = match mode {
+        Mode::Produce => Vec::new(),
+        Mode::Consume => start_consumers(&groups, &args.topic, false, &totals)?,
+        Mode::EndToEnd => start_consumers(&groups, &args.topic, true, &totals)?,
+    };
+    let producers = match mode {
+        Mode::Consume => Vec::new(),
+        Mode::Produce | Mode::EndToEnd => {
+            start_producers(&args, mode, shape, acks, &groups, &totals)?
+        }
+    };
+    let bounding = if mode == Mode::Consume {
+        &consumers
+    } else {
+        &producers
+    };
+    watch(&args, &totals, started, bounding);
+    if mode == Mode::EndToEnd {
+        drain(&totals);
     }
-    anyhow::ensure!(args.mode == "produce", "--mode is produce or consume");
+    totals.stop.store(true, Ordering::Relaxed);
+    for handle in producers.into_iter().chain(consumers) {
+        let _ = handle.join();
+    }
+    report(&args, mode, &totals, started.elapsed())
+}
+
+/// One producing connection per group of partitions.
+fn start_producers(
+    args: &Args,
+    mode: Mode,
+    shape: BatchShape,
+    acks: i16,
+    groups: &Groups,
+    totals: &Arc<Totals>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let records_per_round: u64 =
         groups.iter().map(|g| g.1.len() as u64).sum::<u64>() * shape.records as u64;
     let mut handles = Vec::new();
     for (index, (addr, partitions)) in groups.iter().enumerate() {
-        let body = setup::produce_body(&args.topic, partitions, shape, acks, index as u64)?;
+        let (body, batches) =
+            setup::produce_body(&args.topic, partitions, shape, acks, index as u64)?;
+        let stamps = (mode == Mode::EndToEnd)
+            .then(|| stamp::spots(&body, &batches))
+            .transpose()?;
         let records_per_request = (partitions.len() * shape.records) as u64;
         let plan = ConnectionPlan {
             addr: *addr,
-            body: body.clone(),
+            body,
             version: setup::PRODUCE_VERSION,
             records_per_request,
             bytes_per_request: records_per_request * args.size as u64,
@@ -134,82 +216,125 @@ fn main() -> anyhow::Result<()> {
                 .rate
                 .map(|rate| Duration::from_secs_f64(records_per_round as f64 / rate.max(1) as f64)),
             requests: args.messages.map(|m| m.div_ceil(records_per_round.max(1))),
+            stamps,
         };
         handles.push(connection::start(plan, totals.clone())?);
     }
-    let started = Instant::now();
-    watch(&args, &totals, started, &handles);
-    totals.stop.store(true, Ordering::Relaxed);
-    for handle in handles {
-        let _ = handle.join();
+    Ok(handles)
+}
+
+/// One consumer per group of partitions: from the start (consume mode) or, to `tail`,
+/// from the topic's log end now (end-to-end mode).
+fn start_consumers(
+    groups: &Groups,
+    topic: &str,
+    tail: bool,
+    totals: &Arc<Totals>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for (addr, partitions) in groups.iter().cloned() {
+        let start = if tail {
+            Start::Tail(setup::log_ends(addr, topic, &partitions)?)
+        } else {
+            Start::Beginning
+        };
+        let (totals, topic) = (totals.clone(), topic.to_string());
+        handles.push(std::thread::spawn(move || {
+            if let Err(error) = consume::consume(addr, &topic, &partitions, &start, &totals) {
+                totals.fail(format!("consuming: {error}"));
+            }
+        }));
     }
-    let summary = report::Summary::of(&totals, started.elapsed(), "produce", &args.acks, args.size);
-    println!("{}", summary.table());
-    println!("{}", summary.json());
+    Ok(handles)
+}
+
+/// End-to-end mode, after the producers stopped: lets the consumers read what was
+/// acknowledged (at most 10 s), so the last batches' latencies count too.
+fn drain(totals: &Totals) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while totals.consumed_records.load(Ordering::Relaxed)
+        < totals.acked_records.load(Ordering::Relaxed)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The table and JSON line of each side of the run, and its percentile files.
+fn report(args: &Args, mode: Mode, totals: &Totals, elapsed: Duration) -> anyhow::Result<()> {
+    let failed_requests = totals.failed_requests.load(Ordering::Relaxed);
+    let mut sides = Vec::new();
+    if mode != Mode::Consume {
+        let run = report::Run {
+            mode: "produce",
+            elapsed,
+            messages: totals.acked_records.load(Ordering::Relaxed),
+            bytes: totals.acked_bytes.load(Ordering::Relaxed),
+            failed_requests,
+            acks: &args.acks,
+            size: args.size,
+        };
+        sides.push((run, &totals.latency_us));
+    }
+    if mode != Mode::Produce {
+        let run = report::Run {
+            mode: if mode == Mode::Consume {
+                "consume"
+            } else {
+                "end-to-end"
+            },
+            elapsed,
+            messages: totals.consumed_records.load(Ordering::Relaxed),
+            bytes: totals.consumed_bytes.load(Ordering::Relaxed),
+            failed_requests,
+            acks: "-",
+            size: args.size,
+        };
+        sides.push((run, &totals.consumed_latency_us));
+    }
+    for (run, histogram) in sides {
+        let histogram = histogram.lock().expect("histogram lock");
+        let summary = report::Summary::of(&run, &histogram);
+        println!("{}", summary.table());
+        println!("{}", summary.json());
+        if let Some(dir) = &args.histogram_dir {
+            std::fs::create_dir_all(dir)?;
+            report::write_percentiles(&dir.join(format!("{}.hgrm", run.mode)), &histogram)?;
+        }
+    }
     if let Some(why) = totals.first_failure.lock().expect("failure lock").as_ref() {
         eprintln!("first failure: {why}");
     }
     Ok(())
 }
 
-/// Consume mode: one reader per connection; the run ends when every partition reached its
-/// log end (or after `--seconds`).
-fn run_consumers(
-    args: &Args,
-    groups: &[(std::net::SocketAddr, Vec<i32>)],
-    totals: &Arc<Totals>,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let handles: Vec<_> = groups
-        .iter()
-        .cloned()
-        .map(|(addr, partitions)| {
-            let (totals, topic) = (totals.clone(), args.topic.clone());
-            std::thread::spawn(move || {
-                if let Err(error) = consume::consume(addr, &topic, &partitions, &totals) {
-                    totals.fail(format!("consuming: {error}"));
-                }
-            })
-        })
-        .collect();
-    watch(args, totals, started, &handles);
-    totals.stop.store(true, Ordering::Relaxed);
-    for handle in handles {
-        let _ = handle.join();
-    }
-    let summary = report::Summary::of(totals, started.elapsed(), "consume", "-", args.size);
-    println!("{}", summary.table());
-    println!("{}", summary.json());
-    Ok(())
-}
-
-/// Prints progress once a second until the run's bound: `--messages` sent (the connections
-/// end on their own) or `--seconds` passed.
-fn watch(args: &Args, totals: &Totals, started: Instant, handles: &[std::thread::JoinHandle<()>]) {
-    let mut last = (started, 0u64);
+/// Prints progress once a second until the run's bound: `--messages` sent (the bounding
+/// threads end on their own) or `--seconds` passed.
+fn watch(args: &Args, totals: &Totals, started: Instant, bounding: &[JoinHandle<()>]) {
+    let mut last = (started, 0u64, 0u64);
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        let done = handles.iter().all(std::thread::JoinHandle::is_finished);
+        let done = bounding.iter().all(JoinHandle::is_finished);
         let out_of_time = args.messages.is_none() && started.elapsed().as_secs() >= args.seconds;
         if done || out_of_time {
             return;
         }
         if !args.quiet && last.0.elapsed() >= Duration::from_secs(1) {
             let acked = totals.acked_records.load(Ordering::Relaxed);
-            let rate = (acked - last.1) as f64 / last.0.elapsed().as_secs_f64();
-            let p99 = totals
-                .latency_us
-                .lock()
-                .expect("histogram")
-                .value_at_quantile(0.99);
+            let consumed = totals.consumed_records.load(Ordering::Relaxed);
+            let seconds = last.0.elapsed().as_secs_f64();
+            let p99 = |h: &Mutex<Histogram<u64>>| {
+                h.lock().expect("histogram").value_at_quantile(0.99) as f64 / 1000.0
+            };
             eprintln!(
-                "{:>5.1} s  {:>10.0} msgs/s  {:>8.1} MiB/s  p99 so far {:.2} ms",
+                "{:>5.1} s  produced {:>9.0} msgs/s (p99 {:.2} ms)  consumed {:>9.0} msgs/s (p99 {:.2} ms)",
                 started.elapsed().as_secs_f64(),
-                rate,
-                rate * args.size as f64 / (1 << 20) as f64,
-                p99 as f64 / 1000.0
+                (acked - last.1) as f64 / seconds,
+                p99(&totals.latency_us),
+                (consumed - last.2) as f64 / seconds,
+                p99(&totals.consumed_latency_us),
             );
-            last = (Instant::now(), acked);
+            last = (Instant::now(), acked, consumed);
         }
     }
 }

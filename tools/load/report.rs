@@ -1,9 +1,10 @@
 //! The end of a run: a table for people and one JSON line for scripts.
 
-use std::sync::atomic::Ordering;
+use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
-use crate::connection::Totals;
+use hdrhistogram::Histogram;
 
 pub struct Summary {
     mode: &'static str,
@@ -17,24 +18,28 @@ pub struct Summary {
     latency_ms: Option<[f64; 4]>,
 }
 
+/// What a run did, for its summary.
+pub struct Run<'a> {
+    pub mode: &'static str,
+    pub elapsed: Duration,
+    pub messages: u64,
+    pub bytes: u64,
+    pub failed_requests: u64,
+    pub acks: &'a str,
+    pub size: usize,
+}
+
 impl Summary {
-    pub fn of(
-        totals: &Totals,
-        elapsed: Duration,
-        mode: &'static str,
-        acks: &str,
-        size: usize,
-    ) -> Self {
-        let histogram = totals.latency_us.lock().expect("histogram lock");
+    pub fn of(run: &Run, histogram: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         Self {
-            mode,
-            seconds: elapsed.as_secs_f64(),
-            messages: totals.acked_records.load(Ordering::Relaxed),
-            bytes: totals.acked_bytes.load(Ordering::Relaxed),
-            failed_requests: totals.failed_requests.load(Ordering::Relaxed),
-            acks: acks.to_string(),
-            size,
+            mode: run.mode,
+            seconds: run.elapsed.as_secs_f64(),
+            messages: run.messages,
+            bytes: run.bytes,
+            failed_requests: run.failed_requests,
+            acks: run.acks.to_string(),
+            size: run.size,
             latency_ms: (!histogram.is_empty()).then(|| {
                 [
                     ms(histogram.value_at_quantile(0.5)),
@@ -86,4 +91,46 @@ impl Summary {
             self.failed_requests
         )
     }
+}
+
+/// Writes `histogram` (microseconds) as an HdrHistogram percentile distribution in
+/// milliseconds, the `.hgrm` text that HdrHistogram's plotters and `chronik-plot` read.
+pub fn write_percentiles(path: &Path, histogram: &Histogram<u64>) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    )?;
+    let mut total = 0u64;
+    for step in histogram.iter_quantiles(5) {
+        total += step.count_since_last_iteration();
+        let quantile = step.quantile_iterated_to();
+        let inverse = if quantile < 1.0 {
+            format!("{:>14.2}", 1.0 / (1.0 - quantile))
+        } else {
+            format!("{:>14}", "")
+        };
+        writeln!(
+            out,
+            "{:>12.3} {:>14.12} {:>10} {inverse}",
+            step.value_iterated_to() as f64 / 1000.0,
+            quantile,
+            total
+        )?;
+    }
+    writeln!(
+        out,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        histogram.mean() / 1000.0,
+        histogram.stdev() / 1000.0
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        histogram.max() as f64 / 1000.0,
+        histogram.len()
+    )?;
+    out.flush()?;
+    Ok(())
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    RequestHeader, ResponseHeader, TopicName,
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
@@ -24,6 +25,9 @@ pub const PRODUCE_VERSION: i16 = 9;
 const CREATE_TOPICS_VERSION: i16 = 5;
 const METADATA_VERSION: i16 = 9;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
+const LIST_OFFSETS_VERSION: i16 = 5;
+/// ListOffsets' timestamp meaning "the log end".
+const LATEST_TIMESTAMP: i64 = -1;
 
 /// One request and its answer on a fresh connection.
 fn call<R: Request>(addr: &str, request: &R, version: i16) -> anyhow::Result<R::Response>
@@ -127,14 +131,14 @@ pub fn split(
     split
 }
 
-/// A Produce request body with one batch for each of `partitions`.
+/// A Produce request body with one batch for each of `partitions`, and those batches.
 pub fn produce_body(
     topic: &str,
     partitions: &[i32],
     shape: BatchShape,
     acks: i16,
     seed: u64,
-) -> anyhow::Result<Bytes> {
+) -> anyhow::Result<(Bytes, Vec<Bytes>)> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
@@ -147,6 +151,10 @@ pub fn produce_body(
                 .with_records(Some(batch)))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let batches = partition_data
+        .iter()
+        .filter_map(|p| p.records.clone())
+        .collect();
     let request = ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(30_000)
@@ -155,5 +163,43 @@ pub fn produce_body(
             .with_partition_data(partition_data)]);
     let mut body = BytesMut::new();
     request.encode(&mut body, PRODUCE_VERSION)?;
-    Ok(body.freeze())
+    Ok((body.freeze(), batches))
+}
+
+/// Each partition's log end offset now (where a consumer that only wants new records
+/// starts).
+pub fn log_ends(
+    addr: SocketAddr,
+    topic: &str,
+    partitions: &[i32],
+) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&index| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(index)
+                            .with_timestamp(LATEST_TIMESTAMP)
+                    })
+                    .collect(),
+            )]);
+    let response: ListOffsetsResponse = call(&addr.to_string(), &request, LIST_OFFSETS_VERSION)?;
+    response
+        .topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            anyhow::ensure!(
+                p.error_code == 0,
+                "log end of partition {}: error {}",
+                p.partition_index,
+                p.error_code
+            );
+            Ok((p.partition_index, p.offset))
+        })
+        .collect()
 }
