@@ -191,7 +191,9 @@ impl GroupLog {
                 entry_type: entry.get_entry_type(),
                 location: *location,
                 data_len: data.len() as u32,
-                head: data.slice(..data.len().min(ENTRY_HEAD_BYTES)),
+                // A copy, not a slice: a slice would pin the whole entry's buffer in memory
+                // for as long as the entry is in the log, long after its data was evicted.
+                head: Bytes::copy_from_slice(&data[..data.len().min(ENTRY_HEAD_BYTES)]),
                 data: Some(data),
             });
         }
@@ -370,5 +372,42 @@ impl raft::Storage for GroupLog {
         metadata.term = self.snapshot_term;
         metadata.set_conf_state(self.conf_state.clone());
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, data: &Bytes) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: data.clone(),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn evicted_entries_release_their_buffers() {
+        let mut log = GroupLog::recovered(RecoveredGroup::default(), vec![1], 4096);
+        let buffers: Vec<Bytes> = (0..8).map(|i| Bytes::from(vec![i as u8; 1024])).collect();
+        let location = WalLocation {
+            segment: 0,
+            position: 0,
+            record_bytes: 1024,
+        };
+        for (i, data) in buffers.iter().enumerate() {
+            log.append(&[entry(i as u64 + 1, data)], &[location]);
+        }
+        log.set_commit(8);
+        log.set_applied(8);
+        // Four entries fit the 4 KiB cache; the oldest four gave their data up, and nothing
+        // of the log (their heads included) still holds those buffers.
+        for (i, data) in buffers.into_iter().enumerate() {
+            let index = i as u64 + 1;
+            assert_eq!(&log.entry(index).expect("in the log").head[..], &data[..96]);
+            assert_eq!(data.is_unique(), index <= 4, "entry {index}");
+        }
     }
 }

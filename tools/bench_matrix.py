@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Runs tools/bench_load.sh over a list of scenarios and prints one Markdown table row per
+run: the generator's figures beside the broker's CPU and memory, per broker core.
+
+    tools/bench_matrix.py produce          # acks 1/all x 1 KiB/256 B x 1/16/256 partitions
+    tools/bench_matrix.py compare          # the same load on chronik and on Tansu (memory)
+    tools/bench_matrix.py latency RATE     # open loop at 25/50/75% of RATE msgs/s, + plot
+    SECONDS_EACH=10 DISK_WRITE_MIBS=1731 tools/bench_matrix.py ...
+
+Environment: SECONDS_EACH (10), DISK_WRITE_MIBS (the limits script's sequential write, for
+the "of disk" column), BROKER and SHARDS as for bench_load.sh, OUT (where percentile files
+and plots go: target/bench).
+"""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECONDS_EACH = os.environ.get("SECONDS_EACH", "10")
+DISK = float(os.environ.get("DISK_WRITE_MIBS", "0"))
+OUT = os.environ.get("OUT", os.path.join(ROOT, "target", "bench"))
+
+
+def run(flags, env=None, histograms=None):
+    """One bench_load.sh run: (produce JSON, the side figures)."""
+    args = [os.path.join(ROOT, "tools", "bench_load.sh"), "--seconds", SECONDS_EACH] + flags
+    if histograms:
+        args += ["--histogram-dir", histograms]
+    merged = dict(os.environ, CHRONIK_PREBUILT="1", **(env or {}))
+    out = subprocess.run(args, env=merged, capture_output=True, text=True, check=True).stdout
+    sides = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    figures = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("{"))
+    return sides, figures
+
+
+def cores(figure):
+    """CPU seconds (as "a+b" or "a") over the run's seconds."""
+    return sum(float(x) for x in figure.split("+")) / float(SECONDS_EACH)
+
+
+def row(name, side, figures):
+    mib = side["mib_per_s"]
+    broker = cores(figures["broker_cpu_s"])
+    generator = cores(figures["generator_cpu_s"])
+    of_disk = f"{100 * mib / DISK:.0f}%" if DISK else ""
+    latency = [f"{side[k]:.2f} ms" if side[k] >= 0 else "" for k in ("p50_ms", "p99_ms", "p999_ms")]
+    print(f"| {name} | {side['msgs_per_s'] / 1000:.0f} k | {mib:.0f} | {of_disk} | "
+          + " | ".join(latency)
+          + f" | {broker:.2f} | {mib / max(broker, 0.01):.0f} | {generator:.2f} | "
+          f"{figures.get('broker_peak_rss_mib', '')} |", flush=True)
+
+
+HEADER = ("| scenario | msgs/s | MiB/s | of disk write | p50 | p99 | p99.9 | broker CPU (cores) "
+          "| MiB/s per broker core | generator CPU (cores) | broker peak RSS (MiB) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def shape(size, partitions):
+    # Batches of ~16 KiB either way; 256 partitions get smaller requests per connection.
+    batch = "16" if size == 1024 else "64"
+    return ["--size", str(size), "--batch", batch, "--partitions", str(partitions),
+            "--connections", "4", "--topic", f"t{size}-{partitions}-{os.getpid()}"]
+
+
+def produce_matrix():
+    print(HEADER)
+    for partitions in (1, 16, 256):
+        for size in (1024, 256):
+            for acks in ("1", "all"):
+                sides, figures = run(shape(size, partitions) + ["--acks", acks])
+                label = "1 KiB" if size == 1024 else "256 B"
+                row(f"acks={acks}, {label}, {partitions} partitions", sides[0], figures)
+
+
+def compare():
+    print(HEADER)
+    for broker in ("chronik", "tansu"):
+        for size in (1024, 256):
+            for acks in ("1", "all"):
+                histograms = os.path.join(OUT, f"compare-{broker}-{size}-{acks}")
+                sides, figures = run(shape(size, 16) + ["--acks", acks], {"BROKER": broker}, histograms)
+                label = "1 KiB" if size == 1024 else "256 B"
+                row(f"{broker}: acks={acks}, {label}", sides[0], figures)
+
+
+def latency(maximum):
+    print(HEADER)
+    curves = []
+    for share in (25, 50, 75):
+        rate = int(maximum) * share // 100
+        histograms = os.path.join(OUT, f"latency-{share}")
+        sides, figures = run(shape(1024, 16) + ["--acks", "all", "--rate", str(rate),
+                                                  "--mode", "end-to-end"], None, histograms)
+        row(f"{rate // 1000} k msgs/s ({share}%): produce", sides[0], figures)
+        row(f"{rate // 1000} k msgs/s ({share}%): end to end", sides[1], figures)
+        curves.append(f"{share}% produce={histograms}/produce.hgrm")
+        curves.append(f"{share}% end to end={histograms}/end-to-end.hgrm")
+    plot = os.path.join(OUT, "latency.svg")
+    subprocess.run([os.path.join(ROOT, "target", "release", "chronik-plot"), "--out", plot,
+                    "--title", "acks=all, 1 KiB, 16 partitions, open loop"] + curves, check=True)
+    print(f"plot: {plot}")
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    what = sys.argv[1] if len(sys.argv) > 1 else "produce"
+    if what == "produce":
+        produce_matrix()
+    elif what == "compare":
+        compare()
+    elif what == "latency":
+        latency(sys.argv[2])
+    else:
+        sys.exit(__doc__)
