@@ -139,7 +139,9 @@ pub struct FileConfig {
     pub retention_check_interval_ms: Option<u64>,
     pub tick_interval_ms: Option<u64>,
     pub entry_cache_bytes_max: Option<usize>,
+    pub entry_cache_shard_bytes_max: Option<usize>,
     pub connection_requests_in_flight_max: Option<usize>,
+    pub queued_request_bytes_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
     pub fetch_bytes_max: Option<usize>,
     pub peer_listen: Option<SocketAddr>,
@@ -177,8 +179,15 @@ pub struct Config {
     pub retention_bytes: i64,
     pub retention_check_interval_ms: u64,
     pub tick_interval_ms: u64,
+    /// Recent batches one partition keeps in memory for tail reads, at most...
     pub entry_cache_bytes_max: usize,
+    /// ...and all partitions of a shard together (each gets an equal share).
+    pub entry_cache_shard_bytes_max: usize,
     pub connection_requests_in_flight_max: usize,
+    /// Bytes of requests one shard holds at once, all its connections together (Kafka's
+    /// `queued.max.request.bytes`): past it, connections stop reading until requests finish,
+    /// so producers that outrun the disk are slowed by TCP rather than buffered in memory.
+    pub queued_request_bytes_max: usize,
     pub fetch_wait_ms_max: u64,
     /// Kafka's `fetch.max.bytes`: the most one fetch response carries (beyond one batch).
     pub fetch_bytes_max: usize,
@@ -331,7 +340,9 @@ impl Config {
             retention_check_interval_ms: file.retention_check_interval_ms.unwrap_or(5_000),
             tick_interval_ms: file.tick_interval_ms.unwrap_or(100),
             entry_cache_bytes_max: file.entry_cache_bytes_max.unwrap_or(8 << 20),
+            entry_cache_shard_bytes_max: file.entry_cache_shard_bytes_max.unwrap_or(256 << 20),
             connection_requests_in_flight_max: file.connection_requests_in_flight_max.unwrap_or(32),
+            queued_request_bytes_max: file.queued_request_bytes_max.unwrap_or(256 << 20),
             fetch_wait_ms_max: file.fetch_wait_ms_max.unwrap_or(30_000),
             fetch_bytes_max: file.fetch_bytes_max.unwrap_or(57_671_680),
             first_core: cli.first_core.or(file.first_core).unwrap_or(0),
@@ -402,6 +413,9 @@ impl Config {
             || self.connection_requests_in_flight_max > 1024
         {
             return invalid("connection_requests_in_flight_max must be 1..=1024".into());
+        }
+        if self.queued_request_bytes_max < 1 << 20 {
+            return invalid("queued_request_bytes_max must be at least 1 MiB".into());
         }
         Ok(())
     }

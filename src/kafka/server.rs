@@ -1,6 +1,7 @@
 //! Per-shard listener (SO_REUSEPORT: every shard binds the same address and the kernel spreads
 //! connections) and the connection task. Requests on a connection are handled concurrently,
-//! at most `connection_requests_in_flight_max` at a time, and answered strictly in order.
+//! at most `connection_requests_in_flight_max` at a time, and answered strictly in order;
+//! all connections of a shard together hold at most `queued_request_bytes_max` of requests.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -51,6 +52,24 @@ impl Drop for InFlight {
     }
 }
 
+/// Writes each request's answer in the order the requests came, until the connection ends.
+async fn write_answers(
+    writer: &mut (impl futures::AsyncWrite + Unpin),
+    pending: local_channel::LocalReceiver<Task<Reply>>,
+) {
+    while let Some(task) = pending.recv().await {
+        match task.await {
+            Reply::Send(bytes) => {
+                if writer.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Reply::Nothing => {}
+            Reply::Close => return,
+        }
+    }
+}
+
 async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let peer = stream
@@ -61,17 +80,7 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
     let (responses, pending) =
         local_channel::new_bounded::<Task<Reply>>(ctx.config.connection_requests_in_flight_max);
     let writer_task = glommio::spawn_local(async move {
-        while let Some(task) = pending.recv().await {
-            match task.await {
-                Reply::Send(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        break;
-                    }
-                }
-                Reply::Nothing => {}
-                Reply::Close => break,
-            }
-        }
+        write_answers(&mut writer, pending).await;
         let _ = writer.close().await;
     });
     let mut read_buffer = bytes::BytesMut::with_capacity(super::codec::READ_BUFFER_BYTES);
@@ -88,6 +97,13 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
         if ctx.stopping.get() {
             break;
         }
+        // Waits while the shard holds its budget of requests: this connection stops reading
+        // and TCP pushes back on the client. A frame larger than the whole budget waits for
+        // all of it.
+        let units = frame.len().min(ctx.config.queued_request_bytes_max) as u64;
+        let Ok(budget) = ctx.request_bytes_budget.acquire_static_permit(units).await else {
+            break;
+        };
         let task = match dispatch::decode(frame) {
             Ok(Decoded::Request(mut request)) => {
                 request.client_host = format!(
@@ -101,7 +117,7 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
                     tracing::trace!(?api, correlation_id, "request start");
                     let response = dispatch::handle(ctx, *request).await;
                     tracing::trace!(?api, correlation_id, "request done");
-                    drop(guard);
+                    drop((guard, budget));
                     response
                 })
             }

@@ -108,6 +108,9 @@ pub struct ShardContext {
     senders: Senders<ShardMessage>,
     pub controller: RefCell<Option<Rc<Controller>>>,
     pub requests_in_flight: Cell<usize>,
+    /// Bytes of request frames this shard may hold (`Config::queued_request_bytes_max`):
+    /// each request holds its frame's length until it is answered.
+    pub request_bytes_budget: Rc<glommio::sync::Semaphore>,
     /// Set at shutdown: connections take no new requests.
     pub stopping: Cell<bool>,
     /// The consumer groups this shard coordinates.
@@ -125,6 +128,7 @@ impl ShardContext {
         senders: Senders<ShardMessage>,
     ) -> Self {
         let group_settings = config.groups;
+        let request_bytes_max = config.queued_request_bytes_max as u64;
         Self {
             shard_id,
             node,
@@ -135,6 +139,7 @@ impl ShardContext {
             senders,
             controller: RefCell::new(None),
             requests_in_flight: Cell::new(0),
+            request_bytes_budget: Rc::new(glommio::sync::Semaphore::new(request_bytes_max)),
             stopping: Cell::new(false),
             groups: RefCell::new(GroupCoordinator::new(group_settings)),
             transactions: RefCell::default(),

@@ -292,6 +292,7 @@ async fn open_shard(
         },
         tick_interval_ms: config.tick_interval_ms,
         entry_cache_bytes_max: config.entry_cache_bytes_max,
+        entry_cache_shard_bytes_max: config.entry_cache_shard_bytes_max,
         proposal_waiters_max: 100_000,
         fetch_waiters_max: 10_000,
         uncommitted_bytes_max: 256 << 20,

@@ -35,7 +35,7 @@ pub struct ConnectionPlan {
     pub in_flight: usize,
     /// Open loop: one request every `interval`; None sends as fast as answers allow.
     pub interval: Option<Duration>,
-    /// Stop after this many requests (None: until `Totals::stop`).
+    /// Stop after this many requests (None: until `Totals::stop_producing`).
     pub requests: Option<u64>,
     /// End-to-end mode: where each request's batches get their send-time stamp.
     pub stamps: Option<Vec<StampSpot>>,
@@ -43,6 +43,9 @@ pub struct ConnectionPlan {
 
 /// Counters and latencies of every connection.
 pub struct Totals {
+    /// Producers send no more requests (those in flight are still answered).
+    pub stop_producing: AtomicBool,
+    /// Consumers stop.
     pub stop: AtomicBool,
     pub acked_records: AtomicU64,
     pub acked_bytes: AtomicU64,
@@ -61,6 +64,7 @@ pub struct Totals {
 impl Totals {
     pub fn new() -> anyhow::Result<Self> {
         Ok(Self {
+            stop_producing: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             acked_records: AtomicU64::new(0),
             acked_bytes: AtomicU64::new(0),
@@ -129,7 +133,7 @@ fn send_requests(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut sent = 0u64;
-    while !totals.stop.load(Ordering::Relaxed) && plan.requests.is_none_or(|n| sent < n) {
+    while !totals.stop_producing.load(Ordering::Relaxed) && plan.requests.is_none_or(|n| sent < n) {
         let due = match plan.interval {
             Some(interval) => {
                 let due = started + interval.mul_f64(sent as f64);

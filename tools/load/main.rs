@@ -174,14 +174,20 @@ fn main() -> anyhow::Result<()> {
         &producers
     };
     watch(&args, &totals, started, bounding);
+    // Producers first, with their answers; then consumers get to read what was acknowledged.
+    totals.stop_producing.store(true, Ordering::Relaxed);
+    for handle in producers {
+        let _ = handle.join();
+    }
+    let elapsed = started.elapsed();
     if mode == Mode::EndToEnd {
         drain(&totals);
     }
     totals.stop.store(true, Ordering::Relaxed);
-    for handle in producers.into_iter().chain(consumers) {
+    for handle in consumers {
         let _ = handle.join();
     }
-    report(&args, mode, &totals, started.elapsed())
+    report(&args, mode, &totals, elapsed)
 }
 
 /// One producing connection per group of partitions.

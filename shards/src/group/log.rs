@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
@@ -38,7 +39,9 @@ pub struct GroupLog {
     /// Applied entries whose data is still cached, oldest first, from `cache_from`.
     cache_from: u64,
     cached_bytes: usize,
-    cache_bytes_max: usize,
+    /// The most this group caches: shared by the shard's partition groups, which it lowers
+    /// as groups are added so that all of them together stay within the shard's budget.
+    cache_bytes_max: Rc<Cell<usize>>,
     /// The lowest index Raft asked for whose data is no longer in memory (a lagging
     /// follower's); the shard reads it back from the WAL into `refilled`.
     wanted: Cell<Option<u64>>,
@@ -66,7 +69,11 @@ pub fn entry_type_byte(t: EntryType) -> u8 {
 impl GroupLog {
     /// A log restored from what the WAL recovered (or empty for a new group), with `voters`
     /// as its configuration.
-    pub fn recovered(recovered: RecoveredGroup, voters: Vec<u64>, cache_bytes_max: usize) -> Self {
+    pub fn recovered(
+        recovered: RecoveredGroup,
+        voters: Vec<u64>,
+        cache_bytes_max: Rc<Cell<usize>>,
+    ) -> Self {
         let mut hard_state = HardState::default();
         hard_state.term = recovered.hard_state.term;
         hard_state.vote = recovered.hard_state.vote;
@@ -220,9 +227,11 @@ impl GroupLog {
         self.evict_cache();
     }
 
-    fn evict_cache(&mut self) {
+    /// Evicts applied entries, oldest first, until the cache is within its budget.
+    pub fn evict_cache(&mut self) {
         self.cache_from = self.cache_from.max(self.first_index());
-        while self.cached_bytes > self.cache_bytes_max && self.cache_from <= self.applied {
+        let cache_bytes_max = self.cache_bytes_max.get();
+        while self.cached_bytes > cache_bytes_max && self.cache_from <= self.applied {
             let position = (self.cache_from - self.snapshot_index - 1) as usize;
             if let Some(entry) = self.entries.get_mut(position) {
                 self.cached_bytes -= entry.data.take().map_or(0, |d| d.len());
@@ -390,7 +399,8 @@ mod tests {
 
     #[test]
     fn evicted_entries_release_their_buffers() {
-        let mut log = GroupLog::recovered(RecoveredGroup::default(), vec![1], 4096);
+        let budget = Rc::new(Cell::new(4096));
+        let mut log = GroupLog::recovered(RecoveredGroup::default(), vec![1], budget.clone());
         let buffers: Vec<Bytes> = (0..8).map(|i| Bytes::from(vec![i as u8; 1024])).collect();
         let location = WalLocation {
             segment: 0,
@@ -409,5 +419,10 @@ mod tests {
             assert_eq!(&log.entry(index).expect("in the log").head[..], &data[..96]);
             assert_eq!(data.is_unique(), index <= 4, "entry {index}");
         }
+        // A smaller share (more groups on the shard) takes effect at the next eviction.
+        budget.set(1024);
+        log.evict_cache();
+        assert!(log.entry(7).expect("in the log").data.is_none());
+        assert!(log.entry(8).expect("in the log").data.is_some());
     }
 }

@@ -10,7 +10,7 @@
 //! While a group commit is in flight, proposals keep arriving and queue in Raft; the next
 //! pass carries all of them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -44,7 +44,11 @@ pub struct ShardConfig {
     pub replica_id: u64,
     pub wal: WalConfig,
     pub tick_interval_ms: u64,
+    /// The most one partition caches of its recent entries...
     pub entry_cache_bytes_max: usize,
+    /// ...and all of the shard's partitions together: each gets an equal share of this, up
+    /// to `entry_cache_bytes_max`, so memory stays bounded however many partitions there are.
+    pub entry_cache_shard_bytes_max: usize,
     pub proposal_waiters_max: usize,
     pub fetch_waiters_max: usize,
     pub uncommitted_bytes_max: u64,
@@ -167,6 +171,15 @@ pub struct Shard<D: Disk = DmaDisk> {
     /// Groups with a refill being read (one at a time per group).
     refilling: BTreeSet<u64>,
     refusing_leadership: bool,
+    /// Each partition group's cache budget (see `ShardConfig::entry_cache_shard_bytes_max`),
+    /// shared with their logs.
+    partition_cache_share: Rc<Cell<usize>>,
+    /// The share when every partition group last evicted down to it: a share that fell
+    /// below half of this makes them all evict at once (idle groups evict nothing by
+    /// themselves), so the shard holds at most twice its budget.
+    partition_cache_swept: usize,
+    /// Groups of `groups` that are not partitions (the controller, coordinators).
+    custom_groups: usize,
 }
 
 /// See `Shard::cleaning_bounds`: the cleaner replaces the batches in `from..to` (it reads
@@ -318,6 +331,7 @@ impl<D: Disk> Shard<D> {
             segments = wal.segment_count(),
             "wal recovered"
         );
+        let entry_cache_bytes_max = config.entry_cache_bytes_max;
         let shard = Shard {
             config,
             wal,
@@ -342,6 +356,9 @@ impl<D: Disk> Shard<D> {
             message_sink: None,
             refilling: BTreeSet::new(),
             refusing_leadership: false,
+            partition_cache_share: Rc::new(Cell::new(entry_cache_bytes_max)),
+            partition_cache_swept: entry_cache_bytes_max,
+            custom_groups: 0,
         };
         let shard = Rc::new(RefCell::new(shard));
         // A partition's offsets need the batches listed in its cleaning entries (few, and
@@ -421,8 +438,8 @@ impl<D: Disk> Shard<D> {
         // A custom state machine replays its entries from memory (its log is compacted at
         // every checkpoint instead), so its entries are never evicted.
         let cache_bytes_max = match spec {
-            GroupSpec::Partition { .. } => self.config.entry_cache_bytes_max,
-            GroupSpec::Custom { .. } => usize::MAX,
+            GroupSpec::Partition { .. } => self.partition_cache_share.clone(),
+            GroupSpec::Custom { .. } => Rc::new(Cell::new(usize::MAX)),
         };
         let log = GroupLog::recovered(recovered, voters.clone(), cache_bytes_max);
         let applied = log.hard_state().commit;
@@ -462,10 +479,34 @@ impl<D: Disk> Shard<D> {
             // A lone voter needs no election timeout: it wins at once.
             let _ = group.node.campaign();
         }
-        self.groups.insert(group_id, group);
+        if group.offsets().is_none() {
+            self.custom_groups += 1;
+        }
+        let replaced = self.groups.insert(group_id, group);
+        assert!(replaced.is_none(), "a group is added once");
+        self.share_partition_cache();
         self.dirty.insert(group_id);
         self.ring();
         Ok(())
+    }
+
+    /// Divides the shard's cache budget among its partition groups (after one was added or
+    /// removed).
+    fn share_partition_cache(&mut self) {
+        let partitions = self.groups.len() - self.custom_groups;
+        let share = (self.config.entry_cache_shard_bytes_max / partitions.max(1))
+            .min(self.config.entry_cache_bytes_max);
+        self.partition_cache_share.set(share);
+        if share >= self.partition_cache_swept / 2 {
+            self.partition_cache_swept = self.partition_cache_swept.max(share);
+            return;
+        }
+        for group in self.groups.values_mut() {
+            if group.offsets().is_some() {
+                group.node.mut_store().evict_cache();
+            }
+        }
+        self.partition_cache_swept = share;
     }
 
     /// Reads back the data of recovered entries that recovery did not keep in memory, for a
@@ -526,6 +567,10 @@ impl<D: Disk> Shard<D> {
     pub fn remove_group(&mut self, group_id: u64) {
         if let Some(mut group) = self.groups.remove(&group_id) {
             group.close();
+            if group.offsets().is_none() {
+                self.custom_groups -= 1;
+            }
+            self.share_partition_cache();
         }
         let recovered_snapshot = self
             .recovered

@@ -1,0 +1,129 @@
+//! Overload: far more producers than one shard can absorb (128 connections, 32 requests in
+//! flight each, 256 partitions), with consumers tailing the same topic. The broker's memory
+//! stays bounded (its caches and request budget, not the bytes it was sent), every request
+//! is answered without error (slower, not failed), every acknowledged record is in the log,
+//! and the consumers are served throughout: each record produced reaches them.
+//!
+//! Not a benchmark: the only figures asserted are the bound and the counts.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{list_offsets, Broker};
+
+const PARTITIONS: i32 = 256;
+/// The broker's resident memory may not pass this: its caches (32 MiB) and request budget
+/// (16 MiB) below, plus per-connection buffers and the WAL's, are far less; the bytes it is
+/// sent (more than a GiB) are far more.
+const RESIDENT_BYTES_MAX: u64 = 640 << 20;
+
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The value of `"key":number` in a JSON line of chronik-load.
+fn field(json: &str, key: &str) -> f64 {
+    let start = json.find(&format!("\"{key}\":")).expect(key) + key.len() + 3;
+    let end = json[start..]
+        .find([',', '}'])
+        .map_or(json.len(), |i| start + i);
+    json[start..end].parse().expect(key)
+}
+
+/// Eight seconds of chronik-load end-to-end mode with many more producers than one shard
+/// absorbs; its output, and the broker's peak resident memory meanwhile.
+fn flood_watching_memory(broker: &Broker) -> (std::process::Output, u64) {
+    let pid = broker.pid().expect("running");
+    let (done, peak) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let sampler = {
+        let (done, peak) = (done.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(resident_bytes(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_chronik-load"))
+        .args(["--bootstrap", &broker.bootstrap(), "--topic", "flood"])
+        .args([
+            "--partitions",
+            &PARTITIONS.to_string(),
+            "--connections",
+            "128",
+        ])
+        .args(["--in-flight", "32", "--size", "1024", "--batch", "16"])
+        .args(["--mode", "end-to-end", "--seconds", "8", "--quiet"])
+        .output()
+        .expect("run chronik-load");
+    done.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    (output, peak.load(Ordering::Relaxed))
+}
+
+#[test]
+fn an_overloaded_broker_keeps_its_memory_bounded_and_serves_everyone() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = scratch.path().join("chronik.toml");
+    std::fs::write(
+        &config,
+        "entry_cache_shard_bytes_max = 33554432\nqueued_request_bytes_max = 16777216\n",
+    )
+    .expect("config file");
+    let config_arg = config.to_string_lossy().to_string();
+    let broker = Broker::start_with(1, &["--config", &config_arg], None);
+    let (output, peak) = flood_watching_memory(&broker);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let sides: Vec<&str> = stdout.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(sides.len(), 2, "{stdout}");
+    let (produced, consumed) = (sides[0], sides[1]);
+
+    // Nothing failed, and what was acknowledged is all in the log.
+    assert_eq!(field(produced, "failed_requests"), 0.0, "{produced}");
+    let acknowledged = field(produced, "messages") as i64;
+    let in_log: i64 = (0..PARTITIONS)
+        .map(|p| list_offsets(broker.addr(), "flood", p, -1).2)
+        .sum();
+    assert_eq!(in_log, acknowledged, "{produced}");
+    // The consumers were served all along: every acknowledged record reached them.
+    assert_eq!(
+        field(consumed, "messages") as i64,
+        acknowledged,
+        "{consumed}"
+    );
+
+    // Memory: bounded, though the broker was sent far more than the bound.
+    let sent_bytes = field(produced, "bytes") as u64;
+    eprintln!(
+        "peak resident memory {} MiB for {} MiB produced",
+        peak >> 20,
+        sent_bytes >> 20
+    );
+    assert!(
+        sent_bytes > 2 * RESIDENT_BYTES_MAX,
+        "the load was too light to show a bound: {sent_bytes} bytes"
+    );
+    assert!(
+        peak <= RESIDENT_BYTES_MAX,
+        "peak resident memory {} MiB for {} MiB produced",
+        peak >> 20,
+        sent_bytes >> 20
+    );
+}
