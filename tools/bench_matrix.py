@@ -5,6 +5,7 @@ run: the generator's figures beside the broker's CPU and memory, per broker core
     tools/bench_matrix.py produce          # acks 1/all x 1 KiB/256 B x 1/16/256 partitions
     tools/bench_matrix.py compare          # the same load on chronik and on Tansu (memory)
     tools/bench_matrix.py latency RATE     # open loop at 25/50/75% of RATE msgs/s, + plot
+    tools/bench_matrix.py compare-latency RATE   # open loop at RATE on chronik and Tansu, + plot
     SECONDS_EACH=10 DISK_WRITE_MIBS=1731 tools/bench_matrix.py ...
 
 Environment: SECONDS_EACH (10), DISK_WRITE_MIBS (the limits script's sequential write, for
@@ -102,6 +103,24 @@ def latency(maximum):
     print(f"plot: {plot}")
 
 
+def compare_latency(rate):
+    print(HEADER)
+    curves = []
+    for broker in ("chronik", "tansu"):
+        histograms = os.path.join(OUT, f"compare-latency-{broker}")
+        sides, figures = run(shape(1024, 16) + ["--acks", "all", "--rate", rate,
+                                                  "--mode", "end-to-end"], {"BROKER": broker}, histograms)
+        row(f"{broker}: {int(rate) // 1000} k msgs/s, produce", sides[0], figures)
+        row(f"{broker}: {int(rate) // 1000} k msgs/s, end to end", sides[1], figures)
+        curves.append(f"{broker} produce={histograms}/produce.hgrm")
+        curves.append(f"{broker} end to end={histograms}/end-to-end.hgrm")
+    plot = os.path.join(OUT, "compare-latency.svg")
+    subprocess.run([os.path.join(ROOT, "target", "release", "chronik-plot"), "--out", plot,
+                    "--title", f"acks=all, 1 KiB, 16 partitions, open loop at {int(rate) // 1000} k msgs/s"]
+                   + curves, check=True)
+    print(f"plot: {plot}")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     what = sys.argv[1] if len(sys.argv) > 1 else "produce"
@@ -111,5 +130,7 @@ if __name__ == "__main__":
         compare()
     elif what == "latency":
         latency(sys.argv[2])
+    elif what == "compare-latency":
+        compare_latency(sys.argv[2])
     else:
         sys.exit(__doc__)

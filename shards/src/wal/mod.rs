@@ -88,10 +88,21 @@ impl WalConfig {
     }
 }
 
+/// Records queued for one segment, laid out exactly as the group commit writes them: `bytes`
+/// starts at the block-aligned file position `base`, so a chunk for the active segment
+/// begins with the tail block already on disk, and the flush writes the chunk's own buffer
+/// (no copy of the records between append and write).
 struct PendingChunk {
     segment: u64,
-    start: u64,
+    base: u64,
     bytes: Vec<u8>,
+}
+
+impl PendingChunk {
+    /// The file position the next record lands at.
+    fn end(&self) -> u64 {
+        self.base + self.bytes.len() as u64
+    }
 }
 
 pub struct Wal<D: Disk = DmaDisk> {
@@ -382,7 +393,7 @@ impl<D: Disk> Wal<D> {
             "record larger than a segment allows"
         );
         let (segment, position) = match self.pending.last() {
-            Some(chunk) => (chunk.segment, chunk.start + chunk.bytes.len() as u64),
+            Some(chunk) => (chunk.segment, chunk.end()),
             None => (self.active_segment, self.write_position),
         };
         let rolled = position + record_bytes as u64 > self.config.segment_bytes_max;
@@ -391,21 +402,24 @@ impl<D: Disk> Wal<D> {
             let bytes = self.spare_buffer();
             self.pending.push(PendingChunk {
                 segment: segment + 1,
-                start: 0,
+                base: 0,
                 bytes,
             });
         } else if self.pending.is_empty() {
-            let bytes = self.spare_buffer();
+            // The first chunk after a flush continues the active segment: it starts with the
+            // partial block already on disk, which the flush rewrites with the same bytes.
+            let mut bytes = self.spare_buffer();
+            bytes.extend_from_slice(&self.tail_block);
             self.pending.push(PendingChunk {
                 segment,
-                start: position,
+                base: align_down(position),
                 bytes,
             });
         }
         let chunk = self.pending.last_mut().expect("a chunk was just ensured");
         let location = WalLocation {
             segment: chunk.segment,
-            position: chunk.start + chunk.bytes.len() as u64,
+            position: chunk.end(),
             record_bytes: record_bytes as u32,
         };
         record::encode(&mut chunk.bytes, group_id, kind, payload);
@@ -476,33 +490,31 @@ impl<D: Disk> Wal<D> {
             return None;
         }
         let mut writes = Vec::with_capacity(self.pending.len());
-        for chunk in std::mem::take(&mut self.pending) {
-            let mut bytes = self.spare_buffer();
-            let (file, position) = if chunk.segment == self.active_segment {
-                assert_eq!(chunk.start, self.write_position);
+        for mut chunk in std::mem::take(&mut self.pending) {
+            let file = if chunk.segment == self.active_segment {
+                assert_eq!(chunk.base, align_down(self.write_position));
+                assert!(chunk.bytes.starts_with(&self.tail_block));
                 let file = self.segments.get(&chunk.segment).cloned();
                 assert!(file.is_some(), "the active segment is open");
-                bytes.extend_from_slice(&std::mem::take(&mut self.tail_block));
-                (file, align_down(chunk.start))
+                file
             } else {
                 assert_eq!(chunk.segment, self.active_segment + 1);
-                assert_eq!(chunk.start, 0);
-                (None, 0)
+                assert_eq!(chunk.base, 0);
+                None
             };
             // Room for the block padding too, so `FlushJob::run` pads without reallocating.
-            let aligned = align_up((bytes.len() + chunk.bytes.len()) as u64) as usize;
-            bytes.reserve(aligned - bytes.len());
-            bytes.extend_from_slice(&chunk.bytes);
-            self.recycle(chunk.bytes);
+            let aligned = align_up(chunk.bytes.len() as u64) as usize;
+            chunk.bytes.reserve(aligned - chunk.bytes.len());
             self.active_segment = chunk.segment;
-            self.write_position = position + bytes.len() as u64;
-            let tail_start = align_down(self.write_position) - position;
-            self.tail_block = bytes[tail_start as usize..].to_vec();
+            self.write_position = chunk.end();
+            let tail_start = (align_down(self.write_position) - chunk.base) as usize;
+            self.tail_block.clear();
+            self.tail_block.extend_from_slice(&chunk.bytes[tail_start..]);
             writes.push(FlushWrite {
                 segment: chunk.segment,
                 file,
-                position,
-                bytes,
+                position: chunk.base,
+                bytes: chunk.bytes,
             });
         }
         self.flush_in_flight = true;
