@@ -509,7 +509,8 @@ impl<D: Disk> Wal<D> {
             self.write_position = chunk.end();
             let tail_start = (align_down(self.write_position) - chunk.base) as usize;
             self.tail_block.clear();
-            self.tail_block.extend_from_slice(&chunk.bytes[tail_start..]);
+            self.tail_block
+                .extend_from_slice(&chunk.bytes[tail_start..]);
             writes.push(FlushWrite {
                 segment: chunk.segment,
                 file,
