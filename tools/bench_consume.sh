@@ -6,10 +6,11 @@
 #
 #   tools/bench_consume.sh cache    # caches big enough to hold it all: served from memory
 #   tools/bench_consume.sh disk     # the default caches: served from the WAL (O_DIRECT)
-# Environment: MESSAGES (1000000 for cache, 2000000 for disk).
+# Environment: MESSAGES (1000000 for cache, 2000000 for disk), CHRONIK_BIN (a broker binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/bench_lib.sh
+bin=${CHRONIK_BIN:-$bin}   # another broker build, to compare
 where=${1:-disk}
 port=19410
 config="$work/chronik.toml"

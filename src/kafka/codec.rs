@@ -1,9 +1,12 @@
 //! Size-prefixed Kafka frames. A frame larger than `request_bytes_max` is refused before any
 //! buffer for it is allocated.
 
+use crate::kafka::shared_records::{SegmentedBuf, SharedRecords};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncReadExt};
+use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::buf::ByteBufMut as _;
 use kafka_protocol::protocol::Encodable;
 
 /// Smallest request: api key, api version, correlation id.
@@ -68,4 +71,47 @@ pub fn encode_response(
     let size = (buffer.len() - 4) as i32;
     buffer[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buffer.freeze())
+}
+
+/// Encodes a Fetch response frame whose records fields may be placeholders of `shared`: the
+/// frame as segments (size, encoded bytes and the shared batches in order), written one
+/// after the other. Falls back to copying the batches if a placeholder was not replaced.
+pub fn encode_fetch_response(
+    version: i16,
+    correlation_id: i32,
+    mut response: FetchResponse,
+    shared: &SharedRecords,
+) -> Result<Vec<Bytes>, String> {
+    let api_key = ApiKey::Fetch;
+    if !shared.is_empty() {
+        let mut buffer = SegmentedBuf::new(shared);
+        let header = ResponseHeader::default().with_correlation_id(correlation_id);
+        header
+            .encode(&mut buffer, api_key.response_header_version(version))
+            .map_err(|e| format!("response header: {e}"))?;
+        response
+            .encode(&mut buffer, version)
+            .map_err(|e| format!("Fetch v{version} response: {e}"))?;
+        let size = buffer.offset() as i32;
+        if let Some(mut segments) = buffer.finish() {
+            segments.insert(0, Bytes::copy_from_slice(&size.to_be_bytes()));
+            return Ok(segments);
+        }
+        tracing::warn!("a Fetch placeholder was not replaced: copying the records instead");
+        for partition in response
+            .responses
+            .iter_mut()
+            .flat_map(|t| &mut t.partitions)
+        {
+            if let Some(records) = partition
+                .records
+                .as_ref()
+                .and_then(|r| shared.concatenated(r))
+            {
+                partition.records = Some(records);
+            }
+        }
+    }
+    let body = ResponseKind::Fetch(response);
+    encode_response(api_key, version, correlation_id, &body).map(|frame| vec![frame])
 }

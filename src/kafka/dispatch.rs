@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::Decodable;
 
-use super::codec::encode_response;
+use super::codec::{encode_fetch_response, encode_response};
 use super::handlers;
 use crate::runtime::context::ShardContext;
 
@@ -196,7 +196,7 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
             ResponseKind::Produce(response)
         }
         RequestKind::Fetch(req) => {
-            ResponseKind::Fetch(handlers::fetch::handle(&ctx, version, req).await)
+            return fetch_reply(&ctx, version, header.correlation_id, req).await;
         }
         RequestKind::ListOffsets(req) => {
             ResponseKind::ListOffsets(handlers::list_offsets::handle(&ctx, version, req).await)
@@ -239,6 +239,23 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
     };
     match encode_response(api_key, version, header.correlation_id, &response) {
         Ok(bytes) => Reply::Send(bytes),
+        Err(error) => {
+            tracing::error!(%error, "response does not encode");
+            Reply::Close
+        }
+    }
+}
+
+/// A Fetch answer as segments: its batches go to the socket uncopied (`shared_records`).
+async fn fetch_reply(
+    ctx: &Rc<ShardContext>,
+    version: i16,
+    correlation_id: i32,
+    request: kafka_protocol::messages::FetchRequest,
+) -> Reply {
+    let (response, shared) = handlers::fetch::handle(ctx, version, request).await;
+    match encode_fetch_response(version, correlation_id, response, &shared) {
+        Ok(segments) => Reply::SendSegments(segments),
         Err(error) => {
             tracing::error!(%error, "response does not encode");
             Reply::Close
@@ -350,6 +367,8 @@ async fn handle_transaction_and_admin_api(
 /// What the connection does with a request's outcome, in request order.
 pub enum Reply {
     Send(Bytes),
+    /// One frame in pieces, written in order (a Fetch answer's batches, uncopied).
+    SendSegments(Vec<Bytes>),
     /// Produce with acks=0.
     Nothing,
     /// No answer can be given: close, since a skipped answer would pair every later response

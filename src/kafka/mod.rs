@@ -6,5 +6,6 @@ pub mod dispatch;
 pub mod errors;
 pub mod handlers;
 pub mod server;
+pub mod shared_records;
 pub mod topic_configs;
 pub mod topic_name;

@@ -3,6 +3,7 @@
 //! at most `connection_requests_in_flight_max` at a time, and answered strictly in order;
 //! all connections of a shard together hold at most `queued_request_bytes_max` of requests.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -55,6 +56,7 @@ impl Drop for InFlight {
 /// Writes each request's answer in the order the requests came, until the connection ends.
 async fn write_answers(
     writer: &mut (impl futures::AsyncWrite + Unpin),
+    socket: RawFd,
     pending: local_channel::LocalReceiver<Task<Reply>>,
 ) {
     while let Some(task) = pending.recv().await {
@@ -64,14 +66,79 @@ async fn write_answers(
                     return;
                 }
             }
+            Reply::SendSegments(segments) => {
+                if write_segments(writer, socket, &segments).await.is_err() {
+                    return;
+                }
+            }
             Reply::Nothing => {}
             Reply::Close => return,
         }
     }
 }
 
+/// Segments one `sendmsg` takes at most (well under the kernel's IOV_MAX of 1024).
+const SEGMENTS_PER_SEND: usize = 64;
+
+/// Writes `segments` in order with as few system calls as the socket allows: one
+/// non-blocking `sendmsg` gathers up to `SEGMENTS_PER_SEND` of them; when the socket buffer
+/// is full, an ordinary write of the rest of the current segment waits for room.
+async fn write_segments(
+    writer: &mut (impl futures::AsyncWrite + Unpin),
+    socket: RawFd,
+    segments: &[bytes::Bytes],
+) -> std::io::Result<()> {
+    let (mut index, mut offset) = (0usize, 0usize);
+    let mut slices: Vec<libc::iovec> = Vec::with_capacity(SEGMENTS_PER_SEND);
+    while index < segments.len() {
+        slices.clear();
+        for (i, segment) in segments[index..].iter().take(SEGMENTS_PER_SEND).enumerate() {
+            let part = if i == 0 {
+                &segment[offset..]
+            } else {
+                &segment[..]
+            };
+            slices.push(libc::iovec {
+                iov_base: part.as_ptr() as *mut libc::c_void,
+                iov_len: part.len(),
+            });
+        }
+        // SAFETY: a zeroed msghdr is valid (no name, no control data); its iovecs point into
+        // `segments`, which outlive the call, and sendmsg only reads them.
+        let sent = unsafe {
+            let mut message: libc::msghdr = std::mem::zeroed();
+            message.msg_iov = slices.as_mut_ptr();
+            message.msg_iovlen = slices.len();
+            libc::sendmsg(socket, &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        let Ok(mut sent) = usize::try_from(sent) else {
+            let error = std::io::Error::last_os_error();
+            match error.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    writer.write_all(&segments[index][offset..]).await?;
+                    (index, offset) = (index + 1, 0);
+                    continue;
+                }
+                _ => return Err(error),
+            }
+        };
+        while sent > 0 {
+            let left = segments[index].len() - offset;
+            if sent < left {
+                offset += sent;
+                break;
+            }
+            sent -= left;
+            (index, offset) = (index + 1, 0);
+        }
+    }
+    Ok(())
+}
+
 async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let socket = stream.as_raw_fd();
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -80,7 +147,7 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
     let (responses, pending) =
         local_channel::new_bounded::<Task<Reply>>(ctx.config.connection_requests_in_flight_max);
     let writer_task = glommio::spawn_local(async move {
-        write_answers(&mut writer, pending).await;
+        write_answers(&mut writer, socket, pending).await;
         let _ = writer.close().await;
     });
     let mut read_buffer = bytes::BytesMut::with_capacity(super::codec::READ_BUFFER_BYTES);

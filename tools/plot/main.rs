@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 
 #[derive(Parser, Debug)]
@@ -22,6 +23,9 @@ struct Args {
     out: PathBuf,
     #[arg(long, default_value = "latency by percentile")]
     title: String,
+    /// Latency on a log scale (for curves of very different heights).
+    #[arg(long)]
+    log_y: bool,
     /// Curves, each `label=path.hgrm`.
     #[arg(required = true)]
     curves: Vec<String>,
@@ -72,10 +76,29 @@ fn main() -> anyhow::Result<()> {
             Ok((label.to_string(), read_curve(&PathBuf::from(path))?))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let highest = curves
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max);
+    let values = || {
+        curves
+            .iter()
+            .flat_map(|(_, points)| points.iter().map(|p| p.1))
+    };
+    let highest = values().fold(0.0f64, f64::max);
+    if args.log_y {
+        // Log scale: curves of very different heights stay readable side by side.
+        let lowest = values().fold(f64::MAX, f64::min).max(0.01);
+        draw(&args, curves, (lowest * 0.8..highest * 1.25).log_scale())
+    } else {
+        draw(&args, curves, 0.0..highest * 1.1)
+    }
+}
+
+type Curves = Vec<(String, Vec<(f64, f64)>)>;
+
+/// The chart: percentiles across (log scale), latency up (`y`: a linear or log range).
+fn draw<Y>(args: &Args, curves: Curves, y: Y) -> anyhow::Result<()>
+where
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
     let root = SVGBackend::new(&args.out, (900, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -83,11 +106,15 @@ fn main() -> anyhow::Result<()> {
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((1.0..INVERSE_MAX).log_scale(), 0.0..highest * 1.1)?;
+        .build_cartesian_2d((1.0..INVERSE_MAX).log_scale(), y)?;
     chart
         .configure_mesh()
         .x_desc("percentile")
-        .y_desc("latency (ms)")
+        .y_desc(if args.log_y {
+            "latency (ms, log scale)"
+        } else {
+            "latency (ms)"
+        })
         .x_label_formatter(&|inverse| percentile_label(*inverse))
         .light_line_style(TRANSPARENT)
         .draw()?;

@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::{
@@ -17,6 +17,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{ProducerId, TopicName};
 
 use crate::kafka::errors;
+use crate::kafka::shared_records::SharedRecords;
 use crate::metadata::MetadataView;
 use crate::runtime::context::ShardContext;
 use crate::runtime::frame::{PartitionRead, ReadResult, ShardReply, ShardRequest};
@@ -38,9 +39,15 @@ struct Wanted {
 
 type Outcome = Result<ReadResult, ResponseError>;
 
-pub async fn handle(ctx: &Rc<ShardContext>, version: i16, request: FetchRequest) -> FetchResponse {
+/// The answer, and the batches its records fields stand for (see `shared_records`).
+pub async fn handle(
+    ctx: &Rc<ShardContext>,
+    version: i16,
+    request: FetchRequest,
+) -> (FetchResponse, SharedRecords) {
     if let Err(error) = check_session(version, &request) {
-        return FetchResponse::default().with_error_code(error.code());
+        let response = FetchResponse::default().with_error_code(error.code());
+        return (response, SharedRecords::default());
     }
     let view = ctx.metadata();
     let wanted = plan(&view, version, &request);
@@ -189,7 +196,8 @@ fn respond(
     wanted: &[Wanted],
     outcomes: Vec<Outcome>,
     max_bytes: usize,
-) -> FetchResponse {
+) -> (FetchResponse, SharedRecords) {
+    let mut shared = SharedRecords::default();
     let mut topics: Vec<FetchableTopicResponse> = request
         .topics
         .iter()
@@ -206,14 +214,14 @@ fn respond(
         let data = match outcome {
             Err(error) => data.with_error_code(error.code()).with_high_watermark(-1),
             Ok(result) => {
-                let mut records = BytesMut::new();
+                let mut batches = Vec::with_capacity(result.batches.len());
                 for batch in result.batches {
                     if batch.len() > budget && first_batch_sent {
                         break;
                     }
                     budget = budget.saturating_sub(batch.len());
                     first_batch_sent = true;
-                    records.extend_from_slice(&batch);
+                    batches.push(batch);
                 }
                 let aborted = result
                     .aborted
@@ -228,10 +236,10 @@ fn respond(
                     .with_last_stable_offset(result.last_stable_offset)
                     .with_log_start_offset(result.log_start_offset)
                     .with_aborted_transactions(Some(aborted))
-                    .with_records(Some(records.freeze()))
+                    .with_records(Some(shared.records(batches)))
             }
         };
         topics[w.topic_index].partitions.push(data);
     }
-    FetchResponse::default().with_responses(topics)
+    (FetchResponse::default().with_responses(topics), shared)
 }
