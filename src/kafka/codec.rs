@@ -2,7 +2,9 @@
 //! buffer for it is allocated.
 
 use crate::kafka::shared_records::{SegmentedBuf, SharedRecords};
-use bytes::{BufMut, Bytes, BytesMut};
+use std::os::fd::RawFd;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::io::{AsyncRead, AsyncReadExt};
 use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::messages::{ApiKey, ResponseHeader, ResponseKind};
@@ -22,35 +24,106 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// What a connection's read buffer starts with; frames are cut from it one after another,
-/// and its allocation is reused once the frames cut from it are dropped.
+/// What a connection's read buffer takes at a time: frames are cut from it one after
+/// another, and a read may bring several pipelined requests at once.
 pub const READ_BUFFER_BYTES: usize = 1 << 20;
+/// Less room than this left in the buffer: take a new one before reading.
+const READ_SLICE_BYTES_MIN: usize = 64 << 10;
 
-/// Reads one request frame, cut from the connection's `buffer`: successive frames share one
-/// allocation, so reading a request neither allocates nor faults in fresh pages (a profile
-/// showed a fresh zeroed buffer per request costing more CPU than the rest of produce).
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buffer: &mut BytesMut,
-    request_bytes_max: usize,
-) -> Result<Bytes, FrameError> {
-    let mut size = [0u8; 4];
-    if let Err(error) = reader.read_exact(&mut size).await {
-        return Err(if error.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Closed
-        } else {
-            error.into()
-        });
+/// A connection's request reader: reads from the socket straight into the unused capacity
+/// of one buffer (no zeroing first, which cost 6% of the broker's CPU under produce load),
+/// as much as has arrived, and cuts whole frames from it. Successive frames share the
+/// buffer's allocation, so reading neither allocates per request nor faults in fresh pages.
+pub struct FrameReader<R> {
+    reader: R,
+    socket: RawFd,
+    buffer: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// `reader` is the read half of the connection whose descriptor is `socket`.
+    pub fn new(reader: R, socket: RawFd) -> Self {
+        Self {
+            reader,
+            socket,
+            buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
+        }
     }
-    let size = i32::from_be_bytes(size) as i64;
-    if size < REQUEST_HEADER_BYTES_MIN as i64 || size > request_bytes_max as i64 {
-        return Err(FrameError::BadSize(size));
+
+    /// The next request frame (without its size prefix). A frame larger than
+    /// `request_bytes_max` is refused before room for it is reserved.
+    pub async fn next_frame(&mut self, request_bytes_max: usize) -> Result<Bytes, FrameError> {
+        self.fill_to(4, true).await?;
+        let size = i64::from(i32::from_be_bytes(
+            self.buffer[..4].try_into().expect("4 bytes"),
+        ));
+        if size < REQUEST_HEADER_BYTES_MIN as i64 || size > request_bytes_max as i64 {
+            return Err(FrameError::BadSize(size));
+        }
+        let frame_bytes = 4 + size as usize;
+        self.fill_to(frame_bytes, false).await?;
+        let mut frame = self.buffer.split_to(frame_bytes);
+        frame.advance(4);
+        Ok(frame.freeze())
     }
-    debug_assert!(buffer.is_empty(), "every frame was cut off");
-    buffer.reserve(size as usize);
-    buffer.resize(size as usize, 0);
-    reader.read_exact(&mut buffer[..]).await?;
-    Ok(buffer.split().freeze())
+
+    /// Reads until the buffer holds `wanted` bytes. A connection closed before any byte of
+    /// a frame (`at_frame_start`) is `Closed`; in the middle of one, an error.
+    async fn fill_to(&mut self, wanted: usize, at_frame_start: bool) -> Result<(), FrameError> {
+        while self.buffer.len() < wanted {
+            let had = self.buffer.len();
+            if self.read_some(wanted).await? == 0 {
+                return Err(if at_frame_start && had == 0 {
+                    FrameError::Closed
+                } else {
+                    std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One read: whatever has arrived, into the buffer's unused capacity (at least enough
+    /// for `wanted` bytes in all). Returns 0 at the end of the stream.
+    async fn read_some(&mut self, wanted: usize) -> std::io::Result<usize> {
+        // Room for the rest of the frame, and not so little that reads turn small.
+        let needed = wanted.saturating_sub(self.buffer.len()).max(1);
+        if self.buffer.capacity() - self.buffer.len() < needed.max(READ_SLICE_BYTES_MIN) {
+            self.buffer.reserve(needed.max(READ_BUFFER_BYTES));
+        }
+        loop {
+            let spare = self.buffer.spare_capacity_mut();
+            // SAFETY: recv writes at most `spare.len()` bytes into the buffer's unused
+            // capacity, which it owns; nothing reads that memory before `advance_mut` below
+            // marks exactly the bytes recv wrote as filled.
+            let read = unsafe {
+                libc::recv(
+                    self.socket,
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if let Ok(read) = usize::try_from(read) {
+                // SAFETY: recv initialised `read` bytes of the unused capacity.
+                unsafe { self.buffer.advance_mut(read) };
+                return Ok(read);
+            }
+            let error = std::io::Error::last_os_error();
+            match error.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                // Nothing has arrived: wait for it with an ordinary read of one byte, then
+                // take the rest without waiting.
+                std::io::ErrorKind::WouldBlock => {
+                    let mut first = [0u8; 1];
+                    let read = self.reader.read(&mut first).await?;
+                    self.buffer.extend_from_slice(&first[..read]);
+                    return Ok(read);
+                }
+                _ => return Err(error),
+            }
+        }
+    }
 }
 
 /// Encodes a response frame: size, header (at the API's header version), body.

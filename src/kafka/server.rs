@@ -13,7 +13,7 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::Task;
 
-use super::codec::read_frame;
+use super::codec::FrameReader;
 use super::dispatch::{self, Decoded, Reply};
 use crate::runtime::context::ShardContext;
 
@@ -143,24 +143,23 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let (mut reader, mut writer) = stream.split();
+    let (reader, mut writer) = stream.split();
     let (responses, pending) =
         local_channel::new_bounded::<Task<Reply>>(ctx.config.connection_requests_in_flight_max);
     let writer_task = glommio::spawn_local(async move {
         write_answers(&mut writer, socket, pending).await;
         let _ = writer.close().await;
     });
-    let mut read_buffer = bytes::BytesMut::with_capacity(super::codec::READ_BUFFER_BYTES);
+    let mut frames = FrameReader::new(reader, socket);
     loop {
-        let frame =
-            match read_frame(&mut reader, &mut read_buffer, ctx.config.request_bytes_max).await {
-                Ok(frame) => frame,
-                Err(super::codec::FrameError::Closed) => break,
-                Err(error) => {
-                    tracing::info!(%peer, %error, "closing connection");
-                    break;
-                }
-            };
+        let frame = match frames.next_frame(ctx.config.request_bytes_max).await {
+            Ok(frame) => frame,
+            Err(super::codec::FrameError::Closed) => break,
+            Err(error) => {
+                tracing::info!(%peer, %error, "closing connection");
+                break;
+            }
+        };
         if ctx.stopping.get() {
             break;
         }

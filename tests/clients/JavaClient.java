@@ -66,10 +66,23 @@ public class JavaClient {
             report.put("low_watermark", admin.deleteRecords(Map.of(first, RecordsToDelete.beforeOffset(5)))
                 .lowWatermarks().get(first).get().lowWatermark());
             admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(PARTITIONS + 1))).all().get();
-            report.put("partitions_after_growth",
-                admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size());
+            report.put("partitions_after_growth", partitionsOnceGrown(admin, topic, PARTITIONS + 1));
         }
         report.forEach((k, v) -> System.out.println(k + "=" + v));
+    }
+
+    /** The topic's partition count, once it reaches {@code wanted} or after 10 s. As with Kafka,
+     *  brokers other than the one that answered CreatePartitions may learn of it a moment later,
+     *  and the admin client asks any broker. */
+    static int partitionsOnceGrown(Admin admin, String topic, int wanted) throws Exception {
+        long deadline = System.currentTimeMillis() + 10_000;
+        while (true) {
+            int count = admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions().size();
+            if (count >= wanted || System.currentTimeMillis() > deadline) {
+                return count;
+            }
+            Thread.sleep(50);
+        }
     }
 
     static Properties producerProps(String bootstrap, String codec) {
