@@ -173,13 +173,21 @@ fn send_requests(
 
 /// One length-prefixed answer frame (the correlation id and what follows).
 pub fn read_frame(stream: &mut TcpStream) -> anyhow::Result<Bytes> {
+    read_frame_into(stream, &mut BytesMut::new())
+}
+
+/// As `read_frame`, cut from `buffer`: once the previous answer is dropped, the next one
+/// reuses its memory, so large Fetch answers do not fault in fresh pages every time (that
+/// made the generator, not the broker, the limit when consuming from the broker's cache).
+pub fn read_frame_into(stream: &mut TcpStream, buffer: &mut BytesMut) -> anyhow::Result<Bytes> {
     let mut length = [0u8; 4];
     stream.read_exact(&mut length)?;
     let length = usize::try_from(i32::from_be_bytes(length))?;
     anyhow::ensure!(length <= RESPONSE_BYTES_MAX, "a {length}-byte answer");
-    let mut payload = vec![0u8; length];
-    stream.read_exact(&mut payload)?;
-    Ok(payload.into())
+    buffer.clear();
+    buffer.resize(length, 0);
+    stream.read_exact(&mut buffer[..])?;
+    Ok(buffer.split().freeze())
 }
 
 /// The first error a Produce answer holds, if any.

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::connection::{read_frame, Totals};
+use crate::connection::{read_frame_into, Totals};
 use crate::stamp;
 
 const FETCH_VERSION: i16 = 12;
@@ -62,6 +62,7 @@ fn read_batches(mut records: Bytes, with_stamps: bool) -> BatchesRead {
 
 fn fetch(
     stream: &mut TcpStream,
+    buffer: &mut BytesMut,
     topic: &str,
     positions: &[(i32, i64)],
     correlation_id: i32,
@@ -98,7 +99,7 @@ fn fetch(
     let length = (frame.len() - 4) as i32;
     frame[..4].copy_from_slice(&length.to_be_bytes());
     stream.write_all(&frame)?;
-    let mut payload = read_frame(stream)?;
+    let mut payload = read_frame_into(stream, buffer)?;
     ResponseHeader::decode(
         &mut payload,
         ApiKey::Fetch.response_header_version(FETCH_VERSION),
@@ -137,6 +138,7 @@ pub fn consume(
         })
         .collect();
     let mut correlation_id = 0;
+    let mut buffer = BytesMut::new();
     while !totals.stop.load(Ordering::Relaxed) {
         positions.retain(|(p, offset)| ends.get(p).is_none_or(|end| offset < end));
         if positions.is_empty() {
@@ -144,7 +146,7 @@ pub fn consume(
         }
         correlation_id += 1;
         let asked = Instant::now();
-        let response = fetch(&mut stream, topic, &positions, correlation_id)?;
+        let response = fetch(&mut stream, &mut buffer, topic, &positions, correlation_id)?;
         let mut records_read = 0;
         for partition in response.responses.iter().flat_map(|t| &t.partitions) {
             anyhow::ensure!(
