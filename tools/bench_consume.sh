@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/bench_lib.sh
+# The release binaries (CHRONIK_PREBUILT=1: use those already built).
+[ -n "${CHRONIK_PREBUILT:-}" ] || cargo build --release --bin chronik --bin chronik-load >/dev/null 2>&1
 bin=${CHRONIK_BIN:-$bin}   # another broker build, to compare
 where=${1:-disk}
 port=19410

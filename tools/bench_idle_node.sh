@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 partitions=${PARTITIONS:-10000} settle=${SETTLE_S:-15} window=${WINDOW_S:-10}
 shards=${SHARDS:-1}
 source tools/bench_lib.sh
+# The release binaries (CHRONIK_PREBUILT=1: use those already built).
+[ -n "${CHRONIK_PREBUILT:-}" ] || cargo build --release --bin chronik --bin chronik-load >/dev/null 2>&1
 port=19420
 taskset -c "0-$((shards - 1))" "$bin" --data-dir "$work/data" --listen "127.0.0.1:$port" \
   --shards "$shards" >"$work/broker.log" 2>&1 &

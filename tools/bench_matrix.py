@@ -8,6 +8,7 @@ run: the generator's figures beside the broker's CPU and memory, per broker core
     tools/bench_matrix.py compare-latency RATE   # open loop at RATE on chronik and Tansu, + plot
     SECONDS_EACH=10 DISK_WRITE_MIBS=1731 tools/bench_matrix.py ...
 
+Builds the release binaries first (CHRONIK_PREBUILT=1 skips that).
 Environment: SECONDS_EACH (10), DISK_WRITE_MIBS (the limits script's sequential write, for
 the "of disk" column), BROKER and SHARDS as for bench_load.sh, OUT (where percentile files
 and plots go: target/bench).
@@ -129,6 +130,9 @@ def compare_latency(rate):
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
+    if not os.environ.get("CHRONIK_PREBUILT"):
+        subprocess.run(["cargo", "build", "--release", "--bin", "chronik", "--bin", "chronik-load",
+                        "--bin", "chronik-plot"], cwd=ROOT, check=True)
     what = sys.argv[1] if len(sys.argv) > 1 else "produce"
     if what == "produce":
         produce_matrix()
