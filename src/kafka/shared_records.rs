@@ -85,6 +85,10 @@ pub struct SegmentedBuf<'a> {
     /// Bytes in `segments`.
     before_current: usize,
     substituted: usize,
+    /// The encoder went back into bytes already handed on as a segment (no Fetch encoder
+    /// does): the segments are unusable and `finish` says so, so the answer is copied instead.
+    broken: bool,
+    scratch: Vec<u8>,
 }
 
 impl<'a> SegmentedBuf<'a> {
@@ -95,12 +99,14 @@ impl<'a> SegmentedBuf<'a> {
             current: BytesMut::with_capacity(4096),
             before_current: 0,
             substituted: 0,
+            broken: false,
+            scratch: Vec::new(),
         }
     }
 
     /// The segments, once every placeholder was replaced (None: encode again, copying).
     pub fn finish(mut self) -> Option<Vec<Bytes>> {
-        if self.substituted != self.shared.pieces.len() {
+        if self.broken || self.substituted != self.shared.pieces.len() {
             return None;
         }
         if !self.current.is_empty() {
@@ -148,18 +154,25 @@ impl ByteBufMut for SegmentedBuf<'_> {
         self.before_current + self.current.len()
     }
 
-    /// Gaps (filled in later) only ever lie in the bytes encoded since the last shared batch:
-    /// the Fetch response encoder writes none across one.
+    /// Gaps (filled in later) can only lie in the bytes encoded since the last shared batch;
+    /// the Fetch response encoder writes none across one. Anything else breaks the buffer
+    /// (see `broken`) rather than the broker.
     fn seek(&mut self, offset: usize) {
-        let within = offset
-            .checked_sub(self.before_current)
-            .expect("no seek back past a shared batch");
-        self.current.resize(within, 0);
+        match offset.checked_sub(self.before_current) {
+            Some(within) => self.current.resize(within, 0),
+            None => self.broken = true,
+        }
     }
 
     fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
         let base = self.before_current;
-        &mut self.current[r.start - base..r.end - base]
+        if r.start >= base && r.end - base <= self.current.len() {
+            return &mut self.current[r.start - base..r.end - base];
+        }
+        self.broken = true;
+        self.scratch.clear();
+        self.scratch.resize(r.len(), 0);
+        &mut self.scratch
     }
 }
 
@@ -193,6 +206,18 @@ mod tests {
         assert_eq!(encoded(&segments), expected);
         // The batches themselves travel, not copies of them.
         assert!(segments.iter().any(|s| s.as_ptr() == big[1].as_ptr()));
+    }
+
+    #[test]
+    fn going_back_past_a_shared_batch_is_caught_not_a_panic() {
+        let mut shared = SharedRecords::default();
+        let records = shared.records(vec![Bytes::from(vec![7u8; 8192])]);
+        let mut buf = SegmentedBuf::new(&shared);
+        buf.put_slice(b"head");
+        buf.put_slice(&records);
+        assert_eq!(buf.range(0..4).len(), 4);
+        buf.seek(2);
+        assert!(buf.finish().is_none());
     }
 
     #[test]
