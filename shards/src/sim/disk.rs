@@ -19,7 +19,10 @@ use std::rc::Rc;
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use glommio::io::DmaBuffer;
+
 use crate::wal::disk::{Disk, DiskFile};
+use crate::wal::write_buffer::AllocateAligned;
 
 const SECTOR_BYTES: usize = 512;
 
@@ -273,6 +276,11 @@ impl Disk for SimDisk {
         state.durable_names.extend(now);
         Ok(())
     }
+
+    /// Plain aligned heap memory: the simulation runs outside any glommio executor.
+    fn allocate_aligned(&self) -> AllocateAligned {
+        glommio::allocate_dma_buffer_global
+    }
 }
 
 impl DiskFile for SimFile {
@@ -291,7 +299,8 @@ impl DiskFile for SimFile {
         Ok(state.current[start..end].to_vec())
     }
 
-    async fn write_at(&self, position: u64, bytes: &[u8]) -> io::Result<usize> {
+    async fn write_at(&self, position: u64, bytes: DmaBuffer) -> io::Result<usize> {
+        let bytes = bytes.as_bytes();
         assert!(
             position.is_multiple_of(4096) && bytes.len().is_multiple_of(4096),
             "O_DIRECT writes are whole blocks"
@@ -351,6 +360,12 @@ mod tests {
         vec![byte; 4096]
     }
 
+    fn dma_block(byte: u8) -> DmaBuffer {
+        let mut buffer = glommio::allocate_dma_buffer_global(4096);
+        buffer.as_bytes_mut().fill(byte);
+        buffer
+    }
+
     #[test]
     fn synced_writes_survive_and_unsynced_ones_may_tear() {
         let mut torn_seen = false;
@@ -361,9 +376,9 @@ mod tests {
             futures::executor::block_on(async {
                 let file = disk.open(path, true).await.expect("create");
                 disk.sync_dir(Path::new("/d")).expect("dir sync");
-                file.write_at(0, &block(1)).await.expect("write");
+                file.write_at(0, dma_block(1)).await.expect("write");
                 file.sync().await.expect("sync");
-                file.write_at(4096, &block(2)).await.expect("write");
+                file.write_at(4096, dma_block(2)).await.expect("write");
             });
             disk.restart(&mut rng);
             let content = futures::executor::block_on(async {
@@ -384,7 +399,7 @@ mod tests {
         disk.crash_after(2);
         futures::executor::block_on(async {
             let file = disk.open(Path::new("/d/a.wal"), true).await.expect("op 1");
-            file.write_at(0, &block(1)).await.expect("op 2");
+            file.write_at(0, dma_block(1)).await.expect("op 2");
             assert!(file.sync().await.is_err(), "op 3 fails");
             assert!(file.read_at(0, 10).await.is_err(), "reads fail too");
         });

@@ -9,7 +9,9 @@ use std::io;
 use std::ops::Deref;
 use std::path::Path;
 
-use glommio::io::{DmaFile, OpenOptions, ReadResult};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+
+use super::write_buffer::AllocateAligned;
 
 /// A directory of files. Cloning gives another handle to the same disk.
 #[allow(async_fn_in_trait)] // thread-per-core: nothing here is ever sent to another thread
@@ -24,6 +26,8 @@ pub trait Disk: Clone + 'static {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes created and removed names in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// How this disk's write buffers are allocated (block-aligned memory).
+    fn allocate_aligned(&self) -> AllocateAligned;
 }
 
 /// One open file. Writes are whole 4 KiB blocks at block-aligned positions (O_DIRECT).
@@ -35,8 +39,9 @@ pub trait DiskFile: 'static {
     /// Reads up to `length` bytes at `position` (fewer at the end of the file).
     async fn read_at(&self, position: u64, length: usize) -> io::Result<Self::ReadBuf>;
     /// Writes `bytes` at `position`; both are multiples of the block size. Not durable
-    /// until `sync`.
-    async fn write_at(&self, position: u64, bytes: &[u8]) -> io::Result<usize>;
+    /// until `sync`. The buffer is the disk's own (`Disk::allocate_aligned`), so the write
+    /// needs no copy.
+    async fn write_at(&self, position: u64, bytes: DmaBuffer) -> io::Result<usize>;
     /// Reserves `size` bytes (reading as zeros) so later writes need no allocation.
     async fn allocate(&self, size: u64) -> io::Result<()>;
     /// Punches a hole: the range reads as zeros.
@@ -79,6 +84,12 @@ impl Disk for DmaDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
     }
+
+    /// From the shard's io_uring arena: registered with the kernel, reused, already faulted
+    /// in; glommio falls back to the heap when the arena is used up.
+    fn allocate_aligned(&self) -> AllocateAligned {
+        glommio::allocate_dma_buffer
+    }
 }
 
 impl DiskFile for DmaFile {
@@ -92,10 +103,8 @@ impl DiskFile for DmaFile {
         Ok(DmaFile::read_at(self, position, length).await?)
     }
 
-    async fn write_at(&self, position: u64, bytes: &[u8]) -> io::Result<usize> {
-        let mut buffer = self.alloc_dma_buffer(bytes.len());
-        buffer.as_bytes_mut().copy_from_slice(bytes);
-        Ok(DmaFile::write_at(self, buffer, position).await?)
+    async fn write_at(&self, position: u64, bytes: DmaBuffer) -> io::Result<usize> {
+        Ok(DmaFile::write_at(self, bytes, position).await?)
     }
 
     async fn allocate(&self, size: u64) -> io::Result<()> {

@@ -13,6 +13,7 @@
 pub mod disk;
 pub mod record;
 pub mod recovery;
+pub mod write_buffer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use disk::{DiskFile, DmaDisk};
 
 use record::{RecordKind, ScanStop};
 use recovery::{RecoveredLog, Recovery, RecoveryError};
+use write_buffer::WriteBuffer;
 
 pub const BLOCK_BYTES: u64 = 4096;
 const READ_CHUNK_BYTES: u64 = 4 << 20;
@@ -95,7 +97,7 @@ impl WalConfig {
 struct PendingChunk {
     segment: u64,
     base: u64,
-    bytes: Vec<u8>,
+    bytes: WriteBuffer,
 }
 
 impl PendingChunk {
@@ -114,10 +116,9 @@ pub struct Wal<D: Disk = DmaDisk> {
     write_position: u64,
     /// Bytes from `align_down(write_position)` to `write_position`, already on disk.
     tail_block: Vec<u8>,
-    /// Write buffers kept for reuse: a group commit's buffers come back with its
-    /// `FlushDone`, so the produce path neither allocates nor faults in fresh pages per
-    /// flush (a profile showed a third of the broker's CPU zeroing such pages).
-    spare_buffers: Vec<Vec<u8>>,
+    /// Capacity for the next pending chunk: a little over the last one's size, so a chunk
+    /// rarely outgrows its buffer (growing copies it once).
+    next_chunk_capacity: usize,
     pending: Vec<PendingChunk>,
     /// Per segment, per group: the highest Raft index it holds. A segment can be deleted once
     /// every group has compacted past its entry there.
@@ -145,19 +146,19 @@ struct FlushWrite<D: Disk> {
     segment: u64,
     file: Option<Rc<D::File>>,
     position: u64,
-    bytes: Vec<u8>,
+    bytes: WriteBuffer,
 }
 
-/// Files the flush created, and its buffers for reuse; handed back with
-/// `Wal::complete_flush`.
+/// Files the flush created; handed back with `Wal::complete_flush`.
 pub struct FlushDone<D: Disk = DmaDisk> {
     created: Vec<(u64, Rc<D::File>)>,
-    buffers: Vec<Vec<u8>>,
 }
 
-/// How many write buffers the WAL keeps for reuse, and the largest it keeps.
-const SPARE_BUFFERS_MAX: usize = 4;
-const SPARE_BUFFER_BYTES_MAX: usize = 64 << 20;
+/// Bounds of a new pending chunk's first capacity. Write buffers come from the shard's
+/// io_uring arena (glommio's `io_memory`, 10 MiB), so they are not kept between flushes:
+/// the arena already reuses memory that is faulted in.
+const CHUNK_CAPACITY_MIN: usize = 64 << 10;
+const CHUNK_CAPACITY_MAX: usize = 4 << 20;
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.wal"))
@@ -317,7 +318,7 @@ impl<D: Disk> Wal<D> {
             active_segment: 1,
             write_position: 0,
             tail_block: Vec::new(),
-            spare_buffers: Vec::new(),
+            next_chunk_capacity: CHUNK_CAPACITY_MIN,
             pending: Vec::new(),
             flush_in_flight: false,
             checkpoint_owed: true,
@@ -359,9 +360,10 @@ impl<D: Disk> Wal<D> {
         let block_start = align_down(self.write_position);
         let block_end = align_up(self.write_position);
         if block_end > block_start {
-            let mut block = vec![0u8; BLOCK_BYTES as usize];
-            block[..self.tail_block.len()].copy_from_slice(&self.tail_block);
-            file.write_at(block_start, &block)
+            let mut block =
+                WriteBuffer::with_capacity(BLOCK_BYTES as usize, self.disk.allocate_aligned());
+            block.extend_from_slice(&self.tail_block);
+            file.write_at(block_start, block.into_blocks())
                 .await
                 .map_err(io_error(&path))?;
         }
@@ -399,7 +401,7 @@ impl<D: Disk> Wal<D> {
         let rolled = position + record_bytes as u64 > self.config.segment_bytes_max;
         if rolled {
             self.checkpoint_owed = true;
-            let bytes = self.spare_buffer();
+            let bytes = self.new_chunk_buffer();
             self.pending.push(PendingChunk {
                 segment: segment + 1,
                 base: 0,
@@ -408,7 +410,7 @@ impl<D: Disk> Wal<D> {
         } else if self.pending.is_empty() {
             // The first chunk after a flush continues the active segment: it starts with the
             // partial block already on disk, which the flush rewrites with the same bytes.
-            let mut bytes = self.spare_buffer();
+            let mut bytes = self.new_chunk_buffer();
             bytes.extend_from_slice(&self.tail_block);
             self.pending.push(PendingChunk {
                 segment,
@@ -490,10 +492,10 @@ impl<D: Disk> Wal<D> {
             return None;
         }
         let mut writes = Vec::with_capacity(self.pending.len());
-        for mut chunk in std::mem::take(&mut self.pending) {
+        for chunk in std::mem::take(&mut self.pending) {
             let file = if chunk.segment == self.active_segment {
                 assert_eq!(chunk.base, align_down(self.write_position));
-                assert!(chunk.bytes.starts_with(&self.tail_block));
+                assert!(chunk.bytes.as_slice().starts_with(&self.tail_block));
                 let file = self.segments.get(&chunk.segment).cloned();
                 assert!(file.is_some(), "the active segment is open");
                 file
@@ -502,15 +504,14 @@ impl<D: Disk> Wal<D> {
                 assert_eq!(chunk.base, 0);
                 None
             };
-            // Room for the block padding too, so `FlushJob::run` pads without reallocating.
-            let aligned = align_up(chunk.bytes.len() as u64) as usize;
-            chunk.bytes.reserve(aligned - chunk.bytes.len());
+            self.next_chunk_capacity = (chunk.bytes.len() + chunk.bytes.len() / 4)
+                .clamp(CHUNK_CAPACITY_MIN, CHUNK_CAPACITY_MAX);
             self.active_segment = chunk.segment;
             self.write_position = chunk.end();
             let tail_start = (align_down(self.write_position) - chunk.base) as usize;
             self.tail_block.clear();
             self.tail_block
-                .extend_from_slice(&chunk.bytes[tail_start..]);
+                .extend_from_slice(&chunk.bytes.as_slice()[tail_start..]);
             writes.push(FlushWrite {
                 segment: chunk.segment,
                 file,
@@ -534,25 +535,13 @@ impl<D: Disk> Wal<D> {
         for (segment, file) in done.created {
             self.segments.insert(segment, file);
         }
-        for buffer in done.buffers {
-            self.recycle(buffer);
-        }
         if let Some(segment) = self.checkpoint_flushing.take() {
             self.checkpointed_segment = self.checkpointed_segment.max(segment);
         }
     }
 
-    fn spare_buffer(&mut self) -> Vec<u8> {
-        self.spare_buffers.pop().unwrap_or_default()
-    }
-
-    fn recycle(&mut self, mut buffer: Vec<u8>) {
-        if self.spare_buffers.len() < SPARE_BUFFERS_MAX
-            && buffer.capacity() <= SPARE_BUFFER_BYTES_MAX
-        {
-            buffer.clear();
-            self.spare_buffers.push(buffer);
-        }
+    fn new_chunk_buffer(&self) -> WriteBuffer {
+        WriteBuffer::with_capacity(self.next_chunk_capacity, self.disk.allocate_aligned())
     }
 
     /// Reads back one record and returns its payload, checking its CRC again.
@@ -624,8 +613,7 @@ impl<D: Disk> FlushJob<D> {
     /// later segment never holds data while an earlier one has a hole.
     pub async fn run(self) -> Result<FlushDone<D>, WalError> {
         let mut created = Vec::new();
-        let mut buffers = Vec::with_capacity(self.writes.len());
-        for mut write in self.writes {
+        for write in self.writes {
             let path = segment_path(&self.dir, write.segment);
             let file = match write.file {
                 Some(file) => file,
@@ -636,10 +624,10 @@ impl<D: Disk> FlushJob<D> {
                     file
                 }
             };
-            let length = align_up(write.bytes.len() as u64) as usize;
-            write.bytes.resize(length, 0);
+            let blocks = write.bytes.into_blocks();
+            let length = blocks.len();
             let written = file
-                .write_at(write.position, &write.bytes)
+                .write_at(write.position, blocks)
                 .await
                 .map_err(io_error(&path))?;
             if written != length {
@@ -651,9 +639,8 @@ impl<D: Disk> FlushJob<D> {
                 });
             }
             file.sync().await.map_err(io_error(&path))?;
-            buffers.push(write.bytes);
         }
-        Ok(FlushDone { created, buffers })
+        Ok(FlushDone { created })
     }
 }
 

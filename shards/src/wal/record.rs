@@ -79,25 +79,65 @@ pub fn encoded_len(payload_len: usize) -> usize {
     HEADER_BYTES + payload_len
 }
 
+/// Where records are appended: a plain `Vec` in tests and tools, the WAL's block-aligned
+/// `WriteBuffer` on the produce path.
+pub trait RecordSink {
+    fn written_len(&self) -> usize;
+    fn put(&mut self, bytes: &[u8]);
+    /// The bytes appended since length `start`, to seal a record in place.
+    fn appended_since(&mut self, start: usize) -> &mut [u8];
+}
+
+impl RecordSink for Vec<u8> {
+    fn written_len(&self) -> usize {
+        self.len()
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn appended_since(&mut self, start: usize) -> &mut [u8] {
+        &mut self[start..]
+    }
+}
+
+impl RecordSink for super::write_buffer::WriteBuffer {
+    fn written_len(&self) -> usize {
+        self.len()
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn appended_since(&mut self, start: usize) -> &mut [u8] {
+        self.tail_mut(start)
+    }
+}
+
 /// Appends one record to `target`. The payload is given in parts so callers need not join them.
-pub fn encode(target: &mut Vec<u8>, group_id: u64, kind: RecordKind, payload: &[&[u8]]) {
+/// The CRC is taken over the copy, not the source: the copy is what is written, and it is
+/// in cache by then (taking it over the source first measured ~4x slower).
+pub fn encode(target: &mut impl RecordSink, group_id: u64, kind: RecordKind, payload: &[&[u8]]) {
     let payload_len: usize = payload.iter().map(|p| p.len()).sum();
     assert!(
         payload_len <= PAYLOAD_BYTES_MAX,
         "record payload over PAYLOAD_BYTES_MAX"
     );
-    let start = target.len();
-    target.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    target.extend_from_slice(&[0; 4]);
-    target.extend_from_slice(&group_id.to_le_bytes());
-    target.push(kind as u8);
-    target.extend_from_slice(&[0; 7]);
+    let mut header = [0u8; HEADER_BYTES];
+    header[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    header[8..16].copy_from_slice(&group_id.to_le_bytes());
+    header[16] = kind as u8;
+    let start = target.written_len();
+    target.put(&header);
     for part in payload {
-        target.extend_from_slice(part);
+        target.put(part);
     }
-    let crc = record_crc(&target[start..]);
-    target[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    debug_assert!(decode(&target[start..]).is_ok());
+    let record = target.appended_since(start);
+    let crc = record_crc(record);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+    debug_assert!(decode(record).is_ok());
 }
 
 fn record_crc(record: &[u8]) -> u32 {
