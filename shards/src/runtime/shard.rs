@@ -219,6 +219,19 @@ pub enum ReadPiece<D: Disk = DmaDisk> {
     },
 }
 
+impl<D: Disk> ReadPlan<D> {
+    /// The bytes its batches add up to, once loaded.
+    pub fn bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                ReadPiece::Cached { batch, .. } => batch.len(),
+                ReadPiece::Disk { bytes, .. } => *bytes as usize,
+            })
+            .sum()
+    }
+}
+
 impl<D: Disk> ReadPiece<D> {
     /// The batch bytes with the base offset the log assigned.
     pub async fn load(self) -> Result<Bytes, ShardError> {
