@@ -7,13 +7,14 @@
 //! only reads unapplied entries (and, once followers exist, recent ones), which are cached.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use super::chunked::ChunkedDeque;
 use crate::wal::recovery::{RecoveredGroup, ENTRY_HEAD_BYTES};
 use crate::wal::WalLocation;
 
@@ -34,7 +35,7 @@ pub struct GroupLog {
     snapshot_term: u64,
     snapshot_state: Bytes,
     /// Entries `snapshot_index + 1 ..= last_index`, in order.
-    entries: VecDeque<LogEntry>,
+    entries: ChunkedDeque<LogEntry>,
     applied: u64,
     /// Applied entries whose data is still cached, oldest first, from `cache_from`.
     cache_from: u64,
@@ -82,7 +83,7 @@ impl GroupLog {
             voters,
             ..ConfState::default()
         };
-        let entries: VecDeque<LogEntry> = recovered
+        let entries: ChunkedDeque<LogEntry> = recovered
             .entries
             .into_iter()
             .map(|e| LogEntry {
@@ -165,10 +166,9 @@ impl GroupLog {
         let skip = from.saturating_sub(self.snapshot_index + 1) as usize;
         let base = self.snapshot_index + 1;
         self.entries
-            .iter()
+            .iter_from(skip)
             .enumerate()
-            .skip(skip)
-            .map(move |(i, e)| (base + i as u64, e))
+            .map(move |(i, e)| (base + (skip + i) as u64, e))
     }
 
     /// Adds persisted entries, replacing any conflicting suffix (Raft log truncation).
@@ -185,9 +185,10 @@ impl GroupLog {
         if truncated.is_some() {
             self.refilled.clear();
             let keep = (first.index - self.snapshot_index - 1) as usize;
-            for removed in self.entries.drain(keep..) {
-                self.cached_bytes -= removed.data.as_ref().map_or(0, Bytes::len);
-            }
+            let cached_bytes = &mut self.cached_bytes;
+            self.entries.truncate_with(keep, |removed| {
+                *cached_bytes -= removed.data.as_ref().map_or(0, Bytes::len);
+            });
         }
         for (entry, location) in entries.iter().zip(locations) {
             assert_eq!(entry.index, self.last_index() + 1, "entries are contiguous");
@@ -248,9 +249,10 @@ impl GroupLog {
         }
         let term = self.term_of(index).expect("compaction point is in the log");
         let count = (index - self.snapshot_index) as usize;
-        for removed in self.entries.drain(..count) {
-            self.cached_bytes -= removed.data.as_ref().map_or(0, Bytes::len);
-        }
+        let cached_bytes = &mut self.cached_bytes;
+        self.entries.drain_front_with(count, |removed| {
+            *cached_bytes -= removed.data.as_ref().map_or(0, Bytes::len);
+        });
         self.snapshot_index = index;
         self.snapshot_term = term;
         self.snapshot_state = state;

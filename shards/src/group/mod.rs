@@ -2,6 +2,7 @@
 //! machine (a Kafka partition's offsets, or a state machine supplied by the broker such as the
 //! cluster metadata), and the requests waiting on it. Owned by one shard.
 
+mod chunked;
 pub mod config;
 pub mod log;
 pub mod raft_log_bridge;
