@@ -240,16 +240,46 @@ impl<D: Disk> ReadPiece<D> {
     }
 }
 
+/// How many reads one partition's fetch keeps in flight. Batches of different partitions
+/// interleave in the WAL, so a partition's batches are often separate reads; one at a time
+/// left the disk idle between them.
+const READS_IN_FLIGHT: usize = 16;
+
+/// One step of loading a read plan: batches already in memory, or one I/O of nearby records
+/// and the batches wanted from it as (base offset, which record of the run, span in its
+/// data).
+enum ReadStep<D: Disk> {
+    Cached(Vec<(i64, Bytes)>),
+    Run {
+        readers: Vec<RecordReader<D>>,
+        wanted: Vec<(i64, usize, u32, u32)>,
+    },
+}
+
 /// Loads a read plan's pieces in order. Runs of records that sit close together in one WAL
 /// segment are read with one I/O each, so a consumer catching up over many small batches
-/// costs a few large reads, not one read per batch.
+/// costs a few large reads, not one read per batch; up to `READS_IN_FLIGHT` run at once.
 pub async fn load_pieces<D: Disk>(pieces: Vec<ReadPiece<D>>) -> Result<Vec<Bytes>, ShardError> {
-    let mut batches = Vec::with_capacity(pieces.len());
+    use futures::{StreamExt, TryStreamExt};
+    let loaded: Vec<Vec<Bytes>> = futures::stream::iter(read_steps(pieces))
+        .map(load_step)
+        .buffered(READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    Ok(loaded.into_iter().flatten().collect())
+}
+
+/// Groups pieces into steps: neighbouring cached batches together, and disk pieces into runs.
+fn read_steps<D: Disk>(pieces: Vec<ReadPiece<D>>) -> Vec<ReadStep<D>> {
+    let mut steps = Vec::new();
     let mut pieces = pieces.into_iter().peekable();
     while let Some(piece) = pieces.next() {
         let (base_offset, reader, skip, bytes) = match piece {
             ReadPiece::Cached { base_offset, batch } => {
-                batches.push(with_base_offset(base_offset, batch)?);
+                match steps.last_mut() {
+                    Some(ReadStep::Cached(batches)) => batches.push((base_offset, batch)),
+                    _ => steps.push(ReadStep::Cached(vec![(base_offset, batch)])),
+                }
                 continue;
             }
             ReadPiece::Disk {
@@ -260,7 +290,6 @@ pub async fn load_pieces<D: Disk>(pieces: Vec<ReadPiece<D>>) -> Result<Vec<Bytes
             } => (base_offset, reader, skip, bytes),
         };
         let run_start = reader.position();
-        // (base offset, which record of the run, span in its data) per batch.
         let mut wanted = vec![(base_offset, 0usize, skip, bytes)];
         let mut run = vec![reader];
         let joins_run = |run: &[RecordReader<D>], piece: &ReadPiece<D>| match piece {
@@ -282,17 +311,36 @@ pub async fn load_pieces<D: Disk>(pieces: Vec<ReadPiece<D>>) -> Result<Vec<Bytes
             }
             wanted.push((base_offset, run.len() - 1, skip, bytes));
         }
-        let payloads = read_run(run).await?;
-        for (base_offset, record, skip, bytes) in wanted {
+        steps.push(ReadStep::Run {
+            readers: run,
+            wanted,
+        });
+    }
+    steps
+}
+
+async fn load_step<D: Disk>(step: ReadStep<D>) -> Result<Vec<Bytes>, ShardError> {
+    let (readers, wanted) = match step {
+        ReadStep::Cached(batches) => {
+            return batches
+                .into_iter()
+                .map(|(base_offset, batch)| with_base_offset(base_offset, batch))
+                .collect();
+        }
+        ReadStep::Run { readers, wanted } => (readers, wanted),
+    };
+    let payloads = read_run(readers).await?;
+    wanted
+        .into_iter()
+        .map(|(base_offset, record, skip, bytes)| {
             let start = ENTRY_HEADER_BYTES + skip as usize;
             let batch = payloads[record]
                 .get(start..start + bytes as usize)
                 .map(|_| payloads[record].slice(start..start + bytes as usize))
                 .ok_or(ShardError::OutcomeUnknown("a batch lies outside its entry"))?;
-            batches.push(with_base_offset(base_offset, batch)?);
-        }
-    }
-    Ok(batches)
+            with_base_offset(base_offset, batch)
+        })
+        .collect()
 }
 
 /// A stored batch as served: the base offset the log assigned patched in (the leader patched
