@@ -9,11 +9,6 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use chronik::config::{Cli, Config};
 
-/// mimalloc rather than glibc's malloc: the produce path allocates per request and per batch
-/// (requests, Raft entries, answers), and glibc's allocator took ~14% of a busy shard's CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
