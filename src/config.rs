@@ -142,6 +142,7 @@ pub struct FileConfig {
     pub entry_cache_shard_bytes_max: Option<usize>,
     pub connection_requests_in_flight_max: Option<usize>,
     pub queued_request_bytes_max: Option<usize>,
+    pub fetch_read_bytes_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
     pub fetch_bytes_max: Option<usize>,
     pub peer_listen: Option<SocketAddr>,
@@ -188,6 +189,10 @@ pub struct Config {
     /// `queued.max.request.bytes`): past it, connections stop reading until requests finish,
     /// so producers that outrun the disk are slowed by TCP rather than buffered in memory.
     pub queued_request_bytes_max: usize,
+    /// Bytes of batches read from the WAL that one shard's fetch answers hold at once, until
+    /// written to their sockets. Past it fetches read less (one batch at least), so slow
+    /// or many consumers cannot hold unbounded memory.
+    pub fetch_read_bytes_max: usize,
     pub fetch_wait_ms_max: u64,
     /// Kafka's `fetch.max.bytes`: the most one fetch response carries (beyond one batch).
     pub fetch_bytes_max: usize,
@@ -313,7 +318,6 @@ impl Config {
             this_node.as_ref(),
             listen,
         )?;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut config = Config {
             data_dir: cli
                 .data_dir
@@ -322,7 +326,7 @@ impl Config {
             listen,
             advertised_host,
             advertised_port,
-            shards: cli.shards.or(file.shards).unwrap_or(cpus),
+            shards: cli.shards.or(file.shards).unwrap_or_else(cpu_count),
             node_id,
             default_partitions: cli
                 .default_partitions
@@ -343,6 +347,7 @@ impl Config {
             entry_cache_shard_bytes_max: file.entry_cache_shard_bytes_max.unwrap_or(256 << 20),
             connection_requests_in_flight_max: file.connection_requests_in_flight_max.unwrap_or(32),
             queued_request_bytes_max: file.queued_request_bytes_max.unwrap_or(256 << 20),
+            fetch_read_bytes_max: file.fetch_read_bytes_max.unwrap_or(128 << 20),
             fetch_wait_ms_max: file.fetch_wait_ms_max.unwrap_or(30_000),
             fetch_bytes_max: file.fetch_bytes_max.unwrap_or(57_671_680),
             first_core: cli.first_core.or(file.first_core).unwrap_or(0),
@@ -416,6 +421,9 @@ impl Config {
         }
         if self.queued_request_bytes_max < 1 << 20 {
             return invalid("queued_request_bytes_max must be at least 1 MiB".into());
+        }
+        if self.fetch_read_bytes_max < 1 << 20 {
+            return invalid("fetch_read_bytes_max must be at least 1 MiB".into());
         }
         Ok(())
     }
@@ -559,4 +567,9 @@ fn advertised_address(
         Some(text) => parse_host_port(&text),
         None => Ok((listen.ip().to_string(), listen.port())),
     }
+}
+
+/// The default shard count: one per CPU this process may run on.
+fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

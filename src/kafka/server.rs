@@ -152,8 +152,8 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
     });
     let mut frames = FrameReader::new(reader, socket);
     loop {
-        let frame = match frames.next_frame(ctx.config.request_bytes_max).await {
-            Ok(frame) => frame,
+        let size = match frames.next_frame_size(ctx.config.request_bytes_max).await {
+            Ok(size) => size,
             Err(super::codec::FrameError::Closed) => break,
             Err(error) => {
                 tracing::info!(%peer, %error, "closing connection");
@@ -163,12 +163,20 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
         if ctx.stopping.get() {
             break;
         }
-        // Waits while the shard holds its budget of requests: this connection stops reading
-        // and TCP pushes back on the client. A frame larger than the whole budget waits for
-        // all of it.
-        let units = frame.len().min(ctx.config.queued_request_bytes_max) as u64;
+        // Room for the request is taken before its body is read: while the shard holds its
+        // budget of requests this connection stops reading and TCP pushes back on the
+        // client, so what the budget does not count is one read-ahead per connection
+        // (`READ_AHEAD_BYTES_MAX`). A frame larger than the whole budget waits for all of it.
+        let units = size.min(ctx.config.queued_request_bytes_max) as u64;
         let Ok(budget) = ctx.request_bytes_budget.acquire_static_permit(units).await else {
             break;
+        };
+        let frame = match frames.frame_body(size).await {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::info!(%peer, %error, "closing connection");
+                break;
+            }
         };
         let task = match dispatch::decode(frame) {
             Ok(Decoded::Request(mut request)) => {

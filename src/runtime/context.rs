@@ -111,6 +111,8 @@ pub struct ShardContext {
     /// Bytes of request frames this shard may hold (`Config::queued_request_bytes_max`):
     /// each request holds its frame's length until it is answered.
     pub request_bytes_budget: Rc<glommio::sync::Semaphore>,
+    /// What fetch answers hold in batches read from the WAL (`Config::fetch_read_bytes_max`).
+    pub read_memory: super::read_memory::ReadMemory,
     /// Set at shutdown: connections take no new requests.
     pub stopping: Cell<bool>,
     /// The consumer groups this shard coordinates.
@@ -129,6 +131,7 @@ impl ShardContext {
     ) -> Self {
         let group_settings = config.groups;
         let request_bytes_max = config.queued_request_bytes_max as u64;
+        let read_memory = super::read_memory::ReadMemory::new(config.fetch_read_bytes_max);
         Self {
             shard_id,
             node,
@@ -140,6 +143,7 @@ impl ShardContext {
             controller: RefCell::new(None),
             requests_in_flight: Cell::new(0),
             request_bytes_budget: Rc::new(glommio::sync::Semaphore::new(request_bytes_max)),
+            read_memory,
             stopping: Cell::new(false),
             groups: RefCell::new(GroupCoordinator::new(group_settings)),
             transactions: RefCell::default(),

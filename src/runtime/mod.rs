@@ -7,6 +7,7 @@ pub mod frame;
 pub mod identity;
 pub mod ops;
 pub mod peer;
+pub mod read_memory;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -236,7 +236,8 @@ async fn finish_append(
 }
 
 /// Reads partitions sharing `budget_bytes`: memory per request stays within the budget plus
-/// one whole batch (the first found, which Kafka requires to be returned whole). The plans
+/// one whole batch (the first found, which Kafka requires to be returned whole), and what
+/// the shard's answers hold from WAL reads within `fetch_read_bytes_max` (`ReadMemory`). The plans
 /// are made in order, each within what the partitions before it left of the budget; then all
 /// partitions load at once, so a fetch from disk keeps several reads in flight (one at a time
 /// left the disk idle between them: 70% of its read bandwidth).
@@ -247,18 +248,35 @@ async fn read_many(
 ) -> Vec<Result<ReadResult, ShardError>> {
     let mut remaining = budget_bytes;
     let mut first_whole = true;
+    let mut memory_room = ctx.read_memory.room();
     let mut plans = Vec::with_capacity(reads.len());
     for read in reads {
-        let plan = plan_one(ctx, read, remaining, first_whole);
+        let mut plan = plan_one(ctx, read, remaining, first_whole);
+        if plan.as_ref().is_ok_and(|p| p.disk_bytes() > memory_room) {
+            // The shard's answers already hold what WAL reads may: read only what fits
+            // (still the one whole batch Kafka requires if the answer has none yet).
+            plan = plan_one(ctx, read, remaining.min(memory_room), first_whole);
+        }
         if let Ok(plan) = &plan {
             remaining = remaining.saturating_sub(plan.bytes());
+            memory_room = memory_room.saturating_sub(plan.disk_bytes());
             first_whole &= plan.pieces.is_empty();
         }
         plans.push(plan);
     }
     futures::future::join_all(plans.into_iter().map(|plan| async move {
         let plan = plan?;
+        let from_disk: Vec<bool> = plan.pieces.iter().map(|p| p.is_from_disk()).collect();
         let batches = load_pieces(plan.pieces).await?;
+        debug_assert_eq!(from_disk.len(), batches.len(), "one batch per piece");
+        let batches = batches
+            .into_iter()
+            .zip(from_disk)
+            .map(|(batch, from_disk)| match from_disk {
+                true => ctx.read_memory.hold(batch),
+                false => batch,
+            })
+            .collect();
         Ok(ReadResult {
             high_watermark: plan.high_watermark,
             log_start_offset: plan.log_start_offset,

@@ -230,9 +230,24 @@ impl<D: Disk> ReadPlan<D> {
             })
             .sum()
     }
+
+    /// The bytes of its batches that are read from the WAL (not in the entry cache).
+    pub fn disk_bytes(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                ReadPiece::Cached { .. } => 0,
+                ReadPiece::Disk { bytes, .. } => *bytes as usize,
+            })
+            .sum()
+    }
 }
 
 impl<D: Disk> ReadPiece<D> {
+    pub fn is_from_disk(&self) -> bool {
+        matches!(self, ReadPiece::Disk { .. })
+    }
+
     /// The batch bytes with the base offset the log assigned.
     pub async fn load(self) -> Result<Bytes, ShardError> {
         let mut batches = load_pieces(vec![self]).await?;

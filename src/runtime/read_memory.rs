@@ -1,0 +1,93 @@
+//! The memory a shard's fetch answers hold in batches read from the WAL, from the read until
+//! the answer carrying them is written to its socket (or dropped). Batches served from the
+//! entry cache cost nothing extra and are not counted.
+//!
+//! Admission never waits: a fetch finding too little room reads less (at least the one
+//! whole batch Kafka requires), so consumers keep moving while what is held stays within
+//! the bound plus one batch per fetch in flight. Answers may travel to another shard, so
+//! the count is an atomic released by whichever thread drops the last slice.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+#[derive(Clone)]
+pub struct ReadMemory {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl ReadMemory {
+    pub fn new(max: usize) -> Self {
+        Self {
+            held: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Bytes of WAL reads that may still be taken now.
+    pub fn room(&self) -> usize {
+        self.max.saturating_sub(self.held())
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// `batch`, counted as held until its last clone or slice is dropped.
+    pub fn hold(&self, batch: Bytes) -> Bytes {
+        self.held.fetch_add(batch.len(), Ordering::Relaxed);
+        Bytes::from_owner(Held {
+            batch,
+            held: self.held.clone(),
+        })
+    }
+}
+
+struct Held {
+    batch: Bytes,
+    held: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.batch
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let before = self.held.fetch_sub(self.batch.len(), Ordering::Relaxed);
+        debug_assert!(before >= self.batch.len(), "released more than was held");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_until_the_last_slice_is_dropped() {
+        let memory = ReadMemory::new(100);
+        let batch = memory.hold(Bytes::from(vec![7u8; 60]));
+        assert_eq!((memory.held(), memory.room()), (60, 40));
+        let slice = batch.slice(10..20);
+        let clone = batch.clone();
+        drop(batch);
+        assert_eq!(memory.held(), 60);
+        drop(clone);
+        assert_eq!(memory.held(), 60, "a slice still holds the read");
+        assert_eq!(&slice[..], &[7u8; 10]);
+        let other_thread = std::thread::spawn(move || drop(slice));
+        other_thread.join().expect("dropped");
+        assert_eq!((memory.held(), memory.room()), (0, 100));
+    }
+
+    #[test]
+    fn room_is_zero_past_the_bound() {
+        let memory = ReadMemory::new(10);
+        let _held = memory.hold(Bytes::from(vec![0u8; 25]));
+        assert_eq!(memory.room(), 0);
+    }
+}
