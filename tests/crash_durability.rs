@@ -268,3 +268,42 @@ fn acked_messages_survive_kill9() {
         );
     }
 }
+
+/// A group commit is one write that is durable when it completes, with no fdatasync after
+/// it: that holds only while every WAL segment is open with O_DSYNC (and O_DIRECT). A kill -9
+/// cannot show a missing flag (the page cache survives it), so the flags are read from the
+/// kernel's view of the broker's open files.
+#[test]
+fn wal_segments_are_open_for_durable_direct_writes() {
+    let broker = Broker::start(2);
+    create_topic(broker.addr(), "flags", 2);
+    let pid = broker.pid().expect("broker pid");
+    let mut segments = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fd dir") {
+        let entry = entry.expect("fd entry");
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue; // closed meanwhile
+        };
+        if target.extension().is_none_or(|e| e != "wal") {
+            continue;
+        }
+        let fdinfo = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ))
+        .expect("fdinfo");
+        let flags = fdinfo
+            .lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .and_then(|octal| i32::from_str_radix(octal.trim(), 8).ok())
+            .expect("flags line");
+        assert_eq!(flags & libc::O_DSYNC, libc::O_DSYNC, "{target:?}: O_DSYNC");
+        assert_eq!(
+            flags & libc::O_DIRECT,
+            libc::O_DIRECT,
+            "{target:?}: O_DIRECT"
+        );
+        segments += 1;
+    }
+    assert!(segments >= 2, "each of the 2 shards has a WAL segment open");
+}

@@ -5,7 +5,7 @@
 //! The pump (`run_pump`) is the only writer to the WAL:
 //! ```text
 //!   wait (doorbell | tick) -> tick groups -> Ready of every dirty group -> WAL append
-//!   -> one group commit (write + fdatasync) -> advance every group -> apply -> answer waiters
+//!   -> one group commit (one O_DSYNC write) -> advance every group -> apply -> answer waiters
 //! ```
 //! While a group commit is in flight, proposals keep arriving and queue in Raft; the next
 //! pass carries all of them.

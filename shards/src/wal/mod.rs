@@ -1,8 +1,9 @@
 //! The shard's write-ahead log: one per shard, shared by every Raft group the shard owns.
 //!
 //! Owned by exactly one shard; nothing here is `Send`. Records are appended to an in-memory
-//! pending buffer; `take_flush_job` turns everything pending into 4 KiB-aligned O_DIRECT writes
-//! followed by one `fdatasync` per touched segment (group commit: one sync covers every group of
+//! pending buffer; `take_flush_job` turns everything pending into 4 KiB-aligned O_DIRECT writes,
+//! one per touched segment, each durable when it completes (O_DSYNC on real files; `fdatasync`
+//! after it where the disk needs one) (group commit: one durable write covers every group of
 //! the shard). The partially filled last block is kept in memory and rewritten by the next flush
 //! with the same bytes in front, so a torn rewrite can only damage records that were never
 //! acknowledged.
@@ -134,7 +135,7 @@ pub struct Wal<D: Disk = DmaDisk> {
     checkpointed_segment: u64,
 }
 
-/// A group commit ready to run: aligned writes, each followed by fdatasync of its file.
+/// A group commit ready to run: aligned writes, each durable before the next starts.
 pub struct FlushJob<D: Disk = DmaDisk> {
     writes: Vec<FlushWrite<D>>,
     segment_bytes_max: u64,
@@ -641,7 +642,9 @@ impl<D: Disk> FlushJob<D> {
                     )),
                 });
             }
-            file.sync().await.map_err(io_error(&path))?;
+            if !self.disk.writes_are_durable() {
+                file.sync().await.map_err(io_error(&path))?;
+            }
         }
         Ok(FlushDone { created })
     }
