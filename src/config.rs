@@ -144,6 +144,7 @@ pub struct FileConfig {
     pub queued_request_bytes_max: Option<usize>,
     pub fetch_read_bytes_max: Option<usize>,
     pub fetch_wait_ms_max: Option<u64>,
+    pub request_body_wait_ms: Option<u64>,
     pub fetch_bytes_max: Option<usize>,
     pub peer_listen: Option<SocketAddr>,
     pub first_core: Option<usize>,
@@ -194,6 +195,10 @@ pub struct Config {
     /// or many consumers cannot hold unbounded memory.
     pub fetch_read_bytes_max: usize,
     pub fetch_wait_ms_max: u64,
+    /// How long a request's body may take to arrive once its room in the request budget is
+    /// taken; past it the connection is closed, so a client that sends a size and stalls
+    /// cannot hold the room (and every connection queued behind it) for good.
+    pub request_body_wait_ms: u64,
     /// Kafka's `fetch.max.bytes`: the most one fetch response carries (beyond one batch).
     pub fetch_bytes_max: usize,
     pub cluster: ClusterConfig,
@@ -248,6 +253,29 @@ impl ClusterConfig {
 
 /// Where this node listens for Kafka clients: given, else its address in the cluster
 /// description, else the single-node default 127.0.0.1:9092.
+/// Listen, peer listen and advertised listener, as given in a file.
+type FileAddresses = (Option<SocketAddr>, Option<SocketAddr>, Option<String>);
+/// Listen address, peer listen address, advertised (host, port).
+type NodeAddresses = (SocketAddr, Option<SocketAddr>, (String, u16));
+
+/// Where this node listens (clients, peers) and the address it advertises: flags over the
+/// file over the cluster's node list.
+fn node_addresses(
+    cli: &Cli,
+    from_file: FileAddresses,
+    this_node: Option<&NodeAddress>,
+) -> Result<NodeAddresses, ConfigError> {
+    let (file_listen, file_peer_listen, file_advertised) = from_file;
+    let listen = listen_address(cli.listen.or(file_listen), this_node)?;
+    let peer_listen = cli
+        .peer_listen
+        .or(file_peer_listen)
+        .or(this_node.map(|n| n.peer));
+    let advertised = cli.advertised_listener.clone().or(file_advertised);
+    let advertised = advertised_address(advertised, this_node, listen)?;
+    Ok((listen, peer_listen, advertised))
+}
+
 fn listen_address(
     given: Option<SocketAddr>,
     this_node: Option<&NodeAddress>,
@@ -308,15 +336,10 @@ impl Config {
         let mut cluster_file = file.cluster.unwrap_or_default();
         let nodes = cluster_nodes(&cli, &mut cluster_file)?;
         let this_node = nodes.iter().find(|n| n.id == node_id).cloned();
-        let listen = listen_address(cli.listen.or(file.listen), this_node.as_ref())?;
-        let peer_listen = cli
-            .peer_listen
-            .or(file.peer_listen)
-            .or(this_node.as_ref().map(|n| n.peer));
-        let (advertised_host, advertised_port) = advertised_address(
-            cli.advertised_listener.or(file.advertised_listener),
+        let (listen, peer_listen, (advertised_host, advertised_port)) = node_addresses(
+            &cli,
+            (file.listen, file.peer_listen, file.advertised_listener),
             this_node.as_ref(),
-            listen,
         )?;
         let mut config = Config {
             data_dir: cli
@@ -349,6 +372,7 @@ impl Config {
             queued_request_bytes_max: file.queued_request_bytes_max.unwrap_or(256 << 20),
             fetch_read_bytes_max: file.fetch_read_bytes_max.unwrap_or(128 << 20),
             fetch_wait_ms_max: file.fetch_wait_ms_max.unwrap_or(30_000),
+            request_body_wait_ms: file.request_body_wait_ms.unwrap_or(30_000),
             fetch_bytes_max: file.fetch_bytes_max.unwrap_or(57_671_680),
             first_core: cli.first_core.or(file.first_core).unwrap_or(0),
             default_replication_factor: file

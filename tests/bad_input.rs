@@ -898,3 +898,44 @@ fn fuzz_then_clients_and_data_still_fine() {
     );
     broker.assert_running("end of fuzz test");
 }
+
+/// A client that sends a frame's size and then nothing holds the room that size takes in the
+/// shard's request budget (here the whole budget, 1 MiB) only for `request_body_wait_ms`:
+/// then its connection is closed and a request queued behind it, on another connection, is
+/// answered.
+#[test]
+fn a_stalled_request_body_gives_its_budget_back() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = scratch.path().join("chronik.toml");
+    std::fs::write(
+        &config,
+        "queued_request_bytes_max = 1048576\nrequest_body_wait_ms = 500\n",
+    )
+    .expect("config file");
+    let config_arg = config.to_string_lossy().to_string();
+    let mut broker = Broker::start_with(1, &["--config", &config_arg], None);
+    let addr = broker.addr();
+
+    let mut stalled = connect(addr);
+    stalled
+        .write_all(&(1i32 << 20).to_be_bytes())
+        .expect("size of a 1 MiB frame");
+    std::thread::sleep(Duration::from_millis(100)); // its room is taken
+    let started = Instant::now();
+    let mut queued = RawConn::connect(addr).expect("connect");
+    queued
+        .set_timeout(Duration::from_secs(20))
+        .expect("timeout");
+    let answer = queued.request(ApiKey::ApiVersions as i16, 0, &[]);
+    assert!(answer.is_ok(), "queued request: {answer:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "answered in {:?}: the stalled frame did not hold the budget",
+        started.elapsed()
+    );
+    assert!(
+        wait_closed(&mut stalled, Duration::from_secs(10)),
+        "the stalled connection is closed"
+    );
+    assert_healthy(&mut broker, "after a stalled body");
+}

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
+use futures::future::Either;
 use futures::io::AsyncWriteExt;
 use futures::AsyncReadExt;
 use glommio::channels::local_channel;
@@ -136,6 +137,29 @@ async fn write_segments(
     Ok(())
 }
 
+/// The body of a frame whose room in the budget is taken, if it arrives within `wait`; a
+/// connection that fails or stalls is closed (the caller stops on `None`).
+async fn read_body<R: futures::io::AsyncRead + Unpin>(
+    frames: &mut FrameReader<R>,
+    size: usize,
+    wait: Duration,
+    peer: &str,
+) -> Option<bytes::Bytes> {
+    let body = std::pin::pin!(frames.frame_body(size));
+    let waited = std::pin::pin!(glommio::timer::Timer::new(wait));
+    match futures::future::select(body, waited).await {
+        Either::Left((Ok(frame), _)) => Some(frame),
+        Either::Left((Err(error), _)) => {
+            tracing::info!(%peer, %error, "closing connection");
+            None
+        }
+        Either::Right(_) => {
+            tracing::info!(%peer, size, ?wait, "request body did not arrive; closing");
+            None
+        }
+    }
+}
+
 async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let socket = stream.as_raw_fd();
@@ -171,12 +195,9 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
         let Ok(budget) = ctx.request_bytes_budget.acquire_static_permit(units).await else {
             break;
         };
-        let frame = match frames.frame_body(size).await {
-            Ok(frame) => frame,
-            Err(error) => {
-                tracing::info!(%peer, %error, "closing connection");
-                break;
-            }
+        let body_wait = Duration::from_millis(ctx.config.request_body_wait_ms);
+        let Some(frame) = read_body(&mut frames, size, body_wait, &peer).await else {
+            break;
         };
         let task = match dispatch::decode(frame) {
             Ok(Decoded::Request(mut request)) => {

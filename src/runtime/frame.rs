@@ -122,6 +122,9 @@ pub struct ReadResult {
     /// (producer id, first offset) of aborted transactions in what was read (read_committed).
     pub aborted: Vec<(i64, i64)>,
     pub batches: Vec<Bytes>,
+    /// The shard's fetch read memory was full, so this read returned less than there was:
+    /// the fetch answers now rather than wait for `min_bytes` holding what it has.
+    pub cut_short_by_memory: bool,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -252,7 +252,8 @@ async fn read_many(
     let mut plans = Vec::with_capacity(reads.len());
     for read in reads {
         let mut plan = plan_one(ctx, read, remaining, first_whole);
-        if plan.as_ref().is_ok_and(|p| p.disk_bytes() > memory_room) {
+        let cut_short_by_memory = plan.as_ref().is_ok_and(|p| p.disk_bytes() > memory_room);
+        if cut_short_by_memory {
             // The shard's answers already hold what WAL reads may: read only what fits
             // (still the one whole batch Kafka requires if the answer has none yet).
             plan = plan_one(ctx, read, remaining.min(memory_room), first_whole);
@@ -262,29 +263,37 @@ async fn read_many(
             memory_room = memory_room.saturating_sub(plan.disk_bytes());
             first_whole &= plan.pieces.is_empty();
         }
-        plans.push(plan);
+        let reservation = plan
+            .as_ref()
+            .ok()
+            .map(|p| ctx.read_memory.reserve(p.disk_bytes()));
+        plans.push((plan, reservation, cut_short_by_memory));
     }
-    futures::future::join_all(plans.into_iter().map(|plan| async move {
-        let plan = plan?;
-        let from_disk: Vec<bool> = plan.pieces.iter().map(|p| p.is_from_disk()).collect();
-        let batches = load_pieces(plan.pieces).await?;
-        debug_assert_eq!(from_disk.len(), batches.len(), "one batch per piece");
-        let batches = batches
-            .into_iter()
-            .zip(from_disk)
-            .map(|(batch, from_disk)| match from_disk {
-                true => ctx.read_memory.hold(batch),
-                false => batch,
+    futures::future::join_all(plans.into_iter().map(
+        |(plan, reservation, cut_short_by_memory)| async move {
+            let plan = plan?;
+            let from_disk: Vec<bool> = plan.pieces.iter().map(|p| p.is_from_disk()).collect();
+            let batches = load_pieces(plan.pieces).await?;
+            debug_assert_eq!(from_disk.len(), batches.len(), "one batch per piece");
+            let batches = batches
+                .into_iter()
+                .zip(from_disk)
+                .map(|(batch, from_disk)| match from_disk {
+                    true => ctx.read_memory.hold(batch),
+                    false => batch,
+                })
+                .collect();
+            drop(reservation); // the batches hold the memory now
+            Ok(ReadResult {
+                high_watermark: plan.high_watermark,
+                log_start_offset: plan.log_start_offset,
+                last_stable_offset: plan.last_stable_offset,
+                aborted: plan.aborted,
+                batches,
+                cut_short_by_memory,
             })
-            .collect();
-        Ok(ReadResult {
-            high_watermark: plan.high_watermark,
-            log_start_offset: plan.log_start_offset,
-            last_stable_offset: plan.last_stable_offset,
-            aborted: plan.aborted,
-            batches,
-        })
-    }))
+        },
+    ))
     .await
 }
 

@@ -3,8 +3,10 @@
 //! entry cache cost nothing extra and are not counted.
 //!
 //! Admission never waits: a fetch finding too little room reads less (at least the one
-//! whole batch Kafka requires), so consumers keep moving while what is held stays within
-//! the bound plus one batch per fetch in flight. Answers may travel to another shard, so
+//! whole batch Kafka requires) and answers at once, so consumers keep moving while what is
+//! held stays within the bound plus one batch per fetch in flight. Reads are reserved when
+//! planned, so fetches loading at the same time share the room rather than each see all of
+//! it. Answers may travel to another shard, so
 //! the count is an atomic released by whichever thread drops the last slice.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +37,16 @@ impl ReadMemory {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// Counts `bytes` about to be read from the WAL until the returned reservation is
+    /// dropped: fetches planned while this one loads see the room it will take.
+    pub fn reserve(&self, bytes: usize) -> Reservation {
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+        Reservation {
+            bytes,
+            held: self.held.clone(),
+        }
+    }
+
     /// `batch`, counted as held until its last clone or slice is dropped.
     pub fn hold(&self, batch: Bytes) -> Bytes {
         self.held.fetch_add(batch.len(), Ordering::Relaxed);
@@ -42,6 +54,19 @@ impl ReadMemory {
             batch,
             held: self.held.clone(),
         })
+    }
+}
+
+/// Bytes counted for reads still loading (`ReadMemory::reserve`).
+pub struct Reservation {
+    bytes: usize,
+    held: Arc<AtomicUsize>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let before = self.held.fetch_sub(self.bytes, Ordering::Relaxed);
+        debug_assert!(before >= self.bytes, "released more than was reserved");
     }
 }
 
@@ -82,6 +107,22 @@ mod tests {
         let other_thread = std::thread::spawn(move || drop(slice));
         other_thread.join().expect("dropped");
         assert_eq!((memory.held(), memory.room()), (0, 100));
+    }
+
+    #[test]
+    fn a_reservation_counts_until_dropped() {
+        let memory = ReadMemory::new(100);
+        let reservation = memory.reserve(70);
+        assert_eq!(
+            memory.room(),
+            30,
+            "a second fetch sees the room the first will take"
+        );
+        let batch = memory.hold(Bytes::from(vec![1u8; 70]));
+        drop(reservation);
+        assert_eq!(memory.held(), 70, "held by the batch once loaded");
+        drop(batch);
+        assert_eq!(memory.held(), 0);
     }
 
     #[test]

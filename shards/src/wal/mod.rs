@@ -613,8 +613,9 @@ impl<D: Disk> FlushJob<D> {
         self.writes.iter().map(|w| w.bytes.len()).sum()
     }
 
-    /// Runs the writes in order. Each segment is synced before the next one is written, so a
-    /// later segment never holds data while an earlier one has a hole.
+    /// Runs the writes in order. Each segment's write is durable (O_DSYNC, or synced after
+    /// it) before the next one starts, so a later segment never holds data while an earlier
+    /// one has a hole.
     pub async fn run(self) -> Result<FlushDone<D>, WalError> {
         let mut created = Vec::new();
         for write in self.writes {

@@ -64,11 +64,17 @@ pub async fn handle(
             .map(Bytes::len)
             .sum();
         let any_error = outcomes.iter().any(Result::is_err);
+        let memory_full = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok())
+            .any(|r| r.cut_short_by_memory);
         let now = Instant::now();
         let stopping = ctx.stopping.get();
-        // min_bytes 0 answers at once, even with nothing to send, as Kafka does.
+        // min_bytes 0 answers at once, even with nothing to send, as Kafka does. So does a
+        // read cut short by the shard's read memory: waiting would hold what it has.
         if available >= request.min_bytes.max(0) as usize
             || any_error
+            || (memory_full && available > 0)
             || now >= deadline
             || stopping
         {
