@@ -266,7 +266,9 @@ async fn read_many(
         let reservation = plan
             .as_ref()
             .ok()
-            .map(|p| ctx.read_memory.reserve(p.disk_bytes()));
+            .map(ReadPlan::disk_bytes)
+            .filter(|&bytes| bytes > 0)
+            .map(|bytes| ctx.read_memory.reserve(bytes));
         plans.push((plan, reservation, cut_short_by_memory));
     }
     futures::future::join_all(plans.into_iter().map(
