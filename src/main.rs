@@ -9,19 +9,15 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use chronik::config::{Cli, Config};
 
-/// glibc's malloc serves blocks under this from its heap and maps larger ones on their own.
-/// Left to itself it raises the threshold to the largest block freed (up to 32 MiB), after
-/// which freed megabyte buffers stay in a fragmented heap: under `tests/overload.rs` resident
-/// memory then varied from 210 to 600 MiB for the same ~190 MiB live. Fixed at 4 MiB it
-/// stays near what is live; alternating throughput runs showed no measurable cost.
-const MALLOC_MMAP_THRESHOLD_BYTES: libc::c_int = 4 << 20;
+/// mimalloc rather than glibc's malloc: the broker allocates and frees a buffer per request
+/// and per batch, and glibc spent ~13% of a busy shard in malloc and free, splitting and
+/// merging those blocks in one fragmented heap. With mimalloc a shard moves 10-35% more
+/// (BENCHMARKS.md, issue 8, 2026-11-27). It is built without transparent huge pages
+/// (`no_thp`, Cargo.toml): advised huge pages tripled the produce p99 at a fixed rate.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes an allocator parameter; called before any thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD_BYTES);
-    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

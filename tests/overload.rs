@@ -19,9 +19,10 @@ const PARTITIONS: i32 = 256;
 /// The broker's resident memory may not pass this: its caches (32 MiB), request budget
 /// (16 MiB) and fetch read budget (32 MiB) below, plus per-connection buffers (each may read
 /// up to 256 KiB ahead of the request budget) and the WAL's, are less; the bytes it is sent
-/// (more than a GiB) are far more. Peaks were 190–210 MiB. Before the request budget was taken
-/// ahead of the body, fetch reads were bounded, read buffers cut from 1 MiB to 256 KiB and
-/// glibc's mmap threshold fixed (`src/main.rs`), they reached 902 MiB.
+/// (more than a GiB) are far more. Peaks are 270–300 MiB with mimalloc, which keeps freed
+/// pages for a second before returning them (190–210 with glibc's malloc, which was slower).
+/// Before the request budget was taken ahead of the body, fetch reads were bounded and read
+/// buffers cut from 1 MiB to 256 KiB, they reached 902 MiB.
 const RESIDENT_BYTES_MAX: u64 = 384 << 20;
 
 fn resident_bytes(pid: u32) -> u64 {
