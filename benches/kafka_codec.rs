@@ -78,7 +78,7 @@ fn produce_decode(c: &mut Criterion) {
             BenchmarkId::new("one_batch", frame.len()),
             &frame,
             |b, frame| {
-                b.iter(|| match dispatch::decode(black_box(frame.clone())) {
+                b.iter(|| match dispatch::decode(black_box(frame.clone()), false) {
                     Ok(Decoded::Request(request)) => black_box(request),
                     _ => panic!("a produce request decodes"),
                 })

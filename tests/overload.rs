@@ -13,7 +13,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::*;
+use kafka_protocol::messages::produce_request::{
+    PartitionProduceData, ProduceRequest, TopicProduceData,
+};
+use kafka_protocol::messages::ApiKey;
 
 const PARTITIONS: i32 = 256;
 /// The broker's resident memory may not pass this: its caches (32 MiB), request budget
@@ -43,10 +48,8 @@ fn field(json: &str, key: &str) -> f64 {
     json[start..end].parse().expect(key)
 }
 
-/// Eight seconds of chronik-load end-to-end mode with many more producers than one shard
-/// absorbs; its output, and the broker's peak resident memory meanwhile.
-fn flood_watching_memory(broker: &Broker) -> (std::process::Output, u64) {
-    let pid = broker.pid().expect("running");
+/// Runs `work` while sampling the resident memory of process `pid`: its result, and the peak.
+fn with_peak_memory<T>(pid: u32, work: impl FnOnce() -> T) -> (T, u64) {
     let (done, peak) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicU64::new(0)),
@@ -60,21 +63,29 @@ fn flood_watching_memory(broker: &Broker) -> (std::process::Output, u64) {
             }
         })
     };
-    let output = Command::new(env!("CARGO_BIN_EXE_chronik-load"))
-        .args(["--bootstrap", &broker.bootstrap(), "--topic", "flood"])
-        .args([
-            "--partitions",
-            &PARTITIONS.to_string(),
-            "--connections",
-            "128",
-        ])
-        .args(["--in-flight", "32", "--size", "1024", "--batch", "16"])
-        .args(["--mode", "end-to-end", "--seconds", "8", "--quiet"])
-        .output()
-        .expect("run chronik-load");
+    let result = work();
     done.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler");
-    (output, peak.load(Ordering::Relaxed))
+    (result, peak.load(Ordering::Relaxed))
+}
+
+/// Eight seconds of chronik-load end-to-end mode with many more producers than one shard
+/// absorbs; its output, and the broker's peak resident memory meanwhile.
+fn flood_watching_memory(broker: &Broker) -> (std::process::Output, u64) {
+    with_peak_memory(broker.pid().expect("running"), || {
+        Command::new(env!("CARGO_BIN_EXE_chronik-load"))
+            .args(["--bootstrap", &broker.bootstrap(), "--topic", "flood"])
+            .args([
+                "--partitions",
+                &PARTITIONS.to_string(),
+                "--connections",
+                "128",
+            ])
+            .args(["--in-flight", "32", "--size", "1024", "--batch", "16"])
+            .args(["--mode", "end-to-end", "--seconds", "8", "--quiet"])
+            .output()
+            .expect("run chronik-load")
+    })
 }
 
 #[test]
@@ -202,4 +213,70 @@ fn fetches_from_the_wal_stay_within_the_read_budget_and_read_everything() {
         ],
     );
     assert_eq!(consumed.len(), RECORDS);
+}
+
+/// The batches of a large produce request are cut from its body rather than copied, and each
+/// keeps the whole body alive. Here every request carries a large batch for a busy partition
+/// and a tiny one for a quiet partition, whose cache keeps its tiny batches long after the
+/// busy partition's have left: without the bound on bodies kept that way (the shard's cache
+/// budget, 16 MiB here) the quiet partition would keep every body it was sent: the broker
+/// then peaked at 324 MiB, against 46 MiB with the bound.
+#[test]
+fn tiny_cached_batches_do_not_keep_their_large_request_bodies() {
+    const REQUESTS: usize = 1536;
+    const RESIDENT_BYTES_MAX: u64 = 128 << 20;
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let config = scratch.path().join("chronik.toml");
+    std::fs::write(&config, "entry_cache_shard_bytes_max = 16777216\n").expect("config file");
+    let config_arg = config.to_string_lossy().to_string();
+    let broker = Broker::start_with(1, &["--config", &config_arg], None);
+    create_topic(broker.addr(), "skew", 2);
+    let batch = |value: &[u8]| {
+        let record = RawRecord {
+            key: None,
+            value: Some(value),
+            headers: vec![],
+            timestamp_delta: 0,
+        };
+        Bytes::from(encode_batch(&[record], 1_700_000_000_000))
+    };
+    let (large, tiny) = (batch(&[b'L'; 200 << 10]), batch(b"tiny"));
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(tn("skew"))
+            .with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(large)),
+                PartitionProduceData::default()
+                    .with_index(1)
+                    .with_records(Some(tiny)),
+            ])]);
+    let version = pick_version(broker.addr(), ApiKey::Produce, (3, 9));
+    let mut connection = RawConn::connect(broker.addr()).expect("connect");
+    let (answers, peak) = with_peak_memory(broker.pid().expect("running"), || {
+        (0..REQUESTS)
+            .map(|_| connection.typed(&request, version).expect("produce"))
+            .collect::<Vec<_>>()
+    });
+    for answer in &answers {
+        let partitions = &answer.responses[0].partition_responses;
+        assert!(
+            partitions.iter().all(|p| p.error_code == NONE),
+            "{answer:?}"
+        );
+    }
+    for partition in 0..2 {
+        let (_, _, end) = list_offsets(broker.addr(), "skew", partition, -1);
+        assert_eq!(end, REQUESTS as i64, "partition {partition}");
+    }
+    eprintln!("peak resident memory {} MiB", peak >> 20);
+    assert!(
+        peak <= RESIDENT_BYTES_MAX,
+        "peak resident memory {} MiB for {} MiB sent",
+        peak >> 20,
+        (REQUESTS * (200 << 10)) >> 20
+    );
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::codec::{encode_fetch_response, encode_response};
 use super::handlers;
@@ -124,6 +124,9 @@ pub struct Request {
     pub version: i16,
     pub header: RequestHeader,
     pub body: RequestKind,
+    /// A Produce request's whole frame, which its record batches are slices of, when it is
+    /// its allocation's whole: the handler then cuts the batches from it without copying.
+    pub produce_frame: Option<Bytes>,
 }
 
 pub enum Decoded {
@@ -142,7 +145,8 @@ pub enum DecodeError {
     Malformed(ApiKey, String),
 }
 
-pub fn decode(mut frame: Bytes) -> Result<Decoded, DecodeError> {
+/// `own_allocation`: `frame` is the whole of its allocation (`codec::FrameBody`).
+pub fn decode(mut frame: Bytes, own_allocation: bool) -> Result<Decoded, DecodeError> {
     let mut peek = frame.clone();
     let raw_key = peek.get_i16();
     let version = peek.get_i16();
@@ -159,16 +163,26 @@ pub fn decode(mut frame: Bytes) -> Result<Decoded, DecodeError> {
         }
         return Err(DecodeError::UnsupportedVersion(api_key, version));
     }
-    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+    let produce_frame = (api_key == ApiKey::Produce && own_allocation).then(|| frame.clone());
+    let mut header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(|e| DecodeError::Malformed(api_key, e.to_string()))?;
     let body = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| DecodeError::Malformed(api_key, e.to_string()))?;
+    if produce_frame.is_some() {
+        // The header's strings are slices of the frame too; the handler needs the frame to
+        // be theirs alone once it has taken the batches, so the header gets copies.
+        header.client_id = header
+            .client_id
+            .map(|id| StrBytes::from_string(id.to_string()));
+        header.unknown_tagged_fields.clear();
+    }
     Ok(Decoded::Request(Box::new(Request {
         client_host: String::new(),
         api_key,
         version,
         header,
         body,
+        produce_frame,
     })))
 }
 
@@ -184,6 +198,7 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
         version,
         header,
         body,
+        produce_frame,
     } = request;
     let response = match body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions::handle()),
@@ -192,10 +207,10 @@ pub async fn handle(ctx: Rc<ShardContext>, request: Request) -> Reply {
         }
         RequestKind::Produce(req) => {
             // acks=0: Kafka sends no response at all.
-            let Some(response) = handlers::produce::handle(&ctx, version, req).await else {
-                return Reply::Nothing;
-            };
-            ResponseKind::Produce(response)
+            match handlers::produce::handle(&ctx, version, req, produce_frame).await {
+                Some(response) => ResponseKind::Produce(response),
+                None => return Reply::Nothing,
+            }
         }
         RequestKind::Fetch(req) => {
             return fetch_reply(&ctx, version, header.correlation_id, req).await;

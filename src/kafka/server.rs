@@ -14,7 +14,7 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::Task;
 
-use super::codec::FrameReader;
+use super::codec::{FrameBody, FrameReader};
 use super::dispatch::{self, Decoded, Reply};
 use crate::runtime::context::ShardContext;
 
@@ -144,7 +144,7 @@ async fn read_body<R: futures::io::AsyncRead + Unpin>(
     size: usize,
     wait: Duration,
     peer: &str,
-) -> Option<bytes::Bytes> {
+) -> Option<FrameBody> {
     let body = std::pin::pin!(frames.frame_body(size));
     let waited = std::pin::pin!(glommio::timer::Timer::new(wait));
     match futures::future::select(body, waited).await {
@@ -199,7 +199,7 @@ async fn serve_connection(ctx: Rc<ShardContext>, stream: TcpStream) {
         let Some(frame) = read_body(&mut frames, size, body_wait, &peer).await else {
             break;
         };
-        let task = match dispatch::decode(frame) {
+        let task = match dispatch::decode(frame.bytes, frame.own_allocation) {
             Ok(Decoded::Request(mut request)) => {
                 request.client_host = format!(
                     "/{}",

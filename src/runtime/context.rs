@@ -112,7 +112,12 @@ pub struct ShardContext {
     /// each request holds its frame's length until it is answered.
     pub request_bytes_budget: Rc<glommio::sync::Semaphore>,
     /// What fetch answers hold in batches read from the WAL (`Config::fetch_read_bytes_max`).
-    pub read_memory: super::read_memory::ReadMemory,
+    pub read_memory: super::held_memory::HeldMemory,
+    /// Produce request bodies kept alive by the batches cut from them (which the log and its
+    /// cache hold without a copy), up to `entry_cache_shard_bytes_max`; past it, batches are
+    /// copied out and the body freed. The bound matters where a request's batches leave the
+    /// cache at different times: one small batch kept would keep its whole body.
+    pub kept_request_bodies: super::held_memory::HeldMemory,
     /// Set at shutdown: connections take no new requests.
     pub stopping: Cell<bool>,
     /// The consumer groups this shard coordinates.
@@ -131,7 +136,9 @@ impl ShardContext {
     ) -> Self {
         let group_settings = config.groups;
         let request_bytes_max = config.queued_request_bytes_max as u64;
-        let read_memory = super::read_memory::ReadMemory::new(config.fetch_read_bytes_max);
+        let read_memory = super::held_memory::HeldMemory::new(config.fetch_read_bytes_max);
+        let kept_request_bodies =
+            super::held_memory::HeldMemory::new(config.entry_cache_shard_bytes_max);
         Self {
             shard_id,
             node,
@@ -144,6 +151,7 @@ impl ShardContext {
             requests_in_flight: Cell::new(0),
             request_bytes_budget: Rc::new(glommio::sync::Semaphore::new(request_bytes_max)),
             read_memory,
+            kept_request_bodies,
             stopping: Cell::new(false),
             groups: RefCell::new(GroupCoordinator::new(group_settings)),
             transactions: RefCell::default(),

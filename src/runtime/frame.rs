@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chronik_shards::error::ShardError;
+use chronik_shards::partition::owned_batch::OwnedBatch;
 use futures::channel::oneshot;
 
 use crate::controller::{ControllerReply, ControllerRequest};
@@ -88,10 +89,11 @@ pub enum ShardRequest {
 }
 
 /// One partition's batch for `ShardRequest::Append`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PartitionAppend {
     pub group_id: u64,
-    pub batch: Bytes,
+    /// The batch, patched in place and kept as it is by the owning shard.
+    pub batch: OwnedBatch,
     /// acks=all: the in-sync replicas the leader needs, else NOT_ENOUGH_REPLICAS (the
     /// topic's `min.insync.replicas`); 0 for acks 0 and 1.
     pub min_in_sync: usize,

@@ -4,10 +4,10 @@
 
 pub mod context;
 pub mod frame;
+pub mod held_memory;
 pub mod identity;
 pub mod ops;
 pub mod peer;
-pub mod read_memory;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -171,23 +171,27 @@ async fn append_many(
     let proposed: Vec<_> = {
         let mut shard = ctx.shard.borrow_mut();
         appends
-            .iter()
+            .into_iter()
             .map(|append| {
-                let header = BatchHeader::parse(&append.batch)
-                    .map_err(|_| ShardError::OutcomeUnknown("batch header unreadable"))?;
-                check_in_sync(&shard, append)?;
-                let ack = match acks {
-                    0 => AckWhen::Never,
-                    1 => AckWhen::LeaderDurable,
-                    _ => AckWhen::Committed,
-                };
-                shard.propose_batch(append.group_id, &append.batch, &header, ack)
+                let group_id = append.group_id;
+                let proposal = (|| {
+                    let header = BatchHeader::parse(&append.batch)
+                        .map_err(|_| ShardError::OutcomeUnknown("batch header unreadable"))?;
+                    check_in_sync(&shard, &append)?;
+                    let ack = match acks {
+                        0 => AckWhen::Never,
+                        1 => AckWhen::LeaderDurable,
+                        _ => AckWhen::Committed,
+                    };
+                    shard.propose_owned_batch(group_id, append.batch, &header, ack)
+                })();
+                (group_id, proposal)
             })
             .collect()
     };
     let mut results = Vec::with_capacity(proposed.len());
-    for (append, proposal) in appends.iter().zip(proposed) {
-        results.push(finish_append(ctx, append.group_id, proposal).await);
+    for (group_id, proposal) in proposed {
+        results.push(finish_append(ctx, group_id, proposal).await);
     }
     results
 }
@@ -237,7 +241,7 @@ async fn finish_append(
 
 /// Reads partitions sharing `budget_bytes`: memory per request stays within the budget plus
 /// one whole batch (the first found, which Kafka requires to be returned whole), and what
-/// the shard's answers hold from WAL reads within `fetch_read_bytes_max` (`ReadMemory`). The plans
+/// the shard's answers hold from WAL reads within `fetch_read_bytes_max` (`HeldMemory`). The plans
 /// are made in order, each within what the partitions before it left of the budget; then all
 /// partitions load at once, so a fetch from disk keeps several reads in flight (one at a time
 /// left the disk idle between them: 70% of its read bandwidth).

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use raft::eraftpb::{Entry, EntryType};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 
 use crate::error::ShardError;
@@ -294,14 +294,14 @@ impl RaftGroup {
         data: Vec<u8>,
         reply: Option<ProposalReply>,
     ) -> Result<u64, ShardError> {
-        self.propose_acked(data, reply, false)
+        self.propose_acked(data.into(), reply, false)
     }
 
     /// `propose`, answered on this leader's durable write instead of on commit when
     /// `leader_durable` is set (acks=1).
     pub fn propose_acked(
         &mut self,
-        data: Vec<u8>,
+        data: Bytes,
         reply: Option<ProposalReply>,
         leader_durable: bool,
     ) -> Result<u64, ShardError> {
@@ -313,8 +313,19 @@ impl RaftGroup {
         }
         self.wake();
         let before = self.node.raft.raft_log.last_index();
+        // What `RawNode::propose` does, with the data as it is: that takes a `Vec`, which
+        // would copy a batch that already sits in shared bytes.
+        let entry = Entry {
+            data,
+            ..Default::default()
+        };
+        let mut message = Message::default();
+        message.set_msg_type(MessageType::MsgPropose);
+        message.from = self.node.raft.id;
+        message.set_entries(vec![entry].into());
         self.node
-            .propose(Vec::new(), data)
+            .raft
+            .step(message)
             .map_err(|_| ShardError::ProposalDropped)?;
         let index = self.node.raft.raft_log.last_index();
         if index != before + 1 {

@@ -2,5 +2,6 @@
 
 pub mod batch;
 pub mod offsets;
+pub mod owned_batch;
 pub mod producer_state;
 pub mod transactions;

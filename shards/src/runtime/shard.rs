@@ -28,6 +28,7 @@ pub use crate::group::AckWhen;
 use crate::group::{config::raft_config, Machine, RaftGroup, StateMachine};
 use crate::partition::batch::{self, BatchHeader};
 use crate::partition::offsets::{BatchMeta, PartitionOffsets, RetentionLimits};
+use crate::partition::owned_batch::OwnedBatch;
 use crate::partition::producer_state::SequenceCheck;
 use crate::partition::transactions::TxnIndex;
 use crate::wal::disk::DmaDisk;
@@ -813,6 +814,19 @@ impl<D: Disk> Shard<D> {
         header: &BatchHeader,
         ack: AckWhen,
     ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
+        let batch = OwnedBatch::copy_of(batch);
+        self.propose_batch_from(group_id, batch, header, ack, true)
+    }
+
+    /// `propose_batch` of a batch whose bytes the shard may patch and keep as they are (a
+    /// produce request's, cut from its body): no copy on the way into the log.
+    pub fn propose_owned_batch(
+        &mut self,
+        group_id: u64,
+        batch: OwnedBatch,
+        header: &BatchHeader,
+        ack: AckWhen,
+    ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
         self.propose_batch_from(group_id, batch, header, ack, true)
     }
 
@@ -825,13 +839,14 @@ impl<D: Disk> Shard<D> {
         header: &BatchHeader,
         ack: AckWhen,
     ) -> Result<(i64, Option<CommitReceiver>), ShardError> {
+        let batch = OwnedBatch::copy_of(batch);
         self.propose_batch_from(group_id, batch, header, ack, false)
     }
 
     fn propose_batch_from(
         &mut self,
         group_id: u64,
-        batch: &[u8],
+        mut batch: OwnedBatch,
         header: &BatchHeader,
         ack: AckWhen,
         check_sequence: bool,
@@ -875,8 +890,8 @@ impl<D: Disk> Shard<D> {
                 return Err(ShardError::ProducerFenced { current, got })
             }
         }
-        let mut data = batch.to_vec();
-        batch::patch(&mut data, base_offset, group.term() as i32);
+        batch::patch(&mut batch, base_offset, group.term() as i32);
+        let data = batch.freeze();
         let (reply, receiver) = if ack == AckWhen::Never {
             (None, None)
         } else {

@@ -1,11 +1,13 @@
 //! Produce: validate each partition's record batch on the receiving shard (magic, CRC-32C,
 //! size), then append it on the owning shard. The batch is stored as received; only base
-//! offset and leader epoch are patched there.
+//! offset and leader epoch are patched there, in place: the batches of a large request are
+//! cut from its frame rather than copied (`cut_batches`).
 
-use std::ops::RangeInclusive;
+use std::ops::{Range, RangeInclusive};
 use std::rc::Rc;
+use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::ProduceRequest;
 use kafka_protocol::messages::produce_response::{
@@ -14,12 +16,14 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::protocol::StrBytes;
 
 use chronik_shards::partition::batch::{split_batches, BatchHeader};
+use chronik_shards::partition::owned_batch::{KeepAlive, OwnedBatch};
 
 use super::auto_create;
 use crate::kafka::{errors, topic_name};
 use crate::metadata::{MetadataView, TopicSettings};
 use crate::runtime::context::ShardContext;
 use crate::runtime::frame::{AppendResult, PartitionAppend, ShardReply, ShardRequest};
+use crate::runtime::held_memory::HeldMemory;
 use chronik_shards::error::ShardError;
 use std::collections::BTreeMap;
 
@@ -31,7 +35,10 @@ enum Plan {
     Append {
         index: i32,
         shard: usize,
-        append: PartitionAppend,
+        group_id: u64,
+        min_in_sync: usize,
+        /// The validated batch, a slice of the request frame.
+        records: Bytes,
     },
 }
 
@@ -46,32 +53,45 @@ fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Plan 
     )
 }
 
+/// A topic's name and its partitions' (index, records) as received.
+type ReceivedTopic = (String, Vec<(i32, Option<Bytes>)>);
+
+/// `frame` is the request's whole frame, of which its batches are slices.
 pub async fn handle(
     ctx: &Rc<ShardContext>,
     _version: i16,
-    request: ProduceRequest,
+    mut request: ProduceRequest,
+    frame: Option<Bytes>,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
+    // Names and batches out of the request, whose other fields (slices of the frame too) go.
+    let topics: Vec<ReceivedTopic> = std::mem::take(&mut request.topic_data)
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic.partition_data.into_iter();
+            let partitions = partitions.map(|p| (p.index, p.records)).collect();
+            (topic.name.0.to_string(), partitions)
+        })
+        .collect();
+    drop(request);
     let refused = if ctx.config.auto_create_topics && (-1..=1).contains(&acks) {
-        auto_create(ctx, request.topic_data.iter().map(|t| t.name.0.to_string())).await
+        auto_create(ctx, topics.iter().map(|(name, _)| name.clone())).await
     } else {
         Default::default()
     };
     let view = ctx.metadata();
-    let mut plans: Vec<(String, Vec<Plan>)> = Vec::with_capacity(request.topic_data.len());
-    for topic in request.topic_data {
-        let name = topic.name.0.to_string();
-        let partitions = topic
-            .partition_data
+    let mut plans: Vec<(String, Vec<Plan>)> = Vec::with_capacity(topics.len());
+    for (name, partitions) in topics {
+        let partitions = partitions
             .into_iter()
-            .map(|p| match refused.get(&name) {
-                Some(&error) => failed(p.index, error, "topic name collides with another"),
-                None => plan_partition(ctx, &view, acks, &name, p.index, p.records),
+            .map(|(index, records)| match refused.get(&name) {
+                Some(&error) => failed(index, error, "topic name collides with another"),
+                None => plan_partition(ctx, &view, acks, &name, index, records),
             })
             .collect();
         plans.push((name, partitions));
     }
-    let responses = execute(ctx, plans, acks).await;
+    let responses = execute(ctx, plans, frame, acks).await;
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
@@ -128,12 +148,74 @@ fn plan_partition(
     Plan::Append {
         index,
         shard: partition.shard as usize,
-        append: PartitionAppend {
-            group_id: partition.group_id,
-            batch: records,
-            min_in_sync,
-        },
+        group_id: partition.group_id,
+        min_in_sync,
+        records,
     }
+}
+
+/// The planned batches (slices of `frame`, in frame order) as batches the owning shards may
+/// patch and keep. Cut from the frame without a copy when the frame is its allocation's only
+/// owner (a large request, see `codec::OWN_ALLOCATION_FRAME_BYTES_MIN`) and the shard's
+/// bound on bodies kept that way has room; copied otherwise.
+fn cut_batches(
+    kept_bodies: &HeldMemory,
+    frame: Option<Bytes>,
+    batches: Vec<Bytes>,
+) -> Vec<OwnedBatch> {
+    let copy_all = |batches: &[Bytes]| batches.iter().map(|b| OwnedBatch::copy_of(b)).collect();
+    let Some(frame) = frame.filter(|frame| kept_bodies.room() >= frame.len()) else {
+        return copy_all(&batches);
+    };
+    let ranges: Option<Vec<Range<usize>>> =
+        batches.iter().map(|b| range_within(&frame, b)).collect();
+    let Some(ranges) = ranges.filter(|r| r.windows(2).all(|w| w[0].end <= w[1].start)) else {
+        return copy_all(&batches);
+    };
+    drop(batches);
+    let mut body = match frame.try_into_mut() {
+        Ok(body) => body,
+        Err(shared) => {
+            return ranges
+                .into_iter()
+                .map(|r| OwnedBatch::copy_of(&shared[r]))
+                .collect()
+        }
+    };
+    let keep_alive: KeepAlive = Arc::new(kept_bodies.reserve(body.len()));
+    let mut position = 0;
+    ranges
+        .into_iter()
+        .map(|range| {
+            body.advance(range.start - position);
+            position = range.end;
+            OwnedBatch::cut_from(body.split_to(range.len()), keep_alive.clone())
+        })
+        .collect()
+}
+
+/// The batches of the appends planned, in plan order, for the owning shards to keep.
+fn take_batches(
+    ctx: &ShardContext,
+    plans: &mut [(String, Vec<Plan>)],
+    frame: Option<Bytes>,
+) -> Vec<OwnedBatch> {
+    let received = plans
+        .iter_mut()
+        .flat_map(|(_, partitions)| partitions.iter_mut())
+        .filter_map(|plan| match plan {
+            Plan::Append { records, .. } => Some(std::mem::take(records)),
+            Plan::Done(_) => None,
+        })
+        .collect();
+    cut_batches(&ctx.kept_request_bodies, frame, received)
+}
+
+/// Where `slice` lies in `frame`, if it is a slice of it.
+fn range_within(frame: &Bytes, slice: &Bytes) -> Option<Range<usize>> {
+    let start = (slice.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+    let end = start.checked_add(slice.len())?;
+    (end <= frame.len()).then_some(start..end)
 }
 
 /// The produce payload must be one valid record batch within the topic's size limit, and not
@@ -171,9 +253,11 @@ type ShardAppends = (Vec<(usize, usize, i32)>, Vec<PartitionAppend>);
 /// the answers back in request order.
 async fn execute(
     ctx: &Rc<ShardContext>,
-    plans: Vec<(String, Vec<Plan>)>,
+    mut plans: Vec<(String, Vec<Plan>)>,
+    frame: Option<Bytes>,
     acks: i16,
 ) -> Vec<TopicProduceResponse> {
+    let mut batches = take_batches(ctx, &mut plans, frame).into_iter();
     let mut answers: Vec<Vec<Option<PartitionProduceResponse>>> = Vec::with_capacity(plans.len());
     let mut names = Vec::with_capacity(plans.len());
     let mut by_shard: BTreeMap<usize, ShardAppends> = BTreeMap::new();
@@ -185,12 +269,18 @@ async fn execute(
                 Plan::Append {
                     index,
                     shard,
-                    append,
+                    group_id,
+                    min_in_sync,
+                    records: _,
                 } => {
                     topic_answers.push(None);
                     let (slots, appends) = by_shard.entry(shard).or_default();
                     slots.push((topic_position, partition_position, index));
-                    appends.push(append);
+                    appends.push(PartitionAppend {
+                        group_id,
+                        batch: batches.next().expect("a batch for every append"),
+                        min_in_sync,
+                    });
                 }
             }
         }
@@ -250,5 +340,67 @@ fn partition_answer(
             .with_error_message(Some(StrBytes::from_string(error.to_string())))
             .with_base_offset(-1),
         Err(code) => response.with_error_code(code.code()).with_base_offset(-1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame standing alone in its allocation, and its batches at (start, end) in it.
+    fn frame_and_batches(ranges: &[(usize, usize)]) -> (Bytes, Vec<Bytes>) {
+        let frame = Bytes::from((0..64u8).collect::<Vec<u8>>());
+        let batches = ranges.iter().map(|&(s, e)| frame.slice(s..e)).collect();
+        (frame, batches)
+    }
+
+    fn inside(frame_start: usize, frame_len: usize, batch: &[u8]) -> bool {
+        let at = batch.as_ptr() as usize;
+        at >= frame_start && at + batch.len() <= frame_start + frame_len
+    }
+
+    #[test]
+    fn batches_are_cut_from_a_frame_alone_in_its_allocation_and_count_it_until_dropped() {
+        let kept = HeldMemory::new(1000);
+        let (frame, batches) = frame_and_batches(&[(4, 10), (20, 30)]);
+        let frame_start = frame.as_ptr() as usize;
+        let cut = cut_batches(&kept, Some(frame), batches);
+        assert_eq!(cut.len(), 2);
+        assert!(cut.iter().all(|b| inside(frame_start, 64, b)), "no copy");
+        assert_eq!(&cut[0][..], &(4..10u8).collect::<Vec<_>>()[..]);
+        assert_eq!(&cut[1][..], &(20..30u8).collect::<Vec<_>>()[..]);
+        assert_eq!(kept.held(), 64, "the whole body is kept");
+        let frozen: Vec<Bytes> = cut.into_iter().map(OwnedBatch::freeze).collect();
+        let survivor = frozen[1].clone();
+        drop(frozen);
+        assert_eq!(kept.held(), 64, "one batch still keeps the body");
+        drop(survivor);
+        assert_eq!(kept.held(), 0);
+    }
+
+    #[test]
+    fn batches_are_copied_past_the_bound_on_kept_bodies() {
+        let kept = HeldMemory::new(100);
+        let _other_bodies = kept.reserve(50);
+        let (frame, batches) = frame_and_batches(&[(0, 8)]);
+        let frame_start = frame.as_ptr() as usize;
+        let cut = cut_batches(&kept, Some(frame), batches);
+        assert!(!inside(frame_start, 64, &cut[0]), "copied");
+        assert_eq!(&cut[0][..], &(0..8u8).collect::<Vec<_>>()[..]);
+        assert_eq!(kept.held(), 50);
+    }
+
+    #[test]
+    fn batches_of_a_frame_that_is_not_theirs_alone_are_copied() {
+        let kept = HeldMemory::new(1000);
+        let (frame, batches) = frame_and_batches(&[(8, 16)]);
+        let frame_start = frame.as_ptr() as usize;
+        let elsewhere = frame.slice(40..48);
+        let cut = cut_batches(&kept, Some(frame), batches);
+        assert!(!inside(frame_start, 64, &cut[0]));
+        assert_eq!(&cut[0][..], &(8..16u8).collect::<Vec<_>>()[..]);
+        assert_eq!((kept.held(), elsewhere.len()), (0, 8));
+        let cut = cut_batches(&kept, None, vec![elsewhere]);
+        assert!(!inside(frame_start, 64, &cut[0]), "no frame: copied");
     }
 }

@@ -1,13 +1,15 @@
-//! The memory a shard's fetch answers hold in batches read from the WAL, from the read until
-//! the answer carrying them is written to its socket (or dropped). Batches served from the
-//! entry cache cost nothing extra and are not counted.
+//! A count of bytes a shard holds beyond its caches, with a bound that admission checks:
+//! one for the batches its fetch answers hold from WAL reads, one for the produce request
+//! bodies its batches were cut from (`handlers::produce`).
 //!
+//! Fetch reads: from the read until the answer carrying them is written to its socket (or
+//! dropped); batches served from the entry cache cost nothing extra and are not counted.
 //! Admission never waits: a fetch finding too little room reads less (at least the one
 //! whole batch Kafka requires) and answers at once, so consumers keep moving while what is
 //! held stays within the bound plus one batch per fetch in flight. Reads are reserved when
 //! planned, so fetches loading at the same time share the room rather than each see all of
-//! it. Answers may travel to another shard, so
-//! the count is an atomic released by whichever thread drops the last slice.
+//! it. Answers may travel to another shard, so the count is an atomic released by whichever
+//! thread drops the last slice.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,12 +17,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 #[derive(Clone)]
-pub struct ReadMemory {
+pub struct HeldMemory {
     held: Arc<AtomicUsize>,
     max: usize,
 }
 
-impl ReadMemory {
+impl HeldMemory {
     pub fn new(max: usize) -> Self {
         Self {
             held: Arc::new(AtomicUsize::new(0)),
@@ -57,7 +59,7 @@ impl ReadMemory {
     }
 }
 
-/// Bytes counted for reads still loading (`ReadMemory::reserve`).
+/// Bytes counted for reads still loading (`HeldMemory::reserve`).
 pub struct Reservation {
     bytes: usize,
     held: Arc<AtomicUsize>,
@@ -94,7 +96,7 @@ mod tests {
 
     #[test]
     fn held_until_the_last_slice_is_dropped() {
-        let memory = ReadMemory::new(100);
+        let memory = HeldMemory::new(100);
         let batch = memory.hold(Bytes::from(vec![7u8; 60]));
         assert_eq!((memory.held(), memory.room()), (60, 40));
         let slice = batch.slice(10..20);
@@ -111,7 +113,7 @@ mod tests {
 
     #[test]
     fn a_reservation_counts_until_dropped() {
-        let memory = ReadMemory::new(100);
+        let memory = HeldMemory::new(100);
         let reservation = memory.reserve(70);
         assert_eq!(
             memory.room(),
@@ -127,7 +129,7 @@ mod tests {
 
     #[test]
     fn room_is_zero_past_the_bound() {
-        let memory = ReadMemory::new(10);
+        let memory = HeldMemory::new(10);
         let _held = memory.hold(Bytes::from(vec![0u8; 25]));
         assert_eq!(memory.room(), 0);
     }
