@@ -362,6 +362,45 @@ fn clean_shutdown_and_restart_keeps_data() {
     assert_eq!(topic_in_metadata(broker.addr(), topic), Some((NONE, 4)));
 }
 
+/// Answers finish out of order (ApiVersions at once, produce after its group commit) yet
+/// go back in request order, several to one write when they are ready together.
+#[test]
+fn pipelined_answers_that_finish_out_of_order_return_in_request_order() {
+    let broker = Broker::start(1);
+    let addr = broker.addr();
+    let v = pick_version(addr, kafka_protocol::messages::ApiKey::Produce, (3, 9));
+    create_topic(addr, "out-of-order", 1);
+    let mut c = RawConn::connect(addr).expect("connect");
+    c.set_timeout(Duration::from_secs(15)).unwrap();
+    let mut sent = Vec::new();
+    for i in 0..60 {
+        let (frame, is_produce) = if i % 3 == 0 {
+            let versions = kafka_protocol::messages::ApiVersionsRequest::default();
+            (encode_request(&versions, 0), false)
+        } else {
+            let batch = simple_batch(&format!("r{i}-"), 3, now_ms());
+            (
+                encode_request(&produce_request("out-of-order", 0, batch, -1), v),
+                true,
+            )
+        };
+        sent.push((
+            i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]),
+            is_produce,
+        ));
+        c.send_frame(&frame).expect("send");
+    }
+    let mut produced = 0;
+    for (i, (correlation_id, is_produce)) in sent.into_iter().enumerate() {
+        let answer = c.recv_frame().unwrap_or_else(|e| panic!("answer {i}: {e}"));
+        let got = i32::from_be_bytes([answer[0], answer[1], answer[2], answer[3]]);
+        assert_eq!(got, correlation_id, "answer {i} out of order");
+        produced += usize::from(is_produce);
+    }
+    let (err, _, end) = list_offsets(addr, "out-of-order", 0, -1);
+    assert_eq!((err, end), (NONE, 3 * produced as i64));
+}
+
 /// Many produce requests in flight at once (pipelined on one connection and from several
 /// connections) to freshly created partitions: all succeed with distinct, contiguous offsets.
 #[test]

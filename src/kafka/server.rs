@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures::future::Either;
+use futures::future::{Either, FutureExt};
 use futures::io::AsyncWriteExt;
 use futures::AsyncReadExt;
 use glommio::channels::local_channel;
@@ -54,26 +54,55 @@ impl Drop for InFlight {
     }
 }
 
+/// Answers that one write gathers at most: those of requests already answered when the
+/// first is written (a group commit completes many at once).
+const ANSWERS_PER_WRITE: usize = 16;
+
 /// Writes each request's answer in the order the requests came, until the connection ends.
+/// Answers that are ready together go out in one `sendmsg`, not one system call each.
 async fn write_answers(
     writer: &mut (impl futures::AsyncWrite + Unpin),
     socket: RawFd,
     pending: local_channel::LocalReceiver<Task<Reply>>,
 ) {
-    while let Some(task) = pending.recv().await {
-        match task.await {
-            Reply::Send(bytes) => {
-                if writer.write_all(&bytes).await.is_err() {
-                    return;
+    let mut waiting: Option<Task<Reply>> = None;
+    let mut segments: Vec<bytes::Bytes> = Vec::new();
+    loop {
+        let task = match waiting.take() {
+            Some(task) => task,
+            None => match pending.recv().await {
+                Some(task) => task,
+                None => return,
+            },
+        };
+        let mut replies = vec![task.await];
+        while replies.len() < ANSWERS_PER_WRITE {
+            let Some(Some(mut next)) = pending.recv().now_or_never() else {
+                break;
+            };
+            match (&mut next).now_or_never() {
+                Some(reply) => replies.push(reply),
+                None => {
+                    waiting = Some(next);
+                    break;
                 }
             }
-            Reply::SendSegments(segments) => {
-                if write_segments(writer, socket, &segments).await.is_err() {
-                    return;
+        }
+        segments.clear();
+        let mut close = false;
+        for reply in replies {
+            match reply {
+                Reply::Send(bytes) => segments.push(bytes),
+                Reply::SendSegments(parts) => segments.extend(parts),
+                Reply::Nothing => {}
+                Reply::Close => {
+                    close = true;
+                    break;
                 }
             }
-            Reply::Nothing => {}
-            Reply::Close => return,
+        }
+        if write_segments(writer, socket, &segments).await.is_err() || close {
+            return;
         }
     }
 }
