@@ -121,6 +121,11 @@ async fn write_segments(
     let (mut index, mut offset) = (0usize, 0usize);
     let mut slices: Vec<libc::iovec> = Vec::with_capacity(SEGMENTS_PER_SEND);
     while index < segments.len() {
+        // An empty segment sends nothing, so sendmsg's 0 would never move past it.
+        if offset == segments[index].len() {
+            (index, offset) = (index + 1, 0);
+            continue;
+        }
         slices.clear();
         for (i, segment) in segments[index..].iter().take(SEGMENTS_PER_SEND).enumerate() {
             let part = if i == 0 {

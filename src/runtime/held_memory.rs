@@ -30,7 +30,7 @@ impl HeldMemory {
         }
     }
 
-    /// Bytes of WAL reads that may still be taken now.
+    /// Bytes that may still be taken now (WAL reads, or request bodies kept).
     pub fn room(&self) -> usize {
         self.max.saturating_sub(self.held())
     }
