@@ -200,7 +200,7 @@ fn take_batches(
     plans: &mut [(String, Vec<Plan>)],
     frame: Option<Bytes>,
 ) -> Vec<OwnedBatch> {
-    let received = plans
+    let received: Vec<Bytes> = plans
         .iter_mut()
         .flat_map(|(_, partitions)| partitions.iter_mut())
         .filter_map(|plan| match plan {
@@ -208,7 +208,10 @@ fn take_batches(
             Plan::Done(_) => None,
         })
         .collect();
-    cut_batches(&ctx.kept_request_bodies, frame, received)
+    let appends = received.len();
+    let batches = cut_batches(&ctx.kept_request_bodies, frame, received);
+    assert_eq!(batches.len(), appends, "one batch per planned append");
+    batches
 }
 
 /// Where `slice` lies in `frame`, if it is a slice of it.
@@ -278,7 +281,9 @@ async fn execute(
                     slots.push((topic_position, partition_position, index));
                     appends.push(PartitionAppend {
                         group_id,
-                        batch: batches.next().expect("a batch for every append"),
+                        batch: batches
+                            .next()
+                            .expect("take_batches returns one batch per append, in plan order"),
                         min_in_sync,
                     });
                 }
