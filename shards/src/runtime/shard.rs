@@ -36,7 +36,7 @@ use crate::wal::record::RecordKind;
 use crate::wal::recovery::{
     EntryHeader, HardStateRecord, RecoveredGroup, SnapshotRecord, ENTRY_HEADER_BYTES,
 };
-use crate::wal::{read_run, Disk, FlushDone, FlushJob, RecordReader, Wal, WalConfig};
+use crate::wal::{read_run, Disk, FlushDone, FlushJob, PrepareJob, RecordReader, Wal, WalConfig};
 
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -1426,6 +1426,12 @@ impl<D: Disk> Shard<D> {
         }
     }
 
+    /// The next WAL segment's preparation, when it is due (see `Wal::take_prepare_job`): run
+    /// it beside the pump's passes.
+    pub fn take_segment_preparation(&mut self) -> Option<PrepareJob<D>> {
+        self.wal.take_prepare_job()
+    }
+
     /// Ticks every group once (the pump does this every `tick_interval_ms`).
     pub fn tick(&mut self) {
         self.tick_all();
@@ -1837,6 +1843,10 @@ pub async fn run_pump<D: Disk>(
         if now >= next_tick {
             shard.borrow_mut().tick_all();
             next_tick = now + tick;
+        }
+        let preparation = shard.borrow_mut().take_segment_preparation();
+        if let Some(job) = preparation {
+            glommio::spawn_local(job.run()).detach();
         }
         if !shard.borrow().has_work() {
             if stop.get() {

@@ -12,10 +12,23 @@ use crate::wal::{Disk, WalError};
 /// means the disk failed (on a `SimDisk`: the power was cut) and the shard must be dropped.
 pub async fn run_pass<D: Disk>(shard: &ShardRef<D>) -> Result<(), WalError> {
     let mut pass = shard.borrow_mut().begin_pass();
-    let done = match pass.flush.take() {
-        Some(job) => Some(job.run().await?),
-        None => None,
-    };
+    // The next segment is prepared beside the commit, as the real pump does it.
+    let preparation = shard.borrow_mut().take_segment_preparation();
+    let flush = pass.flush.take();
+    let (done, ()) = futures::join!(
+        async {
+            match flush {
+                Some(job) => job.run().await.map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            if let Some(job) = preparation {
+                job.run().await;
+            }
+        }
+    );
+    let done = done?;
     shard.borrow_mut().end_pass(pass, done);
     // Entries a lagging follower needs that memory no longer holds (the real pump reads them
     // in the background; here, in line, so the run stays deterministic).

@@ -305,12 +305,28 @@ pub(super) async fn pass(
     for _ in 0..rng.random_range(0..3) {
         serve(life, model, rng, clock_ms);
     }
-    let done = match pass.flush.take() {
-        Some(job) => match job.run().await {
-            Ok(done) => Some(done),
-            Err(_) => return false,
-        },
-        None => None,
+    // The next segment is prepared beside the commit, as the real pump does it; the flush
+    // that rolls into it waits for it. Which of the two goes first is up to the seed.
+    let preparation = life.shard.borrow_mut().take_segment_preparation();
+    let flush = pass.flush.take();
+    let run_flush = async {
+        match flush {
+            Some(job) => job.run().await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let run_preparation = async {
+        if let Some(job) = preparation {
+            job.run().await;
+        }
+    };
+    let done = if rng.random_bool(0.5) {
+        futures::join!(run_flush, run_preparation).0
+    } else {
+        futures::join!(run_preparation, run_flush).1
+    };
+    let Ok(done) = done else {
+        return false;
     };
     life.shard.borrow_mut().end_pass(pass, done);
     model.removed.extend(carried);
