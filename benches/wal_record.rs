@@ -32,16 +32,16 @@ fn encode_and_scan(c: &mut Criterion) {
             let mut buffer = Vec::with_capacity(size + 64);
             b.iter(|| {
                 buffer.clear();
-                record::encode(&mut buffer, 42, RecordKind::Entry, &[black_box(payload)]);
+                record::encode(&mut buffer, 1, 42, RecordKind::Entry, &[black_box(payload)]);
             })
         });
         let mut log = Vec::new();
         while log.len() < (4 << 20) {
-            record::encode(&mut log, 42, RecordKind::Entry, &[&payload]);
+            record::encode(&mut log, 1, 42, RecordKind::Entry, &[&payload]);
         }
         group.throughput(Throughput::Bytes(log.len() as u64));
         group.bench_with_input(BenchmarkId::new("scan_4MiB", size), &log, |b, log| {
-            b.iter(|| black_box(record::scan(black_box(log)).records.len()))
+            b.iter(|| black_box(record::scan(black_box(log), 1).records.len()))
         });
     }
     group.finish();
@@ -73,9 +73,15 @@ fn fold_entries(c: &mut Criterion) {
                 index,
                 entry_type: 0,
             };
-            record::encode(&mut log, 1, RecordKind::Entry, &[&header.encode(), &data]);
+            record::encode(
+                &mut log,
+                1,
+                1,
+                RecordKind::Entry,
+                &[&header.encode(), &data],
+            );
         }
-        let scan = record::scan(&log);
+        let scan = record::scan(&log, 1);
         group.throughput(Throughput::Elements(entries));
         group.bench_with_input(BenchmarkId::new("fold", entries), &scan, |b, scan| {
             b.iter(|| {

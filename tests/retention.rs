@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{consume_all, flush, list_offsets, producer, send_retry, Broker};
@@ -238,4 +239,95 @@ fn mixed_retention_and_deleted_topics_survive_restarts() {
         // Write a little after each restart so the next recovery sees post-restart state too.
         produce_n(&broker, "tight", 0, &payload);
     }
+}
+
+/// The inodes of the shard's segment files (`.wal`) and of the files retention kept for reuse
+/// (`.free`).
+fn segment_inodes(broker: &Broker) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut live, mut kept) = (BTreeSet::new(), BTreeSet::new());
+    let Ok(dir) = std::fs::read_dir(broker.data_dir.join("shard-0")) else {
+        return (live, kept);
+    };
+    for entry in dir.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Ok(meta) = entry.metadata() else { continue };
+        if name.ends_with(".wal") {
+            live.insert(meta.ino());
+        } else if name.ends_with(".free") {
+            kept.insert(meta.ino());
+        }
+    }
+    (live, kept)
+}
+
+/// Segment files retention freed are kept and written again as new segments, with the old
+/// records still in them past the new ones: every acknowledged record reads back as sent,
+/// nothing of the files' earlier use does, before and after a kill -9.
+#[test]
+fn reused_segment_files_serve_only_their_new_records_across_kill9() {
+    let (_scratch, mut broker) = start_small_segments("retention_bytes = 2000000\n");
+    let topic = "reused";
+    let producer = producer(
+        &broker.bootstrap(),
+        &[("acks", "all"), ("linger.ms", "2"), ("batch.size", "60000")],
+    );
+    let mut ever_kept = BTreeSet::new();
+    let mut reused = false;
+    let mut sent = 0usize;
+    for _round in 0..6 {
+        for _ in 0..300 {
+            let key = format!("{sent}");
+            let payload = format!("{key}:").repeat(1 + 10_000 / (key.len() + 1));
+            send_retry(
+                &producer,
+                BaseRecord::to(topic)
+                    .partition(0)
+                    .key(key.as_bytes())
+                    .payload(payload.as_bytes()),
+            );
+            sent += 1;
+        }
+        flush(&producer, Duration::from_secs(60));
+        // Let retention run, then see which kept files came back as segments.
+        std::thread::sleep(Duration::from_millis(600));
+        let (live, kept) = segment_inodes(&broker);
+        reused |= live.iter().any(|inode| ever_kept.contains(inode));
+        ever_kept.extend(kept);
+    }
+    assert!(!ever_kept.is_empty(), "retention kept files for reuse");
+    assert!(reused, "a kept file was written again as a new segment");
+
+    let check = |broker: &Broker, when: &str| {
+        let earliest = list_offsets(broker.addr(), topic, 0, -2).2;
+        let latest = list_offsets(broker.addr(), topic, 0, -1).2;
+        assert_eq!(latest, sent as i64, "{when}: every record acknowledged");
+        assert!(earliest > 0, "{when}: retention moved the log start");
+        let retained = (latest - earliest) as usize;
+        let messages = consume_all(
+            &broker.bootstrap(),
+            topic,
+            1,
+            retained,
+            Duration::from_secs(30),
+        );
+        let offsets: Vec<i64> = messages.iter().map(|m| m.offset()).collect();
+        assert_eq!(offsets, (earliest..latest).collect::<Vec<_>>(), "{when}");
+        for message in &messages {
+            let key = String::from_utf8_lossy(message.key().expect("key")).to_string();
+            let payload = String::from_utf8_lossy(message.payload().expect("payload"));
+            assert_eq!(
+                key,
+                message.offset().to_string(),
+                "{when}: the record sent there"
+            );
+            assert!(
+                payload.starts_with(&format!("{key}:{key}:")),
+                "{when}: key {key}"
+            );
+        }
+    };
+    check(&broker, "before the kill");
+    broker.restart();
+    check(&broker, "after kill -9");
 }

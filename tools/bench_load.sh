@@ -8,6 +8,7 @@
 #   CHRONIK_BIN=/tmp/chronik-old tools/bench_load.sh ...   # another chronik build
 #   BROKER=tansu tools/bench_load.sh ...                   # the comparison broker (tools/tansu.sh)
 #   SHARDS=4 tools/bench_load.sh ...                       # chronik on cores 0-3
+#   BROKER_ARGS="--config ret.toml" tools/bench_load.sh ... # more chronik flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/bench_lib.sh
@@ -23,7 +24,7 @@ broker_cores="0-$((shards - 1))"
 case "$broker_kind" in
   chronik)
     taskset -c "$broker_cores" "$bin" --data-dir "$work/data" --listen "127.0.0.1:$port" \
-      --shards "$shards" >"$work/broker.log" 2>&1 &
+      --shards "$shards" ${BROKER_ARGS:-} >"$work/broker.log" 2>&1 &
     ;;
   tansu)
     tansu=$(tools/tansu.sh)

@@ -42,6 +42,9 @@ struct DiskState {
     names: BTreeMap<PathBuf, Rc<RefCell<FileState>>>,
     /// The namespace as of the last `sync_dir`: what a crash falls back to.
     durable_names: BTreeMap<PathBuf, Rc<RefCell<FileState>>>,
+    /// Renames since the last `sync_dir` of their directory, oldest first: after a crash each
+    /// is either done or not (never both names, never neither: rename is atomic).
+    unsynced_renames: Vec<(PathBuf, PathBuf)>,
     /// Mutating operations left before the power goes; `None` runs forever.
     operations_left: Option<u64>,
     crashed: bool,
@@ -84,19 +87,38 @@ impl SimDisk {
     pub fn restart(&self, rng: &mut StdRng) {
         let mut state = self.state.borrow_mut();
         let mut names = BTreeMap::new();
+        // Each unsynced rename happened or did not: which of its two names exists.
+        let mut renamed: BTreeMap<PathBuf, bool> = BTreeMap::new();
+        for (from, to) in &state.unsynced_renames {
+            let done = rng.random_bool(0.5);
+            renamed.insert(from.clone(), !done);
+            renamed.insert(to.clone(), done);
+        }
         // A name whose creation or removal was not followed by a directory sync may be either
         // way after the crash; everything else is as of the last sync.
         for (path, file) in &state.durable_names {
             let removed_unsynced = !state.names.contains_key(path);
-            if !removed_unsynced || rng.random_bool(0.5) {
+            let present = match renamed.get(path) {
+                Some(&present) => present,
+                None => !removed_unsynced || rng.random_bool(0.5),
+            };
+            if present {
                 names.insert(path.clone(), file.clone());
             }
         }
         for (path, file) in &state.names {
-            if !state.durable_names.contains_key(path) && rng.random_bool(0.5) {
+            if state.durable_names.contains_key(path) {
+                continue;
+            }
+            let present = match renamed.get(path) {
+                Some(&present) => present,
+                None => rng.random_bool(0.5),
+            };
+            if present {
                 names.insert(path.clone(), file.clone());
             }
         }
+        state.unsynced_renames.clear();
         for file in names.values() {
             settle(&mut file.borrow_mut(), rng);
         }
@@ -262,11 +284,31 @@ impl Disk for SimDisk {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
 
+    /// Until the next `sync_dir`, a crash leaves either the old name or the new one.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.mutate()?;
+        let mut state = self.state.borrow_mut();
+        assert!(
+            !state.names.contains_key(to),
+            "renames never replace a file"
+        );
+        let file = state
+            .names
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        state.names.insert(to.to_path_buf(), file);
+        state
+            .unsynced_renames
+            .push((from.to_path_buf(), to.to_path_buf()));
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.mutate()?;
         let mut state = self.state.borrow_mut();
         let in_dir = |path: &PathBuf| path.parent() == Some(dir);
         state.durable_names.retain(|path, _| !in_dir(path));
+        state.unsynced_renames.retain(|(_, to)| !in_dir(to));
         let now: Vec<_> = state
             .names
             .iter()

@@ -24,6 +24,8 @@ pub trait Disk: Clone + 'static {
     /// Names of the files directly in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to` (replacing nothing: `to` does not exist).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes created and removed names in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// How this disk's write buffers are allocated (block-aligned memory).
@@ -93,6 +95,10 @@ impl Disk for DmaDisk {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -20,7 +20,7 @@ pub mod record;
 pub mod recovery;
 pub mod write_buffer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -140,6 +140,13 @@ pub struct Wal<D: Disk = DmaDisk> {
     checkpointed_segment: u64,
     /// The next segment, being prepared or ready (see `take_prepare_job`).
     spare: Option<Spare<D>>,
+    /// Files of reclaimed segments kept to be reused as spares, under names recovery does
+    /// not read (`<segment>.free`): their blocks are written, so commits into them overwrite
+    /// rather than convert allocated extents (see `take_prepare_job`).
+    reusable: Vec<(PathBuf, Rc<D::File>)>,
+    /// Segments holding records written before segment tags: never reused, since their
+    /// stale records would read as valid in any segment.
+    untagged_segments: BTreeSet<u64>,
 }
 
 /// A segment prepared ahead of the roll into it: the flush that rolls takes `ready` and waits
@@ -198,6 +205,45 @@ const CHUNK_CAPACITY_MAX: usize = 16 << 20;
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.wal"))
+}
+
+/// Where a reclaimed segment's file waits to be reused (`Wal::reusable`).
+fn reusable_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:020}.free"))
+}
+
+/// How many reclaimed segment files a WAL keeps for reuse (the rest are deleted): enough for
+/// what retention frees between two checks at a few hundred MiB/s with 64 MiB segments, and
+/// a bound on the disk kept past retention.
+const REUSABLE_SEGMENTS_MAX: usize = 16;
+
+/// The kept files of reclaimed segments left by the last run: reused as they are when their
+/// size is the segment size (and within the bound), deleted otherwise.
+async fn load_reusable<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    segment_bytes_max: u64,
+) -> Result<Vec<(PathBuf, Rc<D::File>)>, WalError> {
+    let mut reusable = Vec::new();
+    let mut removed = false;
+    for name in disk.list(dir).map_err(io_error(dir))? {
+        if !name.ends_with(".free") {
+            continue;
+        }
+        let path = dir.join(&name);
+        let file = disk.open(&path, false).await.map_err(io_error(&path))?;
+        let size = file.size().await.map_err(io_error(&path))?;
+        if size == segment_bytes_max && reusable.len() < REUSABLE_SEGMENTS_MAX {
+            reusable.push((path, Rc::new(file)));
+        } else {
+            disk.remove(&path).map_err(io_error(&path))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(disk, dir)?;
+    }
+    Ok(reusable)
 }
 
 fn align_down(value: u64) -> u64 {
@@ -270,11 +316,109 @@ async fn segments_unwritten<D: Disk>(
         let path = segment_path(dir, segment);
         let file = disk.open(&path, false).await.map_err(io_error(&path))?;
         let content = read_whole(&file, &path).await?;
-        if record::decode(&content).is_ok() {
+        if record::decode(&content, record::segment_tag(segment)).is_ok() {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// How a segment begins, which says where the one before it must end.
+enum SegmentOpening {
+    /// It holds no record of its own: never written to (a spare, or a reused file).
+    Unwritten,
+    /// Entered by a roll, whose `SegmentStart` record gives the previous segment's end.
+    AfterRoll { previous_end: u64 },
+    /// Written before segments began with `SegmentStart`: the previous segment ends at a
+    /// zero header with only zeros after it.
+    Untagged,
+    /// Not the previous segment's successor (retention removed the one between).
+    Unchecked,
+}
+
+/// How the segment after `segment` (the first of `later`) begins, as far as the end of
+/// `segment` is concerned.
+async fn next_opening<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    segment: u64,
+    later: &[u64],
+) -> Result<SegmentOpening, WalError> {
+    let Some(&next) = later.first() else {
+        return Ok(SegmentOpening::Unwritten);
+    };
+    Ok(match segment_opening(disk, dir, next).await? {
+        // Retention removed the segment in between: the end it gives is that one's.
+        SegmentOpening::AfterRoll { .. } if next != segment + 1 => SegmentOpening::Unchecked,
+        opening => opening,
+    })
+}
+
+/// Whether `segment` (scanned into `scan`) is the last one written, checking the end of an
+/// older one. It must end exactly where the next one says it did (or, written before segments
+/// said so, at a zero header with zeros after it). Anything else means a block was lost or
+/// zeroed under acknowledged records: refuse instead of silently skipping them. Where
+/// retention removed the segment after this one, its end cannot be checked (a reused file
+/// holds older records after it); Raft's own check that each group's entries are contiguous
+/// is what is left then.
+fn is_last_written(
+    opening: &SegmentOpening,
+    segment: u64,
+    scan: &record::Scan<'_>,
+    content: &[u8],
+) -> Result<bool, WalError> {
+    let damaged = || WalError::Damaged {
+        segment,
+        position: scan.valid_bytes as u64,
+        stop: scan.stop,
+    };
+    match *opening {
+        SegmentOpening::Unwritten => return Ok(true),
+        SegmentOpening::AfterRoll { previous_end } => {
+            if scan.valid_bytes as u64 != previous_end {
+                return Err(damaged());
+            }
+        }
+        SegmentOpening::Untagged => {
+            let zeros_after_end = content[scan.valid_bytes..].iter().all(|&b| b == 0);
+            if scan.stop != ScanStop::End || !zeros_after_end {
+                return Err(damaged());
+            }
+        }
+        SegmentOpening::Unchecked => {}
+    }
+    Ok(false)
+}
+
+/// Reads just enough of `segment` to tell how it begins.
+async fn segment_opening<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    segment: u64,
+) -> Result<SegmentOpening, WalError> {
+    let path = segment_path(dir, segment);
+    let file = disk.open(&path, false).await.map_err(io_error(&path))?;
+    let tag = record::segment_tag(segment);
+    let first_block = file
+        .read_at(0, BLOCK_BYTES as usize)
+        .await
+        .map_err(io_error(&path))?;
+    let whole;
+    let mut content: &[u8] = &first_block;
+    if record::decode(content, tag) == Err(ScanStop::TornPayload) {
+        whole = read_whole(&file, &path).await?;
+        content = &whole;
+    }
+    Ok(match record::decode(content, tag) {
+        Ok((first, _)) if first.kind == RecordKind::SegmentStart => match first.payload.get(..8) {
+            Some(end) => SegmentOpening::AfterRoll {
+                previous_end: record::read_u64(end, 0),
+            },
+            None => SegmentOpening::Untagged,
+        },
+        Ok(_) => SegmentOpening::Untagged,
+        Err(_) => SegmentOpening::Unwritten,
+    })
 }
 
 /// Removes the segments after the end of the log. A segment is written to only after the one
@@ -322,46 +466,40 @@ impl<D: Disk> Wal<D> {
         let sequence = list_segments(&disk, &config.dir)?;
         let mut recovery = Recovery::default();
         let mut segments = BTreeMap::new();
+        let mut untagged_segments = BTreeSet::new();
         let mut end = None;
         for (position_in_sequence, &segment) in sequence.iter().enumerate() {
             let path = segment_path(&config.dir, segment);
             let file = open_segment(&disk, &path, false, config.segment_bytes_max).await?;
             let content = read_whole(&file, &path).await?;
-            let scan = record::scan(&content);
+            let scan = record::scan(&content, record::segment_tag(segment));
             for &(position, rec) in &scan.records {
                 recovery.apply(segment, position as u64, rec)?;
+            }
+            if !scan.records.is_empty() && record::tag_of(&content) == 0 {
+                untagged_segments.insert(segment);
             }
             recovery.release_committed_data();
             segments.insert(segment, Rc::new(file));
             let later = &sequence[position_in_sequence + 1..];
-            // An older segment ends where a record did not fit (or where the log rolled into
-            // a prepared spare), and is zeros after that. A zero header with data behind it
-            // is a torn last write when no later segment was ever written to (a prepared
-            // spare may follow); otherwise a block was lost or zeroed under acknowledged
-            // records, so refuse instead of silently skipping them.
-            let zeros_after_end = content[scan.valid_bytes..].iter().all(|&b| b == 0);
-            let torn = scan.stop != ScanStop::End
-                || (!zeros_after_end && segments_unwritten(&disk, &config.dir, later).await?);
-            if !torn && !zeros_after_end {
-                return Err(WalError::Damaged {
-                    segment,
-                    position: scan.valid_bytes as u64,
-                    stop: scan.stop,
-                });
+            let opening = next_opening(&disk, &config.dir, segment, later).await?;
+            if !is_last_written(&opening, segment, &scan, &content)? {
+                continue;
             }
-            if torn || later.is_empty() {
-                if torn {
-                    tracing::warn!(segment, valid_bytes = scan.valid_bytes, stop = %scan.stop,
-                        "wal: torn or damaged tail, cutting the log here");
-                }
-                drop_unwritten_segments(&disk, &config.dir, later, segment, &scan).await?;
-                let tail_start = align_down(scan.valid_bytes as u64) as usize;
-                let tail_block = content[tail_start..scan.valid_bytes].to_vec();
-                end = Some((segment, scan.valid_bytes as u64, tail_block));
-                break;
+            // The last written segment: its end is wherever its records stop (a torn write,
+            // zeros, or what a reused file held before).
+            if !matches!(scan.stop, ScanStop::End | ScanStop::Stale) {
+                tracing::warn!(segment, valid_bytes = scan.valid_bytes, stop = %scan.stop,
+                    "wal: torn or damaged tail, cutting the log here");
             }
+            drop_unwritten_segments(&disk, &config.dir, later, segment, &scan).await?;
+            let tail_start = align_down(scan.valid_bytes as u64) as usize;
+            let tail_block = content[tail_start..scan.valid_bytes].to_vec();
+            end = Some((segment, scan.valid_bytes as u64, tail_block));
+            break;
         }
         let recovered = recovery.finish()?;
+        let reusable = load_reusable(&disk, &config.dir, config.segment_bytes_max).await?;
         let mut wal = Wal {
             segment_entry_max: recovered.segment_entry_max.clone(),
             config,
@@ -378,6 +516,8 @@ impl<D: Disk> Wal<D> {
             checkpoint_flushing: None,
             checkpointed_segment: 0,
             spare: None,
+            reusable,
+            untagged_segments,
         };
         wal.continue_at(end).await?;
         Ok((wal, recovered))
@@ -454,7 +594,18 @@ impl<D: Disk> Wal<D> {
         let rolled = position + record_bytes as u64 > self.config.segment_bytes_max;
         if rolled {
             self.checkpoint_owed = true;
-            let bytes = self.new_chunk_buffer();
+            let mut bytes = self.new_chunk_buffer();
+            // Where the segment before ends: recovery holds it to exactly that (a reused
+            // file holds older records after it, so zeros cannot tell).
+            let tag = record::segment_tag(segment + 1);
+            let previous_end = position.to_le_bytes();
+            record::encode(
+                &mut bytes,
+                tag,
+                0,
+                RecordKind::SegmentStart,
+                &[&previous_end],
+            );
             self.pending.push(PendingChunk {
                 segment: segment + 1,
                 base: 0,
@@ -477,7 +628,8 @@ impl<D: Disk> Wal<D> {
             position: chunk.end(),
             record_bytes: record_bytes as u32,
         };
-        record::encode(&mut chunk.bytes, group_id, kind, payload);
+        let tag = record::segment_tag(chunk.segment);
+        record::encode(&mut chunk.bytes, tag, group_id, kind, payload);
         assert!(location.position + record_bytes as u64 <= self.config.segment_bytes_max);
         (location, rolled)
     }
@@ -590,16 +742,25 @@ impl<D: Disk> Wal<D> {
         })
     }
 
-    /// Preparation of the segment after the last one written or queued, when none is being
-    /// prepared or ready. Run it beside the group commits: the flush that rolls into that
+    /// Readies the segment after the last one written or queued, when none is being prepared
+    /// or ready: a kept file of a reclaimed segment is renamed to it at once (its blocks are
+    /// written, so the group commits into it need no extent conversion: on ext4, a journal
+    /// commit inside every O_DSYNC write into merely allocated space); otherwise the returned
+    /// job creates it. Run the job beside the group commits: the flush that rolls into that
     /// segment waits for it (and creates the segment itself if the preparation failed).
     pub fn take_prepare_job(&mut self) -> Option<PrepareJob<D>> {
         if self.spare.is_some() {
             return None;
         }
         let segment = self.tail_segment() + 1;
+        let path = segment_path(&self.config.dir, segment);
         let (done, ready) = oneshot::channel();
         self.spare = Some(Spare { segment, ready });
+        if let Some(file) = self.reuse_as(&path) {
+            // The receiver is in `self.spare`.
+            let _ = done.send(Ok(file));
+            return None;
+        }
         Some(PrepareJob {
             segment,
             path: segment_path(&self.config.dir, segment),
@@ -607,6 +768,25 @@ impl<D: Disk> Wal<D> {
             disk: self.disk.clone(),
             done,
         })
+    }
+
+    /// A kept file renamed to `path`, the rename durable before anything is written into it
+    /// (else a crash could leave the new records under the old name).
+    fn reuse_as(&mut self, path: &Path) -> Option<Rc<D::File>> {
+        let (kept, file) = self.reusable.pop()?;
+        let renamed = self
+            .disk
+            .rename(&kept, path)
+            .and_then(|()| self.disk.sync_dir(&self.config.dir));
+        match renamed {
+            Ok(()) => Some(file),
+            Err(error) => {
+                // The preparation job creates `path` then (opening the file if the rename
+                // did happen: its old records are another segment's, so harmless).
+                tracing::warn!(?kept, ?path, %error, "wal: could not reuse a segment file");
+                None
+            }
+        }
     }
 
     pub fn complete_flush(&mut self, done: FlushDone<D>) {
@@ -663,10 +843,18 @@ impl<D: Disk> Wal<D> {
                 *segment < self.checkpointed_segment,
                 "only checkpointed-over segments go"
             );
-            self.segments.remove(segment);
+            let file = self.segments.remove(segment);
             self.segment_entry_max.remove(segment);
+            let untagged = self.untagged_segments.remove(segment);
             let path = segment_path(&self.config.dir, *segment);
-            self.disk.remove(&path).map_err(io_error(&path))?;
+            match file {
+                Some(file) if !untagged && self.reusable.len() < REUSABLE_SEGMENTS_MAX => {
+                    let kept = reusable_path(&self.config.dir, *segment);
+                    self.disk.rename(&path, &kept).map_err(io_error(&path))?;
+                    self.reusable.push((kept, file));
+                }
+                _ => self.disk.remove(&path).map_err(io_error(&path))?,
+            }
         }
         if !segments.is_empty() {
             sync_dir(&self.disk, &self.config.dir)?;
@@ -840,7 +1028,8 @@ pub async fn read_run<D: Disk>(run: Vec<RecordReader<D>>) -> Result<Vec<Bytes>, 
         let bytes = span
             .get(offset..offset + record_bytes as usize)
             .ok_or(damaged(ScanStop::TornPayload))?;
-        let (record, decoded) = record::decode(bytes).map_err(damaged)?;
+        let tag = record::segment_tag(segment);
+        let (record, decoded) = record::decode(bytes, tag).map_err(damaged)?;
         assert_eq!(
             decoded, record_bytes as usize,
             "index and disk agree on the record length"

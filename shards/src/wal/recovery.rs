@@ -161,6 +161,9 @@ impl Recovery {
             group_id: record.group_id,
             kind: record.kind,
         };
+        if record.kind == RecordKind::SegmentStart {
+            return Ok(()); // the WAL's own: `Wal::open_on` checks it
+        }
         let group = self.groups.entry(record.group_id).or_default();
         match record.kind {
             RecordKind::Entry => {
@@ -223,6 +226,7 @@ impl Recovery {
                     ..RecoveredGroup::default()
                 };
             }
+            RecordKind::SegmentStart => unreachable!("returned above"),
         }
         Ok(())
     }
@@ -287,12 +291,18 @@ mod tests {
             index,
             entry_type: 0,
         };
-        record::encode(log, group, RecordKind::Entry, &[&header.encode(), b"data"]);
+        record::encode(
+            log,
+            1,
+            group,
+            RecordKind::Entry,
+            &[&header.encode(), b"data"],
+        );
     }
 
     fn recover(log: &[u8]) -> Result<RecoveredLog, RecoveryError> {
         let mut recovery = Recovery::default();
-        for (position, rec) in record::scan(log).records {
+        for (position, rec) in record::scan(log, 1).records {
             recovery.apply(1, position as u64, rec)?;
         }
         recovery.finish()
@@ -310,7 +320,7 @@ mod tests {
             vote: 1,
             commit: 3,
         };
-        record::encode(&mut log, 9, RecordKind::HardState, &[&hs.encode()]);
+        record::encode(&mut log, 1, 9, RecordKind::HardState, &[&hs.encode()]);
         let recovered = recover(&log).expect("recovers");
         let group = &recovered.groups[&9];
         let terms: Vec<(u64, u64)> = group.entries.iter().map(|e| (e.index, e.term)).collect();
@@ -332,7 +342,13 @@ mod tests {
             term: 1,
             state: Bytes::new(),
         };
-        record::encode(&mut log, 4, RecordKind::Snapshot, &[&snap.encode_header()]);
+        record::encode(
+            &mut log,
+            1,
+            4,
+            RecordKind::Snapshot,
+            &[&snap.encode_header()],
+        );
         let recovered = recover(&log).expect("recovers");
         assert_eq!(recovered.groups[&4].entries.len(), 1);
         assert_eq!(recovered.groups[&4].entries[0].index, 11);

@@ -287,3 +287,134 @@ fn a_prepared_spare_after_the_log_end_is_neither_data_nor_damage() {
         );
     });
 }
+
+fn entry(wal: &mut Wal, group: u64, index: u64, bytes: usize) {
+    let header = EntryHeader {
+        term: 1,
+        index,
+        entry_type: 0,
+    };
+    let data = vec![(index % 251) as u8 | 1; bytes];
+    wal.append(group, RecordKind::Entry, &[&header.encode(), &data]);
+}
+
+/// Appends entries of `group` from `first` until the log has rolled into `segment`, flushing
+/// every few; returns the next index.
+async fn fill_until(wal: &mut Wal, group: u64, first: u64, segment: u64) -> u64 {
+    let mut index = first;
+    while wal.tail_segment() < segment {
+        entry(wal, group, index, 3000);
+        if index.is_multiple_of(7) {
+            flush(wal).await;
+        }
+        index += 1;
+    }
+    flush(wal).await;
+    index
+}
+
+#[test]
+fn reclaimed_segment_files_are_reused_and_their_old_records_never_read_back() {
+    run(|| async {
+        let temp = tempfile::tempdir().expect("tempdir");
+        probe(temp.path()).await;
+        let (mut wal, _) = Wal::open(config(temp.path())).await.expect("opens");
+        // Segment 1 holds group 1, which then goes; group 5 lives in segment 2 on.
+        let end_1 = fill_until(&mut wal, 1, 1, 2).await;
+        wal.append(1, RecordKind::GroupRemoved, &[]);
+        let started_in = wal.tail_segment();
+        entry(&mut wal, 5, 1, 100);
+        wal.note_checkpoint_written(started_in);
+        flush(&mut wal).await;
+        assert_eq!(wal.reclaimable_segments(|_| u64::MAX), vec![1]);
+        let old_inode = inode(&segment_file(temp.path(), 1));
+        wal.remove_segments(&[1]).expect("reclaims");
+        assert!(!segment_file(temp.path(), 1).exists());
+        assert!(
+            wal.take_prepare_job().is_none(),
+            "a kept file is reused, not created"
+        );
+        assert_eq!(inode(&segment_file(temp.path(), 3)), old_inode);
+
+        // The roll writes over group 1's old records; recovery reads none of them, both while
+        // segment 3 is the last and once it is an older one with a successor.
+        let next = fill_until(&mut wal, 5, 2, 3).await;
+        drop(wal);
+        let (mut wal, recovered) = Wal::open(config(temp.path())).await.expect("recovers");
+        assert_eq!(
+            recovered_indexes(&recovered, 5),
+            (1..next).collect::<Vec<_>>()
+        );
+        assert_eq!(recovered_indexes(&recovered, 1), Vec::<u64>::new());
+        assert!(end_1 > 100, "group 1 filled segment 1");
+        let last = fill_until(&mut wal, 5, next, 4).await;
+        drop(wal);
+        let (_, recovered) = Wal::open(config(temp.path())).await.expect("recovers");
+        assert_eq!(
+            recovered_indexes(&recovered, 5),
+            (1..last).collect::<Vec<_>>()
+        );
+        assert_eq!(recovered_indexes(&recovered, 1), Vec::<u64>::new());
+
+        // A block lost inside the reused segment (now an older one) is refused, not skipped.
+        let segment = segment_file(temp.path(), 3);
+        let mut damaged = std::fs::read(&segment).expect("segment");
+        damaged[8192..12288].fill(0);
+        std::fs::write(&segment, &damaged).expect("write damaged copy");
+        let refused = Wal::open(config(temp.path())).await;
+        assert!(
+            matches!(refused, Err(super::WalError::Damaged { segment: 3, .. })),
+            "a lost block under acknowledged records"
+        );
+    });
+}
+
+#[test]
+fn a_log_written_before_segment_tags_is_read_and_its_files_never_reused() {
+    run(|| async {
+        let temp = tempfile::tempdir().expect("tempdir");
+        probe(temp.path()).await;
+        // Segment 1 as the previous format wrote it: records tagged 0, zeros after them.
+        let mut old = Vec::new();
+        for index in 1..=20u64 {
+            let header = EntryHeader {
+                term: 1,
+                index,
+                entry_type: 0,
+            };
+            let data = [index as u8 | 1; 50];
+            super::record::encode(
+                &mut old,
+                0,
+                1,
+                RecordKind::Entry,
+                &[&header.encode(), &data],
+            );
+        }
+        old.resize(1 << 20, 0);
+        std::fs::create_dir_all(temp.path().join("wal")).expect("wal dir");
+        std::fs::write(segment_file(temp.path(), 1), &old).expect("old segment");
+        let (mut wal, recovered) = Wal::open(config(temp.path())).await.expect("reads it");
+        assert_eq!(
+            recovered_indexes(&recovered, 1),
+            (1..=20).collect::<Vec<_>>()
+        );
+        // New records follow in the same segment, then the log rolls.
+        wal.append(1, RecordKind::GroupRemoved, &[]);
+        fill_until(&mut wal, 5, 1, 2).await;
+        let started_in = wal.tail_segment();
+        entry(&mut wal, 5, 10_000, 100);
+        wal.note_checkpoint_written(started_in);
+        flush(&mut wal).await;
+        assert_eq!(wal.reclaimable_segments(|_| u64::MAX), vec![1]);
+        wal.remove_segments(&[1]).expect("reclaims");
+        let kept = std::fs::read_dir(temp.path().join("wal"))
+            .expect("wal dir")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".free"));
+        assert!(
+            !kept,
+            "a file with untagged records is deleted, not kept for reuse"
+        );
+    });
+}
