@@ -292,6 +292,15 @@ impl Disk for SimDisk {
             !state.names.contains_key(to),
             "renames never replace a file"
         );
+        // Two renames of one file between directory syncs are not modelled (`restart` picks
+        // each rename's outcome alone); the WAL syncs after every rename.
+        assert!(
+            !state
+                .unsynced_renames
+                .iter()
+                .any(|(_, renamed_to)| renamed_to == from),
+            "a file renamed twice without a directory sync"
+        );
         let file = state
             .names
             .remove(from)

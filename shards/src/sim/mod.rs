@@ -11,9 +11,10 @@ use crate::wal::{Disk, WalError};
 /// Runs one pump pass to the end: Readies, group commit, Raft told what is durable. An error
 /// means the disk failed (on a `SimDisk`: the power was cut) and the shard must be dropped.
 pub async fn run_pass<D: Disk>(shard: &ShardRef<D>) -> Result<(), WalError> {
-    let mut pass = shard.borrow_mut().begin_pass();
-    // The next segment is prepared beside the commit, as the real pump does it.
+    // The next segment is prepared beside the commit, as the real pump does it (taken first,
+    // so this pass's commit may roll into a segment still being prepared).
     let preparation = shard.borrow_mut().take_segment_preparation();
+    let mut pass = shard.borrow_mut().begin_pass();
     let flush = pass.flush.take();
     let (done, ()) = futures::join!(
         async {

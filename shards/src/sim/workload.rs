@@ -299,15 +299,16 @@ pub(super) async fn pass(
     rng: &mut StdRng,
     clock_ms: &mut i64,
 ) -> bool {
+    // The next segment is prepared beside the commit, as the real pump does it (taken first,
+    // so this pass's commit may roll into a segment still being prepared); the flush that
+    // rolls into it waits for it. Which of the two goes first is up to the seed.
+    let preparation = life.shard.borrow_mut().take_segment_preparation();
     let mut pass = life.shard.borrow_mut().begin_pass();
     // This commit carries the tombstones appended so far, not those appended during it.
     let carried: Vec<u64> = model.removing.drain(..).collect();
     for _ in 0..rng.random_range(0..3) {
         serve(life, model, rng, clock_ms);
     }
-    // The next segment is prepared beside the commit, as the real pump does it; the flush
-    // that rolls into it waits for it. Which of the two goes first is up to the seed.
-    let preparation = life.shard.borrow_mut().take_segment_preparation();
     let flush = pass.flush.take();
     let run_flush = async {
         match flush {

@@ -355,15 +355,14 @@ async fn next_opening<D: Disk>(
 }
 
 /// Whether `segment` (scanned into `scan`) is the last one written, checking the end of an
-/// older one. It must end exactly where the next one says it did (or, written before segments
-/// said so, at a zero header with zeros after it). Anything else means a block was lost or
-/// zeroed under acknowledged records: refuse instead of silently skipping them. Where
-/// retention removed the segment after this one, its end cannot be checked (a reused file
-/// holds older records after it); Raft's own check that each group's entries are contiguous
-/// is what is left then.
+/// older one. It must end exactly where the next one says it did, with its `SegmentEnd`
+/// record (or, written before segments said so, at a zero header with zeros after it).
+/// Anything else means a block was lost or zeroed under acknowledged records: refuse instead
+/// of silently skipping them.
 fn is_last_written(
     opening: &SegmentOpening,
     segment: u64,
+    untagged: bool,
     scan: &record::Scan<'_>,
     content: &[u8],
 ) -> Result<bool, WalError> {
@@ -372,20 +371,24 @@ fn is_last_written(
         position: scan.valid_bytes as u64,
         stop: scan.stop,
     };
-    match *opening {
+    let zero_end =
+        || scan.stop == ScanStop::End && content[scan.valid_bytes..].iter().all(|&b| b == 0);
+    let marked_end = || {
+        scan.records
+            .last()
+            .is_some_and(|(_, last)| last.kind == RecordKind::SegmentEnd)
+    };
+    let ends_well = match *opening {
         SegmentOpening::Unwritten => return Ok(true),
         SegmentOpening::AfterRoll { previous_end } => {
-            if scan.valid_bytes as u64 != previous_end {
-                return Err(damaged());
-            }
+            scan.valid_bytes as u64 == previous_end && (marked_end() || zero_end())
         }
-        SegmentOpening::Untagged => {
-            let zeros_after_end = content[scan.valid_bytes..].iter().all(|&b| b == 0);
-            if scan.stop != ScanStop::End || !zeros_after_end {
-                return Err(damaged());
-            }
-        }
-        SegmentOpening::Unchecked => {}
+        SegmentOpening::Untagged => zero_end(),
+        // Retention removed the segment in between, whose start gave this one's end.
+        SegmentOpening::Unchecked => marked_end() || (untagged && zero_end()),
+    };
+    if !ends_well {
+        return Err(damaged());
     }
     Ok(false)
 }
@@ -483,7 +486,8 @@ impl<D: Disk> Wal<D> {
             segments.insert(segment, Rc::new(file));
             let later = &sequence[position_in_sequence + 1..];
             let opening = next_opening(&disk, &config.dir, segment, later).await?;
-            if !is_last_written(&opening, segment, &scan, &content)? {
+            let untagged = untagged_segments.contains(&segment);
+            if !is_last_written(&opening, segment, untagged, &scan, &content)? {
                 continue;
             }
             // The last written segment: its end is wherever its records stop (a torn write,
@@ -591,14 +595,27 @@ impl<D: Disk> Wal<D> {
             Some(chunk) => (chunk.segment, chunk.end()),
             None => (self.active_segment, self.write_position),
         };
-        let rolled = position + record_bytes as u64 > self.config.segment_bytes_max;
+        // Room is always left for the `SegmentEnd` record a roll writes.
+        let end_bytes = record::encoded_len(0) as u64;
+        let rolled = position + record_bytes as u64 + end_bytes > self.config.segment_bytes_max;
         if rolled {
             self.checkpoint_owed = true;
+            // The segment ends with a record that says so, and the next starts with where it
+            // ended: recovery holds an older segment to both (a reused file holds older
+            // records after the end, so zeros cannot tell).
+            let mut previous_end = position;
+            if position + end_bytes <= self.config.segment_bytes_max {
+                if self.pending.is_empty() {
+                    self.push_continuation_chunk(segment, position);
+                }
+                let chunk = self.pending.last_mut().expect("a chunk was just ensured");
+                let tag = record::segment_tag(segment);
+                record::encode(&mut chunk.bytes, tag, 0, RecordKind::SegmentEnd, &[]);
+                previous_end = chunk.end();
+            }
             let mut bytes = self.new_chunk_buffer();
-            // Where the segment before ends: recovery holds it to exactly that (a reused
-            // file holds older records after it, so zeros cannot tell).
             let tag = record::segment_tag(segment + 1);
-            let previous_end = position.to_le_bytes();
+            let previous_end = previous_end.to_le_bytes();
             record::encode(
                 &mut bytes,
                 tag,
@@ -612,15 +629,7 @@ impl<D: Disk> Wal<D> {
                 bytes,
             });
         } else if self.pending.is_empty() {
-            // The first chunk after a flush continues the active segment: it starts with the
-            // partial block already on disk, which the flush rewrites with the same bytes.
-            let mut bytes = self.new_chunk_buffer();
-            bytes.extend_from_slice(&self.tail_block);
-            self.pending.push(PendingChunk {
-                segment,
-                base: align_down(position),
-                bytes,
-            });
+            self.push_continuation_chunk(segment, position);
         }
         let chunk = self.pending.last_mut().expect("a chunk was just ensured");
         let location = WalLocation {
@@ -632,6 +641,18 @@ impl<D: Disk> Wal<D> {
         record::encode(&mut chunk.bytes, tag, group_id, kind, payload);
         assert!(location.position + record_bytes as u64 <= self.config.segment_bytes_max);
         (location, rolled)
+    }
+
+    /// The first chunk after a flush continues the active segment: it starts with the partial
+    /// block already on disk, which the flush rewrites with the same bytes.
+    fn push_continuation_chunk(&mut self, segment: u64, position: u64) {
+        let mut bytes = self.new_chunk_buffer();
+        bytes.extend_from_slice(&self.tail_block);
+        self.pending.push(PendingChunk {
+            segment,
+            base: align_down(position),
+            bytes,
+        });
     }
 
     /// Notes that `segment` holds entry `index` of `group_id` (retention input).
@@ -1029,7 +1050,11 @@ pub async fn read_run<D: Disk>(run: Vec<RecordReader<D>>) -> Result<Vec<Bytes>, 
             .get(offset..offset + record_bytes as usize)
             .ok_or(damaged(ScanStop::TornPayload))?;
         let tag = record::segment_tag(segment);
-        let (record, decoded) = record::decode(bytes, tag).map_err(damaged)?;
+        let (record, decoded) = record::decode(bytes, tag).map_err(|stop| match stop {
+            // Retention freed the segment and its file was reused meanwhile.
+            ScanStop::Stale => WalError::SegmentGone(segment),
+            stop => damaged(stop),
+        })?;
         assert_eq!(
             decoded, record_bytes as usize,
             "index and disk agree on the record length"

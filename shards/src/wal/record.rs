@@ -42,6 +42,8 @@ pub enum RecordKind {
     /// The first record of every segment entered by a roll (group id 0, no group's): the
     /// previous segment's end (u64 LE), so recovery knows exactly where that one stops.
     SegmentStart = 6,
+    /// The last record of every segment left by a roll (group id 0, empty).
+    SegmentEnd = 7,
 }
 
 impl RecordKind {
@@ -53,6 +55,7 @@ impl RecordKind {
             4 => Some(Self::GroupRemoved),
             5 => Some(Self::SnapshotInstalled),
             6 => Some(Self::SegmentStart),
+            7 => Some(Self::SegmentEnd),
             _ => None,
         }
     }

@@ -161,8 +161,11 @@ impl Recovery {
             group_id: record.group_id,
             kind: record.kind,
         };
-        if record.kind == RecordKind::SegmentStart {
-            return Ok(()); // the WAL's own: `Wal::open_on` checks it
+        if matches!(
+            record.kind,
+            RecordKind::SegmentStart | RecordKind::SegmentEnd
+        ) {
+            return Ok(()); // the WAL's own: `Wal::open_on` checks them
         }
         let group = self.groups.entry(record.group_id).or_default();
         match record.kind {
@@ -226,7 +229,7 @@ impl Recovery {
                     ..RecoveredGroup::default()
                 };
             }
-            RecordKind::SegmentStart => unreachable!("returned above"),
+            RecordKind::SegmentStart | RecordKind::SegmentEnd => unreachable!("returned above"),
         }
         Ok(())
     }
