@@ -242,12 +242,15 @@ fn a_prepared_spare_after_the_log_end_is_neither_data_nor_damage() {
         let spare = segment_file(temp.path(), 2);
         assert!(spare.exists());
 
-        // A clean end: the log continues (into the spare), nothing lost.
+        // A clean end: the log continues in segment 1 (the never written spare goes),
+        // nothing lost.
         let (mut wal, recovered) = Wal::open(config(temp.path())).await.expect("recovers");
         assert_eq!(
             recovered_indexes(&recovered, 7),
             (1..=60).collect::<Vec<_>>()
         );
+        assert_eq!(wal.tail_segment(), 1);
+        assert!(!spare.exists());
         append_entries(&mut wal, 7, 61..=62).await;
         drop(wal);
         let (_, recovered) = Wal::open(config(temp.path())).await.expect("recovers");
