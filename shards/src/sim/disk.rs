@@ -312,7 +312,7 @@ impl Disk for SimDisk {
         Ok(())
     }
 
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.mutate()?;
         let mut state = self.state.borrow_mut();
         let in_dir = |path: &PathBuf| path.parent() == Some(dir);
@@ -426,7 +426,7 @@ mod tests {
             let path = Path::new("/d/a.wal");
             futures::executor::block_on(async {
                 let file = disk.open(path, true).await.expect("create");
-                disk.sync_dir(Path::new("/d")).expect("dir sync");
+                disk.sync_dir(Path::new("/d")).await.expect("dir sync");
                 file.write_at(0, dma_block(1)).await.expect("write");
                 file.sync().await.expect("sync");
                 file.write_at(4096, dma_block(2)).await.expect("write");

@@ -27,7 +27,7 @@ pub trait Disk: Clone + 'static {
     /// Renames `from` to `to` (replacing nothing: `to` does not exist).
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes created and removed names in `dir` durable.
-    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// How this disk's write buffers are allocated (block-aligned memory).
     fn allocate_aligned(&self) -> AllocateAligned;
     /// Whether a completed write is already durable (files opened O_DSYNC), so a group
@@ -101,8 +101,10 @@ impl Disk for DmaDisk {
         std::fs::rename(from, to)
     }
 
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        std::fs::File::open(dir)?.sync_all()
+    /// On the io_uring (the kernel runs it on a worker), not on the shard's thread: a directory
+    /// sync waits for a journal commit.
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        Ok(glommio::io::Directory::open(dir).await?.sync().await?)
     }
 
     /// From the shard's io_uring arena: registered with the kernel, reused, already faulted

@@ -156,10 +156,11 @@ struct Spare<D: Disk> {
     ready: oneshot::Receiver<Result<Rc<D::File>, WalError>>,
 }
 
-/// Creates the next segment ahead of need; run beside the group commits.
+/// Makes the next segment ready ahead of need; run beside the group commits.
 pub struct PrepareJob<D: Disk = DmaDisk> {
     segment: u64,
     path: PathBuf,
+    source: SpareSource<D>,
     segment_bytes_max: u64,
     disk: D,
     done: oneshot::Sender<Result<Rc<D::File>, WalError>>,
@@ -178,6 +179,16 @@ struct FlushWrite<D: Disk> {
     file: SegmentFile<D>,
     position: u64,
     bytes: WriteBuffer,
+}
+
+/// Where a spare segment's file comes from.
+enum SpareSource<D: Disk> {
+    Create,
+    /// A released segment's file, kept under `kept` (see `Wal::reusable`).
+    Reuse {
+        kept: PathBuf,
+        file: Rc<D::File>,
+    },
 }
 
 /// Where a flush write's segment comes from.
@@ -241,7 +252,7 @@ async fn load_reusable<D: Disk>(
         }
     }
     if removed {
-        sync_dir(disk, dir)?;
+        sync_dir(disk, dir).await?;
     }
     Ok(reusable)
 }
@@ -264,14 +275,14 @@ async fn open_segment<D: Disk>(
     if create {
         file.allocate(size).await.map_err(io_error(path))?;
         file.sync().await.map_err(io_error(path))?;
-        sync_dir(disk, path.parent().unwrap_or(Path::new(".")))?;
+        sync_dir(disk, path.parent().unwrap_or(Path::new("."))).await?;
     }
     Ok(file)
 }
 
 /// Makes a created or removed file name durable.
-fn sync_dir<D: Disk>(disk: &D, dir: &Path) -> Result<(), WalError> {
-    disk.sync_dir(dir).map_err(io_error(dir))
+async fn sync_dir<D: Disk>(disk: &D, dir: &Path) -> Result<(), WalError> {
+    disk.sync_dir(dir).await.map_err(io_error(dir))
 }
 
 async fn read_whole<F: DiskFile>(file: &F, path: &Path) -> Result<Vec<u8>, WalError> {
@@ -303,6 +314,16 @@ fn list_segments<D: Disk>(disk: &D, dir: &Path) -> Result<Vec<u64>, WalError> {
         .collect();
     sequence.sort_unstable();
     Ok(sequence)
+}
+
+/// Renames the kept file `kept` to the segment `path`. The rename is durable before anything
+/// is written into the file (else a crash could leave the new records under the old name),
+/// and so is the one that kept it (`Wal::remove_segments` does not sync the directory).
+async fn reuse_file<D: Disk>(disk: &D, kept: &Path, path: &Path) -> Result<(), WalError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync_dir(disk, dir).await?;
+    disk.rename(kept, path).map_err(io_error(kept))?;
+    sync_dir(disk, dir).await
 }
 
 /// Whether none of `segments` holds a record: each was created (or prepared ahead) but never
@@ -447,7 +468,7 @@ async fn drop_unwritten_segments<D: Disk>(
         disk.remove(&path).map_err(io_error(&path))?;
     }
     if !later.is_empty() {
-        sync_dir(disk, dir)?;
+        sync_dir(disk, dir).await?;
     }
     Ok(())
 }
@@ -777,37 +798,19 @@ impl<D: Disk> Wal<D> {
         let path = segment_path(&self.config.dir, segment);
         let (done, ready) = oneshot::channel();
         self.spare = Some(Spare { segment, ready });
-        if let Some(file) = self.reuse_as(&path) {
-            // The receiver is in `self.spare`.
-            let _ = done.send(Ok(file));
-            return None;
-        }
+        // A kept file renamed to `path`, else a new one.
+        let source = match self.reusable.pop() {
+            Some((kept, file)) => SpareSource::Reuse { kept, file },
+            None => SpareSource::Create,
+        };
         Some(PrepareJob {
             segment,
-            path: segment_path(&self.config.dir, segment),
+            path,
+            source,
             segment_bytes_max: self.config.segment_bytes_max,
             disk: self.disk.clone(),
             done,
         })
-    }
-
-    /// A kept file renamed to `path`, the rename durable before anything is written into it
-    /// (else a crash could leave the new records under the old name).
-    fn reuse_as(&mut self, path: &Path) -> Option<Rc<D::File>> {
-        let (kept, file) = self.reusable.pop()?;
-        let renamed = self
-            .disk
-            .rename(&kept, path)
-            .and_then(|()| self.disk.sync_dir(&self.config.dir));
-        match renamed {
-            Ok(()) => Some(file),
-            Err(error) => {
-                // The preparation job creates `path` then (opening the file if the rename
-                // did happen: its old records are another segment's, so harmless).
-                tracing::warn!(?kept, ?path, %error, "wal: could not reuse a segment file");
-                None
-            }
-        }
     }
 
     pub fn complete_flush(&mut self, done: FlushDone<D>) {
@@ -877,9 +880,9 @@ impl<D: Disk> Wal<D> {
                 _ => self.disk.remove(&path).map_err(io_error(&path))?,
             }
         }
-        if !segments.is_empty() {
-            sync_dir(&self.disk, &self.config.dir)?;
-        }
+        // Not synced here (a directory sync waits for a journal commit, and this runs on the
+        // shard's thread): a crash may bring a released segment back, which recovery reads
+        // as what it was, and the next spare's preparation syncs the directory anyway.
         Ok(())
     }
 
@@ -948,13 +951,21 @@ impl<D: Disk> FlushJob<D> {
 }
 
 impl<D: Disk> PrepareJob<D> {
-    /// Creates the segment and makes it durable, then hands it to the flush that rolls into
-    /// it.
+    /// Creates the segment (or renames a kept file to it) and makes it durable, then hands it
+    /// to the flush that rolls into it. On failure the flush creates the segment itself (or
+    /// opens the file renamed to it: its records are another segment's).
     pub async fn run(self) {
         let started = std::time::Instant::now();
-        let result = open_segment(&self.disk, &self.path, true, self.segment_bytes_max)
-            .await
-            .map(Rc::new);
+        let result = match self.source {
+            SpareSource::Create => {
+                open_segment(&self.disk, &self.path, true, self.segment_bytes_max)
+                    .await
+                    .map(Rc::new)
+            }
+            SpareSource::Reuse { kept, file } => reuse_file(&self.disk, &kept, &self.path)
+                .await
+                .map(|()| file),
+        };
         match &result {
             Ok(_) => tracing::debug!(
                 segment = self.segment,
