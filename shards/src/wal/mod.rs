@@ -9,11 +9,15 @@
 //! acknowledged.
 //!
 //! Segments are preallocated files named `<seq>.wal` that roll at `segment_bytes_max`. A record
-//! never spans two segments. The next segment is created ahead, beside the group commits
+//! never spans two segments. The next segment is made ready ahead, beside the group commits
 //! (`take_prepare_job`): creating one (allocate, fsync, fsync of the directory) took 2–5 ms
-//! under load on the CI machine, a stall of every commit waiting behind the roll. A spare
-//! reads as zeros until the roll writes its first record, so recovery treats it as never
-//! written.
+//! under load on the CI machine, a stall of every commit waiting behind the roll. Preferably
+//! the spare is the file of a segment retention released, whose blocks are already written
+//! (commits into it need no extent conversion); its old records carry another segment's tag
+//! (see `record`), so they never read as this one's. Until the roll writes its first record, a
+//! spare holds no record of its own, so recovery treats it as never written. Every roll ends
+//! the old segment with `SegmentEnd` and starts the new one with `SegmentStart` (the old
+//! one's end): recovery holds older segments to both.
 
 pub mod disk;
 pub mod record;
