@@ -103,7 +103,10 @@ impl Disk for DmaDisk {
 
     /// On the io_uring (the kernel runs it on a worker), not on the shard's thread: a directory
     /// sync waits for a journal commit.
+    /// The path is made absolute first: glommio opens a directory relative to no directory
+    /// (`openat(-1, ..)`), so a relative one (the default `./data`) failed with EBADF.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let dir = std::path::absolute(dir)?;
         Ok(glommio::io::Directory::open(dir).await?.sync().await?)
     }
 
@@ -139,5 +142,21 @@ impl DiskFile for DmaFile {
 
     async fn sync(&self) -> io::Result<()> {
         Ok(self.fdatasync().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The broker's default data directory is relative (`./data`).
+    #[test]
+    fn a_relative_directory_syncs() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async { DmaDisk.sync_dir(Path::new(".")).await })
+            .expect("executor")
+            .join()
+            .expect("test body")
+            .expect("a relative directory syncs");
     }
 }
