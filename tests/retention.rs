@@ -26,9 +26,18 @@ fn segment_files(broker: &Broker) -> usize {
 /// One shard, 1 MiB WAL segments, retention checked every 200 ms, plus `extra` TOML. The
 /// returned directory holds the config file and must outlive the broker.
 fn start_small_segments(extra: &str) -> (tempfile::TempDir, Broker) {
+    start_small_segments_checked_every(200, extra)
+}
+
+fn start_small_segments_checked_every(
+    check_interval_ms: u64,
+    extra: &str,
+) -> (tempfile::TempDir, Broker) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let config = scratch.path().join("chronik.toml");
-    let toml = format!("retention_check_interval_ms = 200\nmessage_bytes_max = 200000\n{extra}");
+    let toml = format!(
+        "retention_check_interval_ms = {check_interval_ms}\nmessage_bytes_max = 200000\n{extra}"
+    );
     std::fs::write(&config, toml).expect("config file");
     let config_arg = config.to_string_lossy().to_string();
     let broker = Broker::start_with(
@@ -116,6 +125,43 @@ fn retention_bytes_reclaims_segments_and_survives_restart() {
         "retained data readable after restart"
     );
     assert!(again.iter().all(|m| m.payload() == Some(&payload[..])));
+}
+
+/// Retention also runs whenever the WAL rolls into a new segment, so a shard that fills
+/// segments faster than the periodic check frees them as they fill (and reuses their files):
+/// with the periodic check an hour away, the log start still moves and old segments go.
+#[test]
+fn retention_runs_when_a_segment_rolls() {
+    let (_scratch, broker) =
+        start_small_segments_checked_every(3_600_000, "retention_bytes = 2000000\n");
+    let topic = "rolled";
+    let payload = vec![b'p'; 10_000];
+    let count = 1000; // about 10 MB: nine or ten rolls of 1 MiB segments
+    produce_n(&broker, topic, count, &payload);
+
+    let addr = broker.addr();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut earliest, mut files, mut kept) = (0, usize::MAX, 0);
+    while Instant::now() < deadline {
+        earliest = list_offsets(addr, topic, 0, -2).2;
+        files = segment_files(&broker);
+        kept = segment_inodes(&broker).1.len();
+        if earliest > 0 && files <= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(list_offsets(addr, topic, 0, -1).2, count as i64);
+    assert!(
+        earliest > 0,
+        "retention ran at a roll: earliest {earliest}\n{}",
+        broker.log_tail(30)
+    );
+    assert!(
+        files <= 4,
+        "segments were freed at the rolls: {files} left ({kept} kept for reuse)\n{}",
+        broker.log_tail(30)
+    );
 }
 
 fn create_with_configs(addr: std::net::SocketAddr, name: &str, configs: &[(&str, &str)]) {

@@ -19,6 +19,7 @@
 
 pub mod plan;
 
+use chronik_shards::runtime::shard::wall_clock_ms;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -81,12 +82,6 @@ impl CompactionSettings {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The shard's cleaner: every `log_cleaner_backoff_ms`, one pass over each compacted
 /// partition it leads that has enough new data.
 pub async fn run_cleaner(ctx: Rc<ShardContext>) {
@@ -133,7 +128,7 @@ async fn clean_partition(
     settings: CompactionSettings,
     done: i64,
 ) -> Result<Option<i64>, ShardError> {
-    let now = now_ms();
+    let now = wall_clock_ms();
     let newest = now.saturating_sub(settings.min_compaction_lag_ms);
     let Some(bounds) = ctx.shard.borrow().cleaning_bounds(group_id, newest)? else {
         return Ok(None);

@@ -2,6 +2,7 @@
 //! that this node leads one, read it back from the start, and append to it with acks=all.
 //! Each coordinator keeps its state per partition and per leader term (`Slots`).
 
+use chronik_shards::runtime::shard::wall_clock_ms;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -139,9 +140,7 @@ pub fn start_cleaning(
     {
         return false;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = wall_clock_ms();
     let mut receivers = Vec::new();
     let mut rewrite_start = shard
         .read_offsets(partition)

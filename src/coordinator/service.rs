@@ -1,6 +1,7 @@
 //! The group coordinator of one shard: the groups of the `__consumer_offsets` partitions this
 //! shard leads, loaded from those partitions, with every change written to them first.
 
+use chronik_shards::runtime::shard::wall_clock_ms;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -83,12 +84,6 @@ impl GroupCoordinator {
                 .or_insert_with(|| Group::new(group_id.to_string(), settings)),
         )
     }
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn text(value: impl Into<String>) -> StrBytes {

@@ -20,7 +20,9 @@ use glommio::timer::sleep;
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
-use chronik_shards::runtime::shard::{run_pump, GroupSpec, Shard, ShardConfig, ShardRef};
+use chronik_shards::runtime::shard::{
+    run_pump, wall_clock_ms, GroupSpec, Shard, ShardConfig, ShardRef,
+};
 use chronik_shards::wal::WalConfig;
 use glommio::channels::local_channel::LocalReceiver;
 
@@ -577,9 +579,6 @@ async fn retention_loop(ctx: Rc<ShardContext>) {
     let interval = Duration::from_millis(ctx.config.retention_check_interval_ms);
     loop {
         sleep(interval).await;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        ctx.shard.borrow_mut().apply_retention(now_ms);
+        ctx.shard.borrow_mut().apply_retention(wall_clock_ms());
     }
 }

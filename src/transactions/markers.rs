@@ -5,6 +5,7 @@
 //! transaction whose markers are not all written stays prepared, and the coordinator's timer
 //! tries again.
 
+use chronik_shards::runtime::shard::wall_clock_ms;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -46,9 +47,7 @@ pub fn control_batch(producer_id: i64, epoch: i16, commit: bool, coordinator_epo
     let mut value = BytesMut::new();
     value.put_i16(0);
     value.put_i32(coordinator_epoch);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = wall_clock_ms();
     let record = Record {
         transactional: true,
         control: true,

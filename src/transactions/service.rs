@@ -1,6 +1,7 @@
 //! The transaction coordinator of one shard: the transactional ids of the
 //! `__transaction_state` partitions this shard leads.
 
+use chronik_shards::runtime::shard::wall_clock_ms;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -29,12 +30,6 @@ pub struct TxnCoordinator {
     busy: BTreeSet<String>,
     /// Per partition: state writes proposed and not yet adopted (cleaning waits for none).
     writes_in_flight: BTreeMap<u64, usize>,
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Marks a transactional id busy for as long as it lives.

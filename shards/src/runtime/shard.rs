@@ -161,6 +161,10 @@ pub struct Shard<D: Disk = DmaDisk> {
     /// Compaction points written in the pass being flushed; durable once it completes.
     flushing_compactions: Vec<(u64, u64)>,
     pending_compactions: Vec<(u64, u64)>,
+    /// The WAL's tail segment at the last retention pass: a roll since then makes one due,
+    /// so segments are freed (and their files kept for reuse) as fast as they fill, not only
+    /// at the periodic check.
+    retention_seen_tail: u64,
     groups_installed: bool,
     /// Shutting down: new proposals are refused with NotLeader (retriable).
     refusing_proposals: bool,
@@ -425,6 +429,7 @@ impl<D: Disk> Shard<D> {
             removed,
             flushing_compactions: Vec::new(),
             pending_compactions: Vec::new(),
+            retention_seen_tail: 0,
             groups_installed: false,
             refusing_proposals: false,
             doorbell,
@@ -1314,6 +1319,7 @@ impl<D: Disk> Shard<D> {
     /// Applies each partition's retention; batches gone (expired, or replaced by a cleaning
     /// entry) become a compaction point.
     pub fn apply_retention(&mut self, now_ms: i64) {
+        self.retention_seen_tail = self.wal.tail_segment();
         for (&group_id, group) in &mut self.groups {
             let applied = group.node.store().applied();
             let snapshot_index = group.node.store().snapshot_index();
@@ -1354,6 +1360,12 @@ impl<D: Disk> Shard<D> {
         if self.wal.has_pending() {
             self.ring();
         }
+    }
+
+    /// Whether the WAL rolled into a new segment since the last retention pass (the pump
+    /// then runs one).
+    pub fn retention_due_after_roll(&self) -> bool {
+        self.wal.tail_segment() != self.retention_seen_tail
     }
 
     /// Deletes WAL segments no group needs any more.
@@ -1874,11 +1886,21 @@ pub async fn run_pump<D: Disk>(
             None => None,
         };
         shard.borrow_mut().end_pass(pass, done);
+        if shard.borrow().retention_due_after_roll() {
+            shard.borrow_mut().apply_retention(wall_clock_ms());
+        }
         let refills = shard.borrow_mut().take_refills();
         for refill in refills {
             glommio::spawn_local(run_refill(shard.clone(), refill)).detach();
         }
     }
+}
+
+/// Milliseconds since the Unix epoch (record timestamps are on this clock: time retention).
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
 }
 
 /// Reads a refill's entries back from the WAL (runs of nearby records with one I/O each) and
