@@ -960,6 +960,7 @@ impl<D: Disk> PrepareJob<D> {
     /// opens the file renamed to it: its records are another segment's).
     pub async fn run(self) {
         let started = std::time::Instant::now();
+        let reused = matches!(self.source, SpareSource::Reuse { .. });
         let result = match self.source {
             SpareSource::Create => {
                 open_segment(&self.disk, &self.path, true, self.segment_bytes_max)
@@ -973,6 +974,7 @@ impl<D: Disk> PrepareJob<D> {
         match &result {
             Ok(_) => tracing::debug!(
                 segment = self.segment,
+                reused,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "wal: next segment prepared"
             ),
