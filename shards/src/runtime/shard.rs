@@ -36,7 +36,9 @@ use crate::wal::record::RecordKind;
 use crate::wal::recovery::{
     EntryHeader, HardStateRecord, RecoveredGroup, SnapshotRecord, ENTRY_HEADER_BYTES,
 };
-use crate::wal::{read_run, Disk, FlushDone, FlushJob, PrepareJob, RecordReader, Wal, WalConfig};
+use crate::wal::{
+    read_run, Disk, FlushDone, FlushJob, PrepareJob, RecordReader, Wal, WalConfig, WalError,
+};
 
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -1874,7 +1876,7 @@ pub async fn run_pump<D: Disk>(
         }
         let mut pass = shard.borrow_mut().begin_pass();
         let done = match pass.flush.take() {
-            Some(job) => match job.run().await {
+            Some(job) => match timed_group_commit(job).await {
                 Ok(done) => Some(done),
                 Err(error) => {
                     // fsync failures cannot be retried safely (the page state is unknown):
@@ -1894,6 +1896,25 @@ pub async fn run_pump<D: Disk>(
             glommio::spawn_local(run_refill(shard.clone(), refill)).detach();
         }
     }
+}
+
+/// A group commit slower than this is logged at debug level (every produce waiting on it
+/// waits as long; `RUST_LOG=chronik_shards::runtime=debug` shows where a latency tail
+/// comes from), one slower than `VERY_SLOW_GROUP_COMMIT` as a warning (a stalling disk).
+const SLOW_GROUP_COMMIT: Duration = Duration::from_millis(5);
+const VERY_SLOW_GROUP_COMMIT: Duration = Duration::from_millis(500);
+
+async fn timed_group_commit<D: Disk>(job: FlushJob<D>) -> Result<FlushDone<D>, WalError> {
+    let (started, bytes) = (Instant::now(), job.bytes());
+    let result = job.run().await;
+    let elapsed = started.elapsed();
+    let elapsed_us = elapsed.as_micros() as u64;
+    if elapsed > VERY_SLOW_GROUP_COMMIT {
+        tracing::warn!(elapsed_us, bytes, "wal: group commit took over 500 ms");
+    } else if elapsed > SLOW_GROUP_COMMIT {
+        tracing::debug!(elapsed_us, bytes, "wal: slow group commit");
+    }
+    result
 }
 
 /// Milliseconds since the Unix epoch (record timestamps are on this clock: time retention).
