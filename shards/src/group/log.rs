@@ -43,6 +43,11 @@ pub struct GroupLog {
     /// The most this group caches: shared by the shard's partition groups, which it lowers
     /// as groups are added so that all of them together stay within the shard's budget.
     cache_bytes_max: Rc<Cell<usize>>,
+    /// Whether applied entries keep their data at all (within `cache_bytes_max`). Off for a
+    /// partition nobody reads at its tail: its batches go as soon as they are applied, so the
+    /// memory that takes each new batch is memory freed a moment ago, still in the CPU cache
+    /// (a produce-only shard cycling a full cache through memory did ~15% less per core).
+    caching: bool,
     /// The lowest index Raft asked for whose data is no longer in memory (a lagging
     /// follower's); the shard reads it back from the WAL into `refilled`.
     wanted: Cell<Option<u64>>,
@@ -111,6 +116,7 @@ impl GroupLog {
             cache_from: applied + 1,
             cached_bytes: 0,
             cache_bytes_max,
+            caching: true,
             wanted: Cell::new(None),
             refilled: BTreeMap::new(),
         };
@@ -228,10 +234,22 @@ impl GroupLog {
         self.evict_cache();
     }
 
+    /// Turns caching of applied entries on or off (see `caching`); off evicts them now.
+    pub fn set_caching(&mut self, caching: bool) {
+        if self.caching != caching {
+            self.caching = caching;
+            self.evict_cache();
+        }
+    }
+
     /// Evicts applied entries, oldest first, until the cache is within its budget.
     pub fn evict_cache(&mut self) {
         self.cache_from = self.cache_from.max(self.first_index());
-        let cache_bytes_max = self.cache_bytes_max.get();
+        let cache_bytes_max = if self.caching {
+            self.cache_bytes_max.get()
+        } else {
+            0
+        };
         while self.cached_bytes > cache_bytes_max && self.cache_from <= self.applied {
             let position = (self.cache_from - self.snapshot_index - 1) as usize;
             if let Some(entry) = self.entries.get_mut(position) {
@@ -426,5 +444,36 @@ mod tests {
         log.evict_cache();
         assert!(log.entry(7).expect("in the log").data.is_none());
         assert!(log.entry(8).expect("in the log").data.is_some());
+    }
+
+    #[test]
+    fn a_log_not_caching_keeps_no_applied_data() {
+        let budget = Rc::new(Cell::new(1 << 20));
+        let mut log = GroupLog::recovered(RecoveredGroup::default(), vec![1], budget);
+        let location = WalLocation {
+            segment: 0,
+            position: 0,
+            record_bytes: 1024,
+        };
+        let data = Bytes::from(vec![7u8; 1024]);
+        for index in 1..=4 {
+            log.append(&[entry(index, &data)], &[location]);
+        }
+        log.set_commit(2);
+        log.set_applied(2);
+        assert!(log.entry(1).expect("in the log").data.is_some(), "cached");
+        // Off: the applied entries give their data up at once, unapplied ones keep it.
+        log.set_caching(false);
+        assert!(log.entry(1).expect("in the log").data.is_none());
+        assert!(log.entry(2).expect("in the log").data.is_none());
+        assert!(log.entry(3).expect("in the log").data.is_some());
+        log.set_commit(3);
+        log.set_applied(3);
+        assert!(log.entry(3).expect("in the log").data.is_none());
+        // On again: what is applied from now on stays within the budget.
+        log.set_caching(true);
+        log.set_commit(4);
+        log.set_applied(4);
+        assert!(log.entry(4).expect("in the log").data.is_some());
     }
 }

@@ -89,6 +89,9 @@ pub struct RaftGroup {
     pub quiesced: bool,
     /// Ticks since the group last did anything but heartbeats.
     pub idle_ticks: u32,
+    /// Ticks since anyone last read this partition (`Shard::plan_read_isolated`); see
+    /// `Shard::tick_all`, which stops caching the entries of a partition nobody reads.
+    pub ticks_since_read: std::cell::Cell<u32>,
     /// Ticks a leader has had a follower waiting on a snapshot (see `retry_lost_snapshots`).
     snapshot_wait_ticks: u32,
 }
@@ -115,6 +118,7 @@ impl RaftGroup {
             preferred_leader: 0,
             quiesced: false,
             idle_ticks: 0,
+            ticks_since_read: std::cell::Cell::new(0),
             snapshot_wait_ticks: 0,
         };
         group.rebuild_machine();

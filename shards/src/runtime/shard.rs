@@ -121,6 +121,11 @@ const REFILL_BYTES_MAX: usize = 8 << 20;
 /// Ticks of nothing but heartbeats before a leader lets its group go quiet: long enough for
 /// two heartbeat rounds to carry the final commit index to every follower.
 const QUIESCE_AFTER_TICKS: u32 = 2 * crate::group::config::HEARTBEAT_TICKS as u32 + 2;
+/// Ticks without a read after which a lone replica's partition stops caching its applied
+/// entries (1 s at the default tick): a consumer tailing it fetches far more often, and one
+/// that comes back later reads from the WAL, as it would after any eviction. Replicated
+/// partitions always cache: their followers read the entries.
+const CACHE_WITHOUT_READS_TICKS: u32 = 10;
 /// Ticks after which the preferred leader of a group without a leader campaigns.
 const PREFERRED_CAMPAIGN_TICKS: usize = 3;
 /// The context of the heartbeat that tells followers their group went quiet.
@@ -1010,6 +1015,7 @@ impl<D: Disk> Shard<D> {
         read_committed: bool,
     ) -> Result<ReadPlan<D>, ShardError> {
         let group = self.group(group_id)?;
+        group.ticks_since_read.set(0);
         let follower_read = from_follower
             && !group.is_leader()
             && group.leader_id().is_some()
@@ -1146,6 +1152,15 @@ impl<D: Disk> Shard<D> {
             }
             if group.node.tick() | group.retry_lost_snapshots() {
                 self.dirty.insert(group_id);
+            }
+            if matches!(group.machine, Machine::Partition { .. }) {
+                let unread = group.ticks_since_read.get().saturating_add(1);
+                group.ticks_since_read.set(unread);
+                let replicated = !group.node.raft.prs().is_singleton();
+                group
+                    .node
+                    .mut_store()
+                    .set_caching(replicated || unread < CACHE_WITHOUT_READS_TICKS);
             }
             // A leaderless group's preferred leader does not wait out a whole election
             // timeout (its first campaign may have reached peers before they had the group).
