@@ -39,6 +39,7 @@ fn partition_shard() -> ShardRef<SimDisk> {
         tick_interval_ms: 10,
         entry_cache_bytes_max: 4 << 20,
         entry_cache_shard_bytes_max: 64 << 20,
+        entry_cache_unread_ticks: 10,
         proposal_waiters_max: 100_000,
         fetch_waiters_max: 10,
         uncommitted_bytes_max: 256 << 20,

@@ -140,6 +140,7 @@ pub struct FileConfig {
     pub tick_interval_ms: Option<u64>,
     pub entry_cache_bytes_max: Option<usize>,
     pub entry_cache_shard_bytes_max: Option<usize>,
+    pub entry_cache_unread_ms: Option<u64>,
     pub connection_requests_in_flight_max: Option<usize>,
     pub queued_request_bytes_max: Option<usize>,
     pub fetch_read_bytes_max: Option<usize>,
@@ -185,6 +186,9 @@ pub struct Config {
     pub entry_cache_bytes_max: usize,
     /// ...and all partitions of a shard together (each gets an equal share).
     pub entry_cache_shard_bytes_max: usize,
+    /// A partition with one replica that nobody read for this long caches nothing it has
+    /// applied (0: always cache).
+    pub entry_cache_unread_ms: u64,
     pub connection_requests_in_flight_max: usize,
     /// Bytes of requests one shard holds at once, all its connections together (Kafka's
     /// `queued.max.request.bytes`): past it, connections stop reading until requests finish,
@@ -368,6 +372,7 @@ impl Config {
             tick_interval_ms: file.tick_interval_ms.unwrap_or(100),
             entry_cache_bytes_max: file.entry_cache_bytes_max.unwrap_or(8 << 20),
             entry_cache_shard_bytes_max: file.entry_cache_shard_bytes_max.unwrap_or(256 << 20),
+            entry_cache_unread_ms: file.entry_cache_unread_ms.unwrap_or(1_000),
             connection_requests_in_flight_max: file.connection_requests_in_flight_max.unwrap_or(32),
             queued_request_bytes_max: file.queued_request_bytes_max.unwrap_or(256 << 20),
             fetch_read_bytes_max: file.fetch_read_bytes_max.unwrap_or(128 << 20),

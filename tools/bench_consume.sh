@@ -19,7 +19,8 @@ config="$work/chronik.toml"
 case "$where" in
   cache)
     messages=${MESSAGES:-1000000}
-    printf 'entry_cache_bytes_max = 134217728\nentry_cache_shard_bytes_max = 4294967296\n' >"$config"
+    # (kept while nobody reads: entry_cache_unread_ms = 0)
+    printf 'entry_cache_bytes_max = 134217728\nentry_cache_shard_bytes_max = 4294967296\nentry_cache_unread_ms = 0\n' >"$config"
     ;;
   disk)
     messages=${MESSAGES:-2000000}

@@ -316,6 +316,12 @@ async fn open_shard(
         tick_interval_ms: config.tick_interval_ms,
         entry_cache_bytes_max: config.entry_cache_bytes_max,
         entry_cache_shard_bytes_max: config.entry_cache_shard_bytes_max,
+        entry_cache_unread_ticks: u32::try_from(
+            config
+                .entry_cache_unread_ms
+                .div_ceil(config.tick_interval_ms),
+        )
+        .unwrap_or(u32::MAX),
         proposal_waiters_max: 100_000,
         fetch_waiters_max: 10_000,
         uncommitted_bytes_max: 256 << 20,

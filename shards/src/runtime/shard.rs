@@ -52,6 +52,11 @@ pub struct ShardConfig {
     /// ...and all of the shard's partitions together: each gets an equal share of this, up
     /// to `entry_cache_bytes_max`, so memory stays bounded however many partitions there are.
     pub entry_cache_shard_bytes_max: usize,
+    /// Ticks without a read after which a partition with one replica stops caching its
+    /// applied entries (0: always cache). A consumer tailing it fetches far more often; one
+    /// that comes back later reads from the WAL, as after any eviction. Replicated
+    /// partitions always cache: their followers read the entries.
+    pub entry_cache_unread_ticks: u32,
     pub proposal_waiters_max: usize,
     pub fetch_waiters_max: usize,
     pub uncommitted_bytes_max: u64,
@@ -121,11 +126,6 @@ const REFILL_BYTES_MAX: usize = 8 << 20;
 /// Ticks of nothing but heartbeats before a leader lets its group go quiet: long enough for
 /// two heartbeat rounds to carry the final commit index to every follower.
 const QUIESCE_AFTER_TICKS: u32 = 2 * crate::group::config::HEARTBEAT_TICKS as u32 + 2;
-/// Ticks without a read after which a lone replica's partition stops caching its applied
-/// entries (1 s at the default tick): a consumer tailing it fetches far more often, and one
-/// that comes back later reads from the WAL, as it would after any eviction. Replicated
-/// partitions always cache: their followers read the entries.
-const CACHE_WITHOUT_READS_TICKS: u32 = 10;
 /// Ticks after which the preferred leader of a group without a leader campaigns.
 const PREFERRED_CAMPAIGN_TICKS: usize = 3;
 /// The context of the heartbeat that tells followers their group went quiet.
@@ -1146,6 +1146,7 @@ impl<D: Disk> Shard<D> {
     /// stops ticking and tells its followers with a last heartbeat marked `QUIESCE_CONTEXT`;
     /// they stop their election timers. Thousands of idle partitions then cost nothing.
     fn tick_all(&mut self) {
+        let unread_ticks_max = self.config.entry_cache_unread_ticks;
         for (&group_id, group) in &mut self.groups {
             if group.quiesced {
                 continue;
@@ -1160,7 +1161,7 @@ impl<D: Disk> Shard<D> {
                 group
                     .node
                     .mut_store()
-                    .set_caching(replicated || unread < CACHE_WITHOUT_READS_TICKS);
+                    .set_caching(replicated || unread_ticks_max == 0 || unread < unread_ticks_max);
             }
             // A leaderless group's preferred leader does not wait out a whole election
             // timeout (its first campaign may have reached peers before they had the group).

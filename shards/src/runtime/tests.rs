@@ -28,6 +28,7 @@ fn config(dir: &std::path::Path) -> ShardConfig {
         tick_interval_ms: 10,
         entry_cache_bytes_max: 64 << 10,
         entry_cache_shard_bytes_max: 64 << 20,
+        entry_cache_unread_ticks: 10,
         proposal_waiters_max: 10_000,
         fetch_waiters_max: 100,
         uncommitted_bytes_max: 64 << 20,

@@ -174,6 +174,7 @@ fn shard_config(node: u64) -> ShardConfig {
         tick_interval_ms: 10,
         entry_cache_bytes_max: 16 << 10,
         entry_cache_shard_bytes_max: 64 << 20,
+        entry_cache_unread_ticks: 10,
         proposal_waiters_max: 10_000,
         fetch_waiters_max: 10,
         uncommitted_bytes_max: 16 << 20,
