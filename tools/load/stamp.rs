@@ -88,7 +88,7 @@ pub fn stamp(frame: &mut [u8], body_at: usize, spots: &[StampSpot], micros: u64)
         let value_at = body_at + spot.value_at;
         frame[value_at..value_at + STAMP_BYTES].copy_from_slice(&micros.to_be_bytes());
         let batch = &mut frame[body_at + spot.batch_start..body_at + spot.batch_end];
-        let crc = crc32c::crc32c(&batch[CRC_FROM..]);
+        let crc = chronik_shards::partition::batch::crc32c(&batch[CRC_FROM..]);
         batch[CRC_AT..CRC_FROM].copy_from_slice(&crc.to_be_bytes());
     }
 }
