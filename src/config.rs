@@ -186,8 +186,9 @@ pub struct Config {
     pub entry_cache_bytes_max: usize,
     /// ...and all partitions of a shard together (each gets an equal share).
     pub entry_cache_shard_bytes_max: usize,
-    /// A partition with one replica that nobody read for this long caches nothing it has
-    /// applied (0: always cache).
+    /// A partition with one replica that nobody read (or waited on with a long-poll fetch)
+    /// for this long caches nothing it has applied (0: always cache); counted in ticks while
+    /// the partition is active.
     pub entry_cache_unread_ms: u64,
     pub connection_requests_in_flight_max: usize,
     /// Bytes of requests one shard holds at once, all its connections together (Kafka's

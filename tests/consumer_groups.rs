@@ -146,34 +146,68 @@ fn start_member_with(
                         .store_offset_from_message(&message)
                         .expect("store offset");
                     uncommitted += 1;
-                    if uncommitted >= 50 {
-                        consumer
-                            .commit_consumer_state(CommitMode::Sync)
-                            .expect("commit");
+                    if uncommitted >= 50 && commit_stored(&consumer) {
                         uncommitted = 0;
                     }
                 }
                 Some(Err(error)) => eprintln!("consumer error (retried): {error}"),
                 None => {
-                    if uncommitted > 0 && consumer.commit_consumer_state(CommitMode::Sync).is_ok() {
+                    if uncommitted > 0 && commit_stored(&consumer) {
                         uncommitted = 0;
                     }
                 }
             }
         }
-        consumer
-            .commit_consumer_state(CommitMode::Sync)
-            .or_else(|e| match e {
-                // Nothing stored since the last commit.
-                rdkafka::error::KafkaError::ConsumerCommit(
+        // The final commit may race a rebalance too: poll (which heartbeats and learns the
+        // new epoch; what it delivers is stored like the rest) and commit again, bounded.
+        for attempt in 0.. {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                // NoOffset: nothing stored since the last commit.
+                Ok(())
+                | Err(rdkafka::error::KafkaError::ConsumerCommit(
                     rdkafka::types::RDKafkaErrorCode::NoOffset,
-                ) => Ok(()),
-                other => Err(other),
-            })
-            .expect("final commit");
+                )) => break,
+                Err(error) if attempt < 50 && is_stale_epoch(&error) => {
+                    if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                        let payload = message.payload().unwrap_or_default();
+                        seen.lock()
+                            .expect("seen")
+                            .push(String::from_utf8_lossy(payload).into_owned());
+                        consumer
+                            .store_offset_from_message(&message)
+                            .expect("store offset");
+                    }
+                }
+                Err(error) => panic!("final commit: {error}"),
+            }
+        }
         drop(consumer);
     });
     Member { stop, thread }
+}
+
+/// Under the consumer protocol (KIP-848) a commit carries the member epoch, and one sent
+/// while a rebalance moves the epoch on is refused with STALE_MEMBER_EPOCH, as in Kafka: the
+/// member learns the new epoch at its next heartbeat and commits again.
+fn is_stale_epoch(error: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        error,
+        rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::StaleMemberEpoch
+        )
+    )
+}
+
+/// Commits what the member stored; false (retry later) when the commit raced a rebalance.
+fn commit_stored(consumer: &BaseConsumer<impl ConsumerContext>) -> bool {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => true,
+        Err(error) if is_stale_epoch(&error) => {
+            eprintln!("commit raced a rebalance (retried): {error}");
+            false
+        }
+        Err(error) => panic!("commit: {error}"),
+    }
 }
 
 impl Member {

@@ -44,10 +44,11 @@ pub struct GroupLog {
     /// as groups are added so that all of them together stay within the shard's budget.
     cache_bytes_max: Rc<Cell<usize>>,
     /// Whether applied entries keep their data at all (within `cache_bytes_max`). Off for a
-    /// partition nobody reads at its tail: its batches go as soon as they are applied, so the
-    /// memory that takes each new batch is memory freed a moment ago, still in the CPU cache
-    /// (a produce-only shard cycling a full cache through memory did ~15% less per core).
-    caching: bool,
+    /// partition nobody reads: its batches go as soon as they are applied, so the memory
+    /// that takes each new batch is memory freed a moment ago, still in the CPU cache (a
+    /// produce-only shard cycling a full cache through memory did ~15% less per core). A
+    /// `Cell`, so a read (which holds the log shared) turns it back on at once.
+    caching: Cell<bool>,
     /// The lowest index Raft asked for whose data is no longer in memory (a lagging
     /// follower's); the shard reads it back from the WAL into `refilled`.
     wanted: Cell<Option<u64>>,
@@ -116,7 +117,7 @@ impl GroupLog {
             cache_from: applied + 1,
             cached_bytes: 0,
             cache_bytes_max,
-            caching: true,
+            caching: Cell::new(true),
             wanted: Cell::new(None),
             refilled: BTreeMap::new(),
         };
@@ -236,16 +237,26 @@ impl GroupLog {
 
     /// Turns caching of applied entries on or off (see `caching`); off evicts them now.
     pub fn set_caching(&mut self, caching: bool) {
-        if self.caching != caching {
-            self.caching = caching;
+        if self.caching.get() != caching {
+            self.caching.set(caching);
             self.evict_cache();
         }
+    }
+
+    /// Bytes of entry data held in memory (cached or not yet applied).
+    pub fn cached_bytes(&self) -> usize {
+        self.cached_bytes
+    }
+
+    /// A read: applied entries keep their data from now on (nothing to evict for that).
+    pub fn keep_caching(&self) {
+        self.caching.set(true);
     }
 
     /// Evicts applied entries, oldest first, until the cache is within its budget.
     pub fn evict_cache(&mut self) {
         self.cache_from = self.cache_from.max(self.first_index());
-        let cache_bytes_max = if self.caching {
+        let cache_bytes_max = if self.caching.get() {
             self.cache_bytes_max.get()
         } else {
             0

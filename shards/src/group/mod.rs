@@ -89,7 +89,7 @@ pub struct RaftGroup {
     pub quiesced: bool,
     /// Ticks since the group last did anything but heartbeats.
     pub idle_ticks: u32,
-    /// Ticks since anyone last read this partition (`Shard::plan_read_isolated`); see
+    /// Ticks since anyone last read this partition or waited on it (`note_read`); see
     /// `Shard::tick_all`, which stops caching the entries of a partition nobody reads.
     pub ticks_since_read: std::cell::Cell<u32>,
     /// Ticks a leader has had a follower waiting on a snapshot (see `retry_lost_snapshots`).
@@ -507,8 +507,22 @@ impl RaftGroup {
         }
     }
 
+    /// Someone reads this partition (a fetch, the cleaner, a coordinator loading it): its
+    /// applied entries stay cached, at once and until `entry_cache_unread_ticks` pass
+    /// without another read.
+    pub fn note_read(&self) {
+        self.ticks_since_read.set(0);
+        self.node.store().keep_caching();
+    }
+
+    /// Whether a long-poll fetch waits on this group (it counts as a reader while it waits).
+    pub fn has_fetch_waiters(&self) -> bool {
+        self.fetch_waiters.iter().any(|w| !w.is_canceled())
+    }
+
     /// Registers a long-poll fetch to be woken when the high watermark moves.
     pub fn add_fetch_waiter(&mut self) -> Result<oneshot::Receiver<()>, ShardError> {
+        self.note_read();
         self.fetch_waiters.retain(|w| !w.is_canceled());
         if self.fetch_waiters.len() >= self.fetch_waiters_max {
             return Err(ShardError::Overloaded(self.id));

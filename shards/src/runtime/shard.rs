@@ -53,9 +53,10 @@ pub struct ShardConfig {
     /// to `entry_cache_bytes_max`, so memory stays bounded however many partitions there are.
     pub entry_cache_shard_bytes_max: usize,
     /// Ticks without a read after which a partition with one replica stops caching its
-    /// applied entries (0: always cache). A consumer tailing it fetches far more often; one
-    /// that comes back later reads from the WAL, as after any eviction. Replicated
-    /// partitions always cache: their followers read the entries.
+    /// applied entries (0: always cache). A read, or a long-poll fetch waiting on it, turns
+    /// caching back on at once; a consumer that comes back later reads from the WAL, as after
+    /// any eviction. Replicated partitions always cache: their followers read the entries.
+    /// A quiet group does not tick, so its caching stays as it was until it wakes.
     pub entry_cache_unread_ticks: u32,
     pub proposal_waiters_max: usize,
     pub fetch_waiters_max: usize,
@@ -726,6 +727,11 @@ impl<D: Disk> Shard<D> {
             .ok_or(ShardError::UnknownGroup(group_id))
     }
 
+    /// Bytes of a group's entries held in memory (tests and metrics).
+    pub fn cached_entry_bytes(&self, group_id: u64) -> Result<usize, ShardError> {
+        Ok(self.group(group_id)?.node.store().cached_bytes())
+    }
+
     fn group(&self, group_id: u64) -> Result<&RaftGroup, ShardError> {
         self.groups
             .get(&group_id)
@@ -1015,7 +1021,7 @@ impl<D: Disk> Shard<D> {
         read_committed: bool,
     ) -> Result<ReadPlan<D>, ShardError> {
         let group = self.group(group_id)?;
-        group.ticks_since_read.set(0);
+        group.note_read();
         let follower_read = from_follower
             && !group.is_leader()
             && group.leader_id().is_some()
@@ -1155,13 +1161,16 @@ impl<D: Disk> Shard<D> {
                 self.dirty.insert(group_id);
             }
             if matches!(group.machine, Machine::Partition { .. }) {
+                if group.has_fetch_waiters() {
+                    group.note_read();
+                }
                 let unread = group.ticks_since_read.get().saturating_add(1);
                 group.ticks_since_read.set(unread);
                 let replicated = !group.node.raft.prs().is_singleton();
                 group
                     .node
                     .mut_store()
-                    .set_caching(replicated || unread_ticks_max == 0 || unread < unread_ticks_max);
+                    .set_caching(replicated || unread_ticks_max == 0 || unread <= unread_ticks_max);
             }
             // A leaderless group's preferred leader does not wait out a whole election
             // timeout (its first campaign may have reached peers before they had the group).

@@ -73,6 +73,19 @@ pub(crate) fn install_partitions<D: Disk>(shard: &ShardRef<D>, partitions: &[(u6
     shard.borrow_mut().finish_group_install();
 }
 
+/// Opens a file of the temp dir with O_DIRECT first, as the broker does at start: glommio
+/// probes that disk's polled I/O on the first open and reads fail without it (STACK.md).
+async fn probe_io(dir: &std::path::Path) {
+    let probe = dir.join("probe");
+    std::fs::write(&probe, vec![1u8; 4096]).expect("probe");
+    glommio::io::DmaFile::open(&probe)
+        .await
+        .expect("probe opens")
+        .close()
+        .await
+        .expect("closes");
+}
+
 async fn wait_until_caught_up(shard: &ShardRef) {
     for _ in 0..1000 {
         if shard.borrow().is_caught_up_leader(GROUP) {
@@ -101,14 +114,7 @@ async fn read_back(shard: &ShardRef, offset: i64) -> Vec<u8> {
 async fn run_seed(seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let temp = tempfile::tempdir().expect("tempdir");
-    let probe = temp.path().join("probe");
-    std::fs::write(&probe, vec![1u8; 4096]).expect("probe");
-    glommio::io::DmaFile::open(&probe)
-        .await
-        .expect("probe opens")
-        .close()
-        .await
-        .expect("closes");
+    probe_io(temp.path()).await;
 
     let mut acknowledged: Vec<(i64, Vec<u8>)> = Vec::new();
     for life in 0..3 {
@@ -213,4 +219,70 @@ where
             .join()
             .unwrap_or_else(|_| panic!("seed {seed} failed; replay with CHRONIK_SEED={seed}"));
     }
+}
+
+/// Proposes `count` small batches and waits until they are committed and applied.
+async fn produce_committed(shard: &ShardRef, count: usize) {
+    let mut receivers = Vec::new();
+    for _ in 0..count {
+        let data = batch(&[5u8; 1000]);
+        let header = BatchHeader::parse(&data).expect("header");
+        let (_, receiver) = shard
+            .borrow_mut()
+            .propose_batch(GROUP, &data, &header, AckWhen::Committed)
+            .expect("leader accepts");
+        receivers.push(receiver.expect("waits"));
+    }
+    for receiver in receivers {
+        receiver.await.expect("answered").expect("committed");
+    }
+}
+
+/// Keeps the partition busy (one batch every 10 ms, so it never goes quiet and ticks on)
+/// for `how_long`.
+async fn produce_for(shard: &ShardRef, how_long: Duration) {
+    let until = std::time::Instant::now() + how_long;
+    while std::time::Instant::now() < until {
+        produce_committed(shard, 1).await;
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A lone replica's partition caches its applied batches only while someone reads it: a read
+/// or a waiting long-poll fetch keeps (or turns back on) the cache, and
+/// `entry_cache_unread_ticks` ticks without one (10 ticks of 10 ms here) drop it, through the
+/// real pump and ticks. (A quiet group does not tick; the writes keep this one busy.)
+#[test]
+fn an_unread_partition_stops_caching_and_a_read_turns_it_back_on() {
+    for_each_seed(1..=1, |_| async move {
+        let temp = tempfile::tempdir().expect("tempdir");
+        probe_io(temp.path()).await;
+        let (shard, _pump, _stop) = start(temp.path()).await;
+        wait_until_caught_up(&shard).await;
+        let cached = |shard: &ShardRef| shard.borrow().cached_entry_bytes(GROUP).expect("group");
+        let busy = Duration::from_millis(300);
+
+        produce_for(&shard, busy).await;
+        produce_committed(&shard, 3).await;
+        assert_eq!(cached(&shard), 0, "unread: applied batches are not kept");
+
+        // A long-poll fetch waiting on the partition counts as a reader while it waits.
+        let waiter = shard.borrow_mut().fetch_waiter(GROUP).expect("waiter");
+        produce_committed(&shard, 3).await;
+        assert!(cached(&shard) >= 3000, "a waiting fetch keeps the cache");
+        drop(waiter);
+
+        produce_for(&shard, busy).await;
+        produce_committed(&shard, 1).await;
+        assert_eq!(
+            cached(&shard),
+            0,
+            "unread again: the cache is dropped at a tick"
+        );
+
+        // A read turns caching back on at once.
+        let _ = read_back(&shard, 0).await;
+        produce_committed(&shard, 2).await;
+        assert!(cached(&shard) >= 2000, "read: new batches are kept");
+    });
 }

@@ -331,6 +331,10 @@ pub(super) async fn pass(
         return false;
     };
     life.shard.borrow_mut().end_pass(pass, done);
+    // As the pump does: a roll makes retention due.
+    if life.shard.borrow().retention_due_after_roll() {
+        life.shard.borrow_mut().apply_retention(*clock_ms);
+    }
     model.removed.extend(carried);
     true
 }
