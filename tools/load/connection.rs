@@ -4,11 +4,13 @@
 //!
 //! Open loop: a request's latency counts from when it was due, not from when it went out, so
 //! a broker that stalls the generator cannot hide its stall (no coordinated omission).
+//! Closed loop: it counts from when the request could go out (an answer freed its place),
+//! not from when the writer began to wait for that place.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -105,16 +107,32 @@ pub fn start(plan: ConnectionPlan, totals: Arc<Totals>) -> anyhow::Result<JoinHa
     let stream = TcpStream::connect(plan.addr)?;
     stream.set_nodelay(true)?;
     let reading = stream.try_clone()?;
-    // Each slot is a request sent and not yet answered: (correlation id, due time).
-    let (slots, answered) = sync_channel::<(i32, Instant)>(plan.in_flight.max(1));
+    // A request goes out only with a place, of which there are `in_flight`; the reader
+    // gives a place back once the request's answer is in. Each request sent and not yet
+    // answered waits in `sent` as (correlation id, due time), which the places bound.
+    let in_flight = plan.in_flight.max(1);
+    let (places, free_places) = sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        places.send(()).expect("room for every place");
+    }
+    let (sent, answered) = channel::<(i32, Instant)>();
     let reader = (plan.acks != 0).then(|| {
         let (totals, plan_version) = (totals.clone(), plan.version);
         let (records, bytes) = (plan.records_per_request, plan.bytes_per_request);
         std::thread::spawn(move || {
-            read_answers(reading, answered, plan_version, records, bytes, &totals)
+            read_answers(
+                reading,
+                answered,
+                places,
+                plan_version,
+                records,
+                bytes,
+                &totals,
+            )
         })
     });
     Ok(std::thread::spawn(move || {
+        let slots = Slots { free_places, sent };
         if let Err(error) = send_requests(stream, &plan, &slots, &totals) {
             totals.fail(format!("sending: {error}"));
         }
@@ -125,10 +143,18 @@ pub fn start(plan: ConnectionPlan, totals: Arc<Totals>) -> anyhow::Result<JoinHa
     }))
 }
 
+/// The writer's side of the in-flight bound.
+struct Slots {
+    /// One `()` for each request that may still go out unanswered.
+    free_places: Receiver<()>,
+    /// Requests sent, oldest first, for the reader to match answers against.
+    sent: Sender<(i32, Instant)>,
+}
+
 fn send_requests(
     mut stream: TcpStream,
     plan: &ConnectionPlan,
-    slots: &std::sync::mpsc::SyncSender<(i32, Instant)>,
+    slots: &Slots,
     totals: &Totals,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -140,10 +166,15 @@ fn send_requests(
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                due
+                Some(due)
             }
-            None => Instant::now(),
+            None => None,
         };
+        if plan.acks != 0 {
+            // Blocks while `in_flight` requests wait for their answers.
+            slots.free_places.recv()?;
+        }
+        let due = due.unwrap_or_else(Instant::now);
         let correlation_id = (sent % i32::MAX as u64) as i32;
         let mut frame = header(plan, correlation_id)?;
         let body_at = frame.len();
@@ -154,8 +185,7 @@ fn send_requests(
         let length = (frame.len() - 4) as i32;
         frame[..4].copy_from_slice(&length.to_be_bytes());
         if plan.acks != 0 {
-            // Blocks while `in_flight` requests wait for their answers.
-            slots.send((correlation_id, due))?;
+            slots.sent.send((correlation_id, due))?;
         }
         stream.write_all(&frame)?;
         if plan.acks == 0 {
@@ -221,6 +251,7 @@ fn answer_error(mut payload: Bytes, version: i16, correlation_id: i32) -> Option
 fn read_answers(
     mut stream: TcpStream,
     answered: Receiver<(i32, Instant)>,
+    places: SyncSender<()>,
     version: i16,
     records: u64,
     bytes: u64,
@@ -235,6 +266,8 @@ fn read_answers(
             }
         };
         let latency_us = due.elapsed().as_micros().max(1) as u64;
+        // The writer may have stopped already; then nobody needs the place.
+        let _ = places.send(());
         if payload.remaining() < 4 {
             totals.fail("a short answer".into());
             continue;
@@ -247,5 +280,92 @@ fn read_answers(
         totals.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut histogram = totals.latency_us.lock().expect("histogram lock");
         let _ = histogram.record_n(latency_us, records);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ResponseHeader;
+    use std::net::TcpListener;
+
+    /// The answer to the Produce request whose correlation id is `correlation_id`.
+    fn answer(correlation_id: i32, version: i16) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut body, ApiKey::Produce.response_header_version(version))
+            .expect("header encodes");
+        ProduceResponse::default()
+            .encode(&mut body, version)
+            .expect("answer encodes");
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// A server that answers the oldest request only when no further one arrives within a
+    /// pause: returns the most requests it ever saw unanswered.
+    fn count_unanswered(listener: TcpListener, version: i16) -> usize {
+        let (mut stream, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let (mut unanswered, mut most) = (std::collections::VecDeque::new(), 0);
+        loop {
+            let mut length = [0u8; 4];
+            match stream.read_exact(&mut length) {
+                Ok(()) => {
+                    let mut frame = vec![0u8; i32::from_be_bytes(length) as usize];
+                    stream.read_exact(&mut frame).expect("frame");
+                    // api key, api version, then the correlation id.
+                    let id = i32::from_be_bytes(frame[4..8].try_into().expect("4 bytes"));
+                    unanswered.push_back(id);
+                    most = most.max(unanswered.len());
+                    continue;
+                }
+                // Nothing more came within the pause: the client waits for an answer.
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return most,
+            }
+            let Some(id) = unanswered.pop_front() else {
+                return most;
+            };
+            stream.write_all(&answer(id, version)).expect("answer");
+        }
+    }
+
+    #[test]
+    fn a_connection_keeps_exactly_in_flight_requests_unanswered() {
+        for in_flight in [1, 3] {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let version = 9;
+            let server = std::thread::spawn(move || count_unanswered(listener, version));
+            let plan = ConnectionPlan {
+                addr,
+                body: Bytes::from_static(b"not a real produce body"),
+                version,
+                records_per_request: 1,
+                bytes_per_request: 1,
+                acks: -1,
+                in_flight,
+                interval: None,
+                requests: Some(8),
+                stamps: None,
+            };
+            let totals = Arc::new(Totals::new().expect("totals"));
+            start(plan, totals.clone())
+                .expect("connects")
+                .join()
+                .expect("joins");
+            assert_eq!(totals.failed_requests.load(Ordering::Relaxed), 0);
+            assert_eq!(totals.acked_records.load(Ordering::Relaxed), 8);
+            assert_eq!(
+                server.join().expect("server"),
+                in_flight,
+                "in flight {in_flight}"
+            );
+        }
     }
 }
