@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # This machine's limits, measured the same day as a benchmark, so that BENCHMARKS.md can
 # state every broker figure beside them: disk sequential O_DIRECT write and read, 4 KiB
-# write+fdatasync (latency and IOPS), loopback TCP, and memory copy bandwidth. Prints a
-# Markdown table. Installs fio and iperf3 with apt when they are missing.
+# write+fdatasync (latency and IOPS), O_DSYNC writes the size of the WAL's group commits,
+# whether the machine stalls while its disk is busy (a virtual machine whose host throttles
+# it), loopback TCP, and memory copy bandwidth. Prints a Markdown table. Installs fio and
+# iperf3 with apt when they are missing.
 #
 #   tools/limits.sh [DIR]     # DIR: a directory on the disk the broker's data uses (./data)
 set -euo pipefail
@@ -38,7 +40,43 @@ seq_read=$(fio --name=seqread --filename="$scratch/f1" --size=1G --bs=1M --rw=re
 sync4k=$(fio --name=sync4k --filename="$scratch/f2" --size=256M --bs=4k --rw=write \
   --direct=1 --ioengine=sync --fdatasync=1 --runtime=10 --time_based --output-format=json |
   fio_value "'%d IOPS; fdatasync p99 %d µs' % (d['write']['iops'], d['sync']['lat_ns']['percentile']['99.000000']/1000)")
-rm -f "$scratch/f1" "$scratch/f2"
+# The WAL commits with one O_DIRECT|O_DSYNC write (no fdatasync after it): that write's
+# latency, at the size of a small and of a large group commit, is the floor of acks=all.
+dsync() {
+  fio --name="dsync$1" --filename="$scratch/f3" --size=1G --bs="$1" --rw=write --direct=1 \
+    --sync=dsync --ioengine=psync --runtime=5 --time_based --output-format=json |
+    fio_value "'%d IOPS; p50 %d µs, p99 %d µs, p99.9 %d µs' % (d['write']['iops'], *(d['write']['clat_ns']['percentile'][p]/1000 for p in ('50.000000', '99.000000', '99.900000')))"
+}
+dsync4k=$(dsync 4k)
+dsync256k=$(dsync 256k)
+
+# Stalls of the whole machine: a thread on another core asks to sleep 1 ms, again and again,
+# and counts the sleeps that took over 4 ms, first with the disk idle, then while fio writes
+# 4 KiB O_DSYNC blocks as fast as it can. On the 2-vCPU VMs of BENCHMARKS.md both cores stop
+# for 5-20 ms, up to ten times a second, once the disk takes more than ~2,500 such writes a
+# second (the host's accounting, not the guest's): every latency tail there includes them.
+stall_probe() {
+  taskset -c "$1" python3 - "$2" <<'PROBE'
+import sys, time
+end, stalls, longest = time.monotonic() + float(sys.argv[1]), 0, 0.0
+while time.monotonic() < end:
+    asked = time.monotonic()
+    time.sleep(0.001)
+    took = time.monotonic() - asked
+    if took > 0.004:
+        stalls, longest = stalls + 1, max(longest, took)
+print('%.1f stalls/s over 4 ms, longest %.1f ms' % (stalls / float(sys.argv[1]), longest * 1000))
+PROBE
+}
+last_core=$(( $(nproc) - 1 ))
+stalls_idle=$(stall_probe "$last_core" 4)
+stall_probe "$last_core" 5 >"$scratch/stalls" &
+probe_pid=$!
+taskset -c 0 fio --name=busy --filename="$scratch/f4" --size=256M --bs=4k --rw=write \
+  --direct=1 --sync=dsync --ioengine=psync --runtime=5 --time_based >/dev/null
+wait "$probe_pid"
+stalls_busy=$(cat "$scratch/stalls")
+rm -f "$scratch/f1" "$scratch/f2" "$scratch/f3" "$scratch/f4"
 
 iperf3 -s -1 -p 5299 >/dev/null 2>&1 &
 iperf_pid=$!
@@ -57,5 +95,9 @@ echo "|---|---|---|"
 echo "| disk, sequential O_DIRECT write, 1 MiB blocks | fio seqwrite, io_uring, iodepth 8 | $seq_write MiB/s |"
 echo "| disk, sequential O_DIRECT read, 1 MiB blocks | fio seqread, io_uring, iodepth 8 | $seq_read MiB/s |"
 echo "| disk, 4 KiB write + fdatasync, one at a time | fio sync4k | $sync4k |"
+echo "| disk, 4 KiB O_DIRECT\\|O_DSYNC write (a small group commit), one at a time | fio dsync4k | $dsync4k |"
+echo "| disk, 256 KiB O_DIRECT\\|O_DSYNC write (a large group commit), one at a time | fio dsync256k | $dsync256k |"
+echo "| machine stalls (1 ms sleeps taking over 4 ms), disk idle | stall probe | $stalls_idle |"
+echo "| machine stalls while fio writes 4 KiB O_DSYNC blocks on core 0 | stall probe | $stalls_busy |"
 echo "| loopback TCP, one stream | iperf3 -t 5 | $loopback Gbit/s |"
 echo "| memory copy (kernel zero page to user) | dd bs=1M | $memcpy |"
