@@ -50,12 +50,14 @@ def row(name, side, figures):
     print(f"| {name} | {side['msgs_per_s'] / 1000:.0f} k | {mib:.0f} | {of_disk} | "
           + " | ".join(latency)
           + f" | {broker:.2f} | {mib / max(broker, 0.01):.0f} | {generator:.2f} | "
-          f"{figures.get('broker_peak_rss_mib', '')} |", flush=True)
+          f"{figures.get('broker_peak_rss_mib', '')} | {figures.get('machine_stolen_s', '')} |",
+          flush=True)
 
 
 HEADER = ("| scenario | msgs/s | MiB/s | of disk write | p50 | p99 | p99.9 | broker CPU (cores) "
-          "| MiB/s per broker core | generator CPU (cores) | broker peak RSS (MiB) |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+          "| MiB/s per broker core | generator CPU (cores) | broker peak RSS (MiB) "
+          "| stolen by the host (CPU s) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def shape(size, partitions):

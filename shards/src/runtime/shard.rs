@@ -1925,7 +1925,8 @@ pub async fn run_pump<D: Disk>(
 
 /// A group commit slower than this is logged at debug level (every produce waiting on it
 /// waits as long; `RUST_LOG=chronik_shards::runtime=debug` shows where a latency tail
-/// comes from), one slower than `VERY_SLOW_GROUP_COMMIT` as a warning (a stalling disk).
+/// comes from), one slower than `VERY_SLOW_GROUP_COMMIT` as a warning (a stalling disk),
+/// every other one at trace level (commit sizes and times under a given load).
 const SLOW_GROUP_COMMIT: Duration = Duration::from_millis(5);
 const VERY_SLOW_GROUP_COMMIT: Duration = Duration::from_millis(500);
 
@@ -1938,6 +1939,8 @@ async fn timed_group_commit<D: Disk>(job: FlushJob<D>) -> Result<FlushDone<D>, W
         tracing::warn!(elapsed_us, bytes, "wal: group commit took over 500 ms");
     } else if elapsed > SLOW_GROUP_COMMIT {
         tracing::debug!(elapsed_us, bytes, "wal: slow group commit");
+    } else {
+        tracing::trace!(elapsed_us, bytes, "wal: group commit");
     }
     result
 }
