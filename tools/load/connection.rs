@@ -143,25 +143,6 @@ pub fn start(plan: ConnectionPlan, totals: Arc<Totals>) -> anyhow::Result<JoinHa
     }))
 }
 
-/// How long before a request is due the writer stops sleeping and spins: a sleeping thread
-/// wakes 50-150 µs late on these machines (timer slack, the scheduler), and an open-loop
-/// latency counts from the due time, so the generator's own lateness would count as the
-/// broker's.
-const SPIN_BEFORE_DUE: Duration = Duration::from_micros(200);
-
-/// Returns at `due` (or at once when it is past): sleeps most of the wait, spins the rest.
-fn sleep_until(due: Instant) {
-    let Some(wait) = due.checked_duration_since(Instant::now()) else {
-        return;
-    };
-    if let Some(sleep) = wait.checked_sub(SPIN_BEFORE_DUE) {
-        std::thread::sleep(sleep);
-    }
-    while Instant::now() < due {
-        std::hint::spin_loop();
-    }
-}
-
 /// The writer's side of the in-flight bound.
 struct Slots {
     /// One `()` for each request that may still go out unanswered.
@@ -182,7 +163,9 @@ fn send_requests(
         let due = match plan.interval {
             Some(interval) => {
                 let due = started + interval.mul_f64(sent as f64);
-                sleep_until(due);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
                 Some(due)
             }
             None => None,
