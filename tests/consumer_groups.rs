@@ -199,9 +199,15 @@ fn is_stale_epoch(error: &rdkafka::error::KafkaError) -> bool {
 }
 
 /// Commits what the member stored; false (retry later) when the commit raced a rebalance.
+/// NoOffset (librdkafka's own, no request sent): nothing is stored since the last commit,
+/// as after a rebalance whose revocation committed it (`CommitOnRevoke`). A commit really
+/// lost would show as a duplicate in `assert_exactly_once`.
 fn commit_stored(consumer: &BaseConsumer<impl ConsumerContext>) -> bool {
     match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => true,
+        Ok(())
+        | Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => true,
         Err(error) if is_stale_epoch(&error) => {
             eprintln!("commit raced a rebalance (retried): {error}");
             false
