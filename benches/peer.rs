@@ -185,6 +185,7 @@ fn replica_config(replica_id: u64) -> ShardConfig {
         wal: WalConfig {
             dir: "/bench/wal".into(),
             segment_bytes_max: 4 << 20,
+            overlap_min_bytes: chronik_shards::wal::OVERLAP_MIN_BYTES_DEFAULT,
         },
         tick_interval_ms: 10,
         entry_cache_bytes_max: 4 << 20,

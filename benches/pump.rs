@@ -35,6 +35,7 @@ fn partition_shard() -> ShardRef<SimDisk> {
         wal: WalConfig {
             dir: "/bench/wal".into(),
             segment_bytes_max: 4 << 20,
+            overlap_min_bytes: chronik_shards::wal::OVERLAP_MIN_BYTES_DEFAULT,
         },
         tick_interval_ms: 10,
         entry_cache_bytes_max: 4 << 20,

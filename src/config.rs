@@ -141,6 +141,7 @@ pub struct FileConfig {
     pub entry_cache_bytes_max: Option<usize>,
     pub entry_cache_shard_bytes_max: Option<usize>,
     pub entry_cache_unread_ms: Option<u64>,
+    pub commit_overlap_bytes: Option<usize>,
     pub connection_requests_in_flight_max: Option<usize>,
     pub queued_request_bytes_max: Option<usize>,
     pub fetch_read_bytes_max: Option<usize>,
@@ -190,6 +191,9 @@ pub struct Config {
     /// for this long caches nothing it has applied (0: always cache); counted in ticks while
     /// the partition is active.
     pub entry_cache_unread_ms: u64,
+    /// A WAL group commit at least this large lets the next one start beside it, once this
+    /// much more waits (two commits in flight; see `WalConfig::overlap_min_bytes`).
+    pub commit_overlap_bytes: usize,
     pub connection_requests_in_flight_max: usize,
     /// Bytes of requests one shard holds at once, all its connections together (Kafka's
     /// `queued.max.request.bytes`): past it, connections stop reading until requests finish,
@@ -374,6 +378,9 @@ impl Config {
             entry_cache_bytes_max: file.entry_cache_bytes_max.unwrap_or(8 << 20),
             entry_cache_shard_bytes_max: file.entry_cache_shard_bytes_max.unwrap_or(256 << 20),
             entry_cache_unread_ms: file.entry_cache_unread_ms.unwrap_or(1_000),
+            commit_overlap_bytes: file
+                .commit_overlap_bytes
+                .unwrap_or(chronik_shards::wal::OVERLAP_MIN_BYTES_DEFAULT),
             connection_requests_in_flight_max: file.connection_requests_in_flight_max.unwrap_or(32),
             queued_request_bytes_max: file.queued_request_bytes_max.unwrap_or(256 << 20),
             fetch_read_bytes_max: file.fetch_read_bytes_max.unwrap_or(128 << 20),
@@ -426,6 +433,9 @@ impl Config {
         }
         if self.tick_interval_ms == 0 || self.retention_check_interval_ms == 0 {
             return invalid("intervals must be positive".into());
+        }
+        if self.commit_overlap_bytes < 4096 {
+            return invalid("commit_overlap_bytes must be at least 4096".into());
         }
         self.validate_cluster()?;
         if self.offsets_topic_partitions == 0 || self.offsets_topic_partitions > 1000 {

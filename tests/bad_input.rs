@@ -134,8 +134,10 @@ fn truncated_and_random_frames() {
     create_topic(addr, "after-stall", 2);
     let r = produce_raw(addr, "after-stall", 1, simple_batch("s", 3, now_ms()), -1);
     assert_eq!(produce_result(&r), (NONE, 0));
+    // Generous for a loaded machine; one blocked behind the stalled clients waits 30 s (the
+    // default request_body_wait_ms) before they are cut off.
     assert!(
-        t.elapsed() < Duration::from_secs(3),
+        t.elapsed() < Duration::from_secs(10),
         "requests took {:?} while other clients were stalled",
         t.elapsed()
     );

@@ -19,7 +19,7 @@ use common::*;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use rdkafka::message::Message;
-use rdkafka::producer::BaseRecord;
+use rdkafka::producer::{BaseProducer, BaseRecord};
 
 const LEADER_NOT_AVAILABLE: i16 = 5;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
@@ -394,21 +394,42 @@ fn produce_unretried(
     count: usize,
     timeout_ms: u64,
 ) -> usize {
+    let producer = unretried_producer(bootstrap, acks, timeout_ms);
+    send_unretried(&producer, topic, prefix, count, timeout_ms)
+}
+
+/// A producer with `acks` and no retries, whose messages time out after `timeout_ms`.
+fn unretried_producer(
+    bootstrap: &str,
+    acks: &str,
+    timeout_ms: u64,
+) -> BaseProducer<DeliveryContext> {
     let timeout = timeout_ms.to_string();
-    let producer = producer(
+    producer(
         bootstrap,
         &[
             ("acks", acks),
             ("message.timeout.ms", &timeout),
             ("retries", "0"),
         ],
-    );
+    )
+}
+
+/// Sends `count` messages `PREFIX-N` to partition 0 with `producer` and returns how many were
+/// acknowledged within `timeout_ms`.
+fn send_unretried(
+    producer: &BaseProducer<DeliveryContext>,
+    topic: &str,
+    prefix: &str,
+    count: usize,
+    timeout_ms: u64,
+) -> usize {
     for n in 0..count {
         let payload = format!("{prefix}-{n}");
         let record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
             .partition(0)
             .payload(payload.as_bytes());
-        send_retry(&producer, record);
+        send_retry(producer, record);
     }
     let _ = producer.flush(Duration::from_millis(timeout_ms + 5000));
     producer.context().ok_count.load(Ordering::SeqCst)
@@ -422,13 +443,21 @@ fn a_leader_cut_off_from_its_followers_cannot_acknowledge() {
     produce_numbered(&mut cluster, topic, 1, 100, |_, _| {});
     let old_leader = cluster.index_of(cluster.wait_for_leaders(topic, 1)[0]);
     let followers: Vec<usize> = (0..3).filter(|&i| i != old_leader).collect();
+    // The acks=1 producer is made and learns the partition's leader before the followers
+    // stop: the leader steps down within 2-3 s of losing them, too short for a bootstrap too.
+    let leader_address = format!("127.0.0.1:{}", cluster.nodes[old_leader].kafka_port);
+    let acks1 = unretried_producer(&leader_address, "1", 5000);
+    acks1
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata for the acks=1 producer");
     for &index in &followers {
         cluster.signal(index, libc::SIGSTOP);
     }
     // acks=1 is the leader's own durable write: answered even alone, before check-quorum
     // makes it step down (and may be lost later, as in Kafka).
-    let leader_address = format!("127.0.0.1:{}", cluster.nodes[old_leader].kafka_port);
-    let acknowledged = produce_unretried(&leader_address, topic, "1", "lost-acks1", 5, 5000);
+    let acknowledged = send_unretried(&acks1, topic, "lost-acks1", 5, 5000);
+    drop(acks1);
     assert_eq!(
         acknowledged, 5,
         "acks=1 is answered by the leader's own durable write"

@@ -167,7 +167,7 @@ fn start_member_with(
                 | Err(rdkafka::error::KafkaError::ConsumerCommit(
                     rdkafka::types::RDKafkaErrorCode::NoOffset,
                 )) => break,
-                Err(error) if attempt < 50 && is_stale_epoch(&error) => {
+                Err(error) if attempt < 50 && raced_a_rebalance(&error) => {
                     if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
                         let payload = message.payload().unwrap_or_default();
                         seen.lock()
@@ -198,6 +198,20 @@ fn is_stale_epoch(error: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
+/// A commit refused because a rebalance moved the group on: STALE_MEMBER_EPOCH (KIP-848), or
+/// under the classic protocol REBALANCE_IN_PROGRESS / ILLEGAL_GENERATION (a commit sent during
+/// a cooperative rebalance), which librdkafka returns to the caller. The member commits again.
+fn raced_a_rebalance(error: &rdkafka::error::KafkaError) -> bool {
+    is_stale_epoch(error)
+        || matches!(
+            error,
+            rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::RebalanceInProgress
+                    | rdkafka::types::RDKafkaErrorCode::IllegalGeneration
+            )
+        )
+}
+
 /// Commits what the member stored; false (retry later) when the commit raced a rebalance.
 /// NoOffset (librdkafka's own, no request sent): nothing is stored since the last commit,
 /// as after a rebalance whose revocation committed it (`CommitOnRevoke`). A commit really
@@ -208,7 +222,7 @@ fn commit_stored(consumer: &BaseConsumer<impl ConsumerContext>) -> bool {
         | Err(rdkafka::error::KafkaError::ConsumerCommit(
             rdkafka::types::RDKafkaErrorCode::NoOffset,
         )) => true,
-        Err(error) if is_stale_epoch(&error) => {
+        Err(error) if raced_a_rebalance(&error) => {
             eprintln!("commit raced a rebalance (retried): {error}");
             false
         }
@@ -275,12 +289,24 @@ fn wait_stable(bootstrap: &str, group: &str, members: usize, partitions: i32) {
     loop {
         let (state, assigned) = describe_group(bootstrap, group);
         if state == "Stable" && assigned.len() == members {
-            assert_partitions_shared(&assigned, partitions);
-            return;
+            let all: Vec<i32> = assigned.values().flatten().copied().collect();
+            let distinct: BTreeSet<i32> = all.iter().copied().collect();
+            assert_eq!(
+                all.len(),
+                distinct.len(),
+                "a partition assigned twice: {assigned:?}"
+            );
+            // With cooperative-sticky the group is Stable between the round that revokes
+            // partitions and the one that assigns them again: wait for them all.
+            if distinct == (0..partitions).collect::<BTreeSet<i32>>() {
+                assert_partitions_shared(&assigned, partitions);
+                return;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "group {group} not stable with {members} members: {state} {assigned:?}"
+            "group {group} not stable with {members} members and all {partitions} partitions \
+             assigned: {state} {assigned:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -502,9 +528,20 @@ fn commits_and_membership_survive_kill_9() {
     broker.kill9();
     broker.restart();
 
-    // The restarted coordinator knows the group, its member and its assignment.
-    let (state, members_after) = describe_group(&bootstrap, group);
-    assert_eq!(state, "Stable");
+    // The restarted coordinator knows the group, its member and its assignment (it loads
+    // the group lazily, so it may not answer Stable at once).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let members_after = loop {
+        let (state, members_after) = describe_group(&bootstrap, group);
+        if state == "Stable" {
+            break members_after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not stable after the restart: {state} {members_after:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(members_after, members_before);
     let probe = consumer(&bootstrap, &[("group.id", group)]);
     let mut wanted = TopicPartitionList::new();

@@ -9,6 +9,8 @@
 #   BROKER=tansu tools/bench_load.sh ...                   # the comparison broker (tools/tansu.sh)
 #   SHARDS=4 tools/bench_load.sh ...                       # chronik on cores 0-3
 #   BROKER_ARGS="--config ret.toml" tools/bench_load.sh ... # more chronik flags
+#   BROKER_LOG=/tmp/b.log RUST_LOG=chronik_shards::runtime=trace tools/bench_load.sh ...
+#                                                          # keep the broker's log (commits)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/bench_lib.sh
@@ -56,3 +58,4 @@ awk -v a="$stolen_after" -v b="$stolen_before" -v hz="$(getconf CLK_TCK)" \
   'BEGIN { printf "machine_stolen_s=%.2f\n", (a - b) / hz }'
 grep generator_cpu_s "$work/time.txt"
 awk '/VmHWM/ { printf "broker_peak_rss_mib=%.0f\n", $2 / 1024 }' "/proc/$broker/status"
+if [ -n "${BROKER_LOG:-}" ]; then cp "$work/broker.log" "$BROKER_LOG"; fi

@@ -312,6 +312,7 @@ async fn open_shard(
         wal: WalConfig {
             dir: config.data_dir.join(format!("shard-{shard_id}")),
             segment_bytes_max: config.segment_bytes,
+            overlap_min_bytes: config.commit_overlap_bytes,
         },
         tick_interval_ms: config.tick_interval_ms,
         entry_cache_bytes_max: config.entry_cache_bytes_max,

@@ -8,10 +8,12 @@
 //!   -> one group commit (one O_DSYNC write) -> advance every group -> apply -> answer waiters
 //! ```
 //! While a group commit is in flight, proposals keep arriving and queue in Raft; the next
-//! pass carries all of them.
+//! pass carries all of them. Once `WalConfig::overlap_min_bytes` have queued behind a large
+//! commit, the next pass starts beside it (two commits in flight, see `may_begin_pass`);
+//! passes end in the order they began, so Raft learns what is durable in order.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -146,7 +148,11 @@ pub struct GroupStatus {
 /// One pass of the pump between `begin_pass` and `end_pass`: the group commit to run (if
 /// anything was appended) and the Readies it makes durable.
 pub struct Pass<D: Disk = DmaDisk> {
+    number: u64,
     pending: Vec<PendingPersist>,
+    /// Compaction points this pass's commit writes; durable once it completes.
+    compactions: Vec<(u64, u64)>,
+    installs_snapshot: bool,
     pub flush: Option<FlushJob<D>>,
 }
 
@@ -166,8 +172,17 @@ pub struct Shard<D: Disk = DmaDisk> {
     commit_unpersisted: BTreeSet<u64>,
     /// Per group: the compaction point that is durable in the WAL (retention input).
     durable_compacted: BTreeMap<u64, u64>,
-    /// Compaction points written in the pass being flushed; durable once it completes.
-    flushing_compactions: Vec<(u64, u64)>,
+    /// Passes begun and not ended (at most two; ended in the order begun).
+    passes_in_flight: usize,
+    /// Numbers of the next pass to begin and of the next to end.
+    next_pass_begun: u64,
+    next_pass_ended: u64,
+    /// Passes in flight that install a leader's snapshot: nothing overlaps them (Raft may
+    /// count the snapshot applied only once it is durable, see `collect_ready`).
+    snapshot_passes_in_flight: usize,
+    /// Bytes proposed or replicated to this shard since the last pass began: what the next
+    /// pass would commit, roughly (when to start it beside one in flight).
+    unflushed_bytes: usize,
     pending_compactions: Vec<(u64, u64)>,
     /// The WAL's tail segment at the last retention pass: a roll since then makes one due,
     /// so segments are freed (and their files kept for reuse) as fast as they fill, not only
@@ -435,7 +450,11 @@ impl<D: Disk> Shard<D> {
                 .map(|&group_id| (group_id, u64::MAX))
                 .collect(),
             removed,
-            flushing_compactions: Vec::new(),
+            passes_in_flight: 0,
+            next_pass_begun: 0,
+            next_pass_ended: 0,
+            snapshot_passes_in_flight: 0,
+            unflushed_bytes: 0,
             pending_compactions: Vec::new(),
             retention_seen_tail: 0,
             groups_installed: false,
@@ -470,8 +489,36 @@ impl<D: Disk> Shard<D> {
     }
 
     fn ring(&self) {
+        // With a pass in flight the pump looks for work when it ends anyway; it only needs
+        // waking for a pass it may start beside it.
+        if self.passes_in_flight > 0 && !self.overlap_due() {
+            return;
+        }
         // A full doorbell already means "work pending".
         let _ = self.doorbell.try_send(());
+    }
+
+    /// Counts bytes that the next pass will commit (see `may_begin_pass`).
+    fn note_unflushed(&mut self, bytes: usize) {
+        self.unflushed_bytes = self.unflushed_bytes.saturating_add(bytes);
+    }
+
+    /// Enough has queued behind the one pass in flight to start the next beside it.
+    fn overlap_due(&self) -> bool {
+        self.passes_in_flight == 1
+            && self.snapshot_passes_in_flight == 0
+            && self.unflushed_bytes >= self.config.wal.overlap_min_bytes
+            && self.wal.flush_may_start()
+    }
+
+    /// Whether the pump may begin a pass now: work is waiting and no pass is in flight, or
+    /// one is and enough has queued behind it to be worth a second commit beside it.
+    pub fn may_begin_pass(&self) -> bool {
+        self.has_work() && (self.passes_in_flight == 0 || self.overlap_due())
+    }
+
+    pub fn passes_in_flight(&self) -> usize {
+        self.passes_in_flight
     }
 
     pub fn has_group(&self, group_id: u64) -> bool {
@@ -741,8 +788,10 @@ impl<D: Disk> Shard<D> {
     /// Proposes arbitrary data to a group (the controller's commands).
     pub fn propose(&mut self, group_id: u64, data: Vec<u8>) -> Result<CommitReceiver, ShardError> {
         let (reply, receiver) = oneshot::channel();
+        let bytes = data.len();
         self.group_mut(group_id)?.propose(data, Some(reply))?;
         self.dirty.insert(group_id);
+        self.note_unflushed(bytes);
         self.ring();
         Ok(receiver)
     }
@@ -910,6 +959,7 @@ impl<D: Disk> Shard<D> {
         }
         batch::patch(&mut batch, base_offset, group.term() as i32);
         let data = batch.freeze();
+        let bytes = data.len();
         let (reply, receiver) = if ack == AckWhen::Never {
             (None, None)
         } else {
@@ -919,6 +969,7 @@ impl<D: Disk> Shard<D> {
         let raft_index = group.propose_acked(data, reply, ack == AckWhen::LeaderDurable)?;
         group.note_batch_proposed(header, base_offset, raft_index);
         self.dirty.insert(group_id);
+        self.note_unflushed(bytes);
         self.ring();
         Ok((base_offset, receiver))
     }
@@ -1430,6 +1481,10 @@ impl<D: Disk> Shard<D> {
     /// Starts one pump pass: Readies of every dirty group, the checkpoints a roll owes, and
     /// the group commit covering all of it. Run `pass.flush` (if any), then `end_pass`.
     pub fn begin_pass(&mut self) -> Pass<D> {
+        assert!(
+            self.passes_in_flight == 0 || self.overlap_due(),
+            "a pass begins beside another only when it may"
+        );
         let pending = self.collect_ready();
         // Every roll owes a checkpoint before older segments may go; a checkpoint that
         // itself spills over owes another (bounded: a checkpoint is far below a segment).
@@ -1439,10 +1494,19 @@ impl<D: Disk> Shard<D> {
             }
             self.checkpoint();
         }
-        self.flushing_compactions = std::mem::take(&mut self.pending_compactions);
+        let compactions = std::mem::take(&mut self.pending_compactions);
         self.flush_outbox();
+        let installs_snapshot = pending.iter().any(|p| p.snapshot_index.is_some());
+        let number = self.next_pass_begun;
+        self.next_pass_begun += 1;
+        self.passes_in_flight += 1;
+        self.snapshot_passes_in_flight += usize::from(installs_snapshot);
+        self.unflushed_bytes = 0;
         Pass {
+            number,
             pending,
+            compactions,
+            installs_snapshot,
             flush: self.wal.take_flush_job(),
         }
     }
@@ -1451,10 +1515,17 @@ impl<D: Disk> Shard<D> {
     /// what is durable, compaction points count, and segments nobody needs go.
     pub fn end_pass(&mut self, pass: Pass<D>, done: Option<FlushDone<D>>) {
         assert!(pass.flush.is_none(), "the pass's group commit was run");
+        assert_eq!(
+            pass.number, self.next_pass_ended,
+            "passes end in the order begun"
+        );
+        self.next_pass_ended += 1;
+        self.passes_in_flight -= 1;
+        self.snapshot_passes_in_flight -= usize::from(pass.installs_snapshot);
         if let Some(done) = done {
             self.wal.complete_flush(done);
         }
-        for (group_id, index) in std::mem::take(&mut self.flushing_compactions) {
+        for (group_id, index) in pass.compactions {
             let slot = self.durable_compacted.entry(group_id).or_default();
             *slot = (*slot).max(index);
         }
@@ -1523,12 +1594,18 @@ impl<D: Disk> Shard<D> {
             }
         };
         self.outbox.extend(poke.flatten().map(|m| (group_id, m)));
+        let appended: usize = if kind == MessageType::MsgAppend {
+            message.entries.iter().map(|e| e.data.len()).sum()
+        } else {
+            0
+        };
         let stepped = group.node.step(message).is_ok();
         if quiesce_notice {
             group.quiesced = true;
         }
         if stepped {
             self.dirty.insert(group_id);
+            self.note_unflushed(appended);
             self.ring();
         }
     }
@@ -1864,7 +1941,34 @@ fn append_group_state<D: Disk>(
     Some(snapshot.index)
 }
 
-/// Drives the shard until `stop` resolves and everything queued is durable.
+/// A pass the pump began, and where its group commit stands.
+struct PassInFlight<D: Disk> {
+    pass: Pass<D>,
+    commit: Option<CommitRun<D>>,
+}
+
+enum CommitRun<D: Disk> {
+    /// Starts once the commit before it completed (see `FlushJob::must_follow_previous`).
+    Waiting(FlushJob<D>),
+    Running(glommio::Task<Result<FlushDone<D>, WalError>>),
+}
+
+impl<D: Disk> CommitRun<D> {
+    fn start(job: FlushJob<D>) -> Self {
+        CommitRun::Running(glommio::spawn_local(timed_group_commit(job)))
+    }
+
+    /// Running: a waiting commit starts (the one before it completed).
+    fn started(self) -> Self {
+        match self {
+            CommitRun::Waiting(job) => Self::start(job),
+            running @ CommitRun::Running(_) => running,
+        }
+    }
+}
+
+/// Drives the shard until `stop` resolves and everything queued is durable. Up to two
+/// passes are in flight (see `Shard::may_begin_pass`); they end in the order they began.
 pub async fn run_pump<D: Disk>(
     shard: ShardRef<D>,
     doorbell: LocalReceiver<()>,
@@ -1873,6 +1977,7 @@ pub async fn run_pump<D: Disk>(
     let tick = Duration::from_millis(shard.borrow().config.tick_interval_ms);
     let mut next_tick = Instant::now() + tick;
     let mut stop_seen: Option<Instant> = None;
+    let mut in_flight: VecDeque<PassInFlight<D>> = VecDeque::with_capacity(2);
     loop {
         let now = Instant::now();
         if stop.get() && stop_seen.get_or_insert(now).elapsed() > PUMP_DRAIN_MAX {
@@ -1887,7 +1992,19 @@ pub async fn run_pump<D: Disk>(
         if let Some(job) = preparation {
             glommio::spawn_local(job.run()).detach();
         }
-        if !shard.borrow().has_work() {
+        if shard.borrow().may_begin_pass() {
+            let mut pass = shard.borrow_mut().begin_pass();
+            let commit = pass.flush.take().map(|job| {
+                if job.must_follow_previous() {
+                    CommitRun::Waiting(job)
+                } else {
+                    CommitRun::start(job)
+                }
+            });
+            in_flight.push_back(PassInFlight { pass, commit });
+            continue;
+        }
+        let Some(oldest) = in_flight.front_mut() else {
             if stop.get() {
                 return;
             }
@@ -1898,28 +2015,51 @@ pub async fn run_pump<D: Disk>(
             let timer = std::pin::pin!(Timer::new(wait));
             futures::future::select(ring, timer).await;
             continue;
-        }
-        let mut pass = shard.borrow_mut().begin_pass();
-        let done = match pass.flush.take() {
-            Some(job) => match timed_group_commit(job).await {
-                Ok(done) => Some(done),
-                Err(error) => {
-                    // fsync failures cannot be retried safely (the page state is unknown):
-                    // stop the process rather than acknowledge anything else.
-                    tracing::error!(%error, "wal group commit failed; stopping");
-                    std::process::exit(74);
-                }
-            },
-            None => None,
         };
-        shard.borrow_mut().end_pass(pass, done);
-        if shard.borrow().retention_due_after_roll() {
-            shard.borrow_mut().apply_retention(wall_clock_ms());
+        let done = match &mut oldest.commit {
+            None => None,
+            Some(CommitRun::Running(task)) => {
+                // Also wakes for a pass to start beside this one (ticks wait, as they always
+                // did for a commit: arming a timer each time costs more than it brings).
+                let ring = std::pin::pin!(doorbell.recv());
+                match futures::future::select(task, ring).await {
+                    futures::future::Either::Left((result, _)) => Some(result),
+                    futures::future::Either::Right(_) => continue,
+                }
+            }
+            Some(CommitRun::Waiting(_)) => unreachable!("the oldest commit follows none"),
+        };
+        end_oldest_pass(&shard, &mut in_flight, done);
+    }
+}
+
+/// Ends the oldest pass, whose commit (if it had one) completed with `done`, and starts the
+/// commit that waited for it.
+fn end_oldest_pass<D: Disk>(
+    shard: &ShardRef<D>,
+    in_flight: &mut VecDeque<PassInFlight<D>>,
+    done: Option<Result<FlushDone<D>, WalError>>,
+) {
+    let oldest = in_flight.pop_front().expect("the oldest pass is there");
+    let done = match done.transpose() {
+        Ok(done) => done,
+        Err(error) => {
+            // fsync failures cannot be retried safely (the page state is unknown): stop the
+            // process rather than acknowledge anything else.
+            tracing::error!(%error, "wal group commit failed; stopping");
+            std::process::exit(74);
         }
-        let refills = shard.borrow_mut().take_refills();
-        for refill in refills {
-            glommio::spawn_local(run_refill(shard.clone(), refill)).detach();
-        }
+    };
+    if let Some(next) = in_flight.front_mut() {
+        next.commit = next.commit.take().map(CommitRun::started);
+    }
+    shard.borrow_mut().end_pass(oldest.pass, done);
+    if shard.borrow().retention_due_after_roll() {
+        shard.borrow_mut().apply_retention(wall_clock_ms());
+    }
+    let refills = shard.borrow_mut().take_refills();
+    for refill in refills {
+        glommio::spawn_local(run_refill(shard.clone(), refill)).detach();
     }
 }
 

@@ -24,6 +24,7 @@ fn config(dir: &std::path::Path) -> ShardConfig {
         wal: WalConfig {
             dir: dir.join("wal"),
             segment_bytes_max: 1 << 20,
+            overlap_min_bytes: crate::wal::OVERLAP_MIN_BYTES_DEFAULT,
         },
         tick_interval_ms: 10,
         entry_cache_bytes_max: 64 << 10,
@@ -210,6 +211,12 @@ where
     let replay = std::env::var("CHRONIK_SEED")
         .ok()
         .and_then(|s| s.parse().ok());
+    // `CHRONIK_SEEDS=<n>` runs seeds 1..=n instead (longer runs by hand).
+    let last = std::env::var("CHRONIK_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(*seeds.end());
+    let seeds = *seeds.start()..=last;
     let seeds: Vec<u64> = replay.map_or_else(|| seeds.collect(), |seed| vec![seed]);
     for seed in seeds {
         let run = run.clone();

@@ -34,7 +34,7 @@ use raft::eraftpb::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{run_pass, SimDisk};
+use super::{run_commits_in_any_order, run_pass, SimDisk};
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::partition::offsets::RetentionLimits;
 use crate::runtime::shard::{
@@ -170,6 +170,8 @@ fn shard_config(node: u64) -> ShardConfig {
         wal: WalConfig {
             dir: "/sim/wal".into(),
             segment_bytes_max: 256 << 10,
+            // Small, so commits are often padded and a second pass often runs beside one.
+            overlap_min_bytes: 2048,
         },
         tick_interval_ms: 10,
         entry_cache_bytes_max: 16 << 10,
@@ -457,13 +459,46 @@ impl Cluster {
         }
     }
 
-    /// Runs a pass on node `index`; a power cut there takes the node down.
-    async fn pass(&mut self, index: usize, rng: &mut StdRng) {
+    /// Runs a pass on node `index`; a power cut there takes the node down. When `busy`, half
+    /// the time packets arrive and proposals come while its commit is in flight, and a
+    /// second pass begins beside it when the shard allows (see `Shard::may_begin_pass`); the
+    /// two commits land in either order.
+    async fn pass(&mut self, index: usize, rng: &mut StdRng, busy: bool) {
         let Some(shard) = self.nodes[index].shard.clone() else {
             return;
         };
-        if run_pass(&shard).await.is_err() {
+        if !busy || rng.random_bool(0.5) {
+            if run_pass(&shard).await.is_err() {
+                self.crash(index, rng);
+            }
+            return;
+        }
+        let preparation = shard.borrow_mut().take_segment_preparation();
+        let mut first = shard.borrow_mut().begin_pass();
+        for _ in 0..rng.random_range(0..8) {
+            if rng.random_bool(0.5) {
+                self.deliver_one(rng, true);
+            } else {
+                self.propose(index, rng);
+            }
+        }
+        let may_begin = shard.borrow().may_begin_pass();
+        let mut second = may_begin.then(|| shard.borrow_mut().begin_pass());
+        let first_job = first.flush.take();
+        let second_job = second.as_mut().and_then(|pass| pass.flush.take());
+        let (done_first, done_second) =
+            run_commits_in_any_order(first_job, second_job, preparation, rng).await;
+        let (Ok(done_first), Ok(done_second)) = (done_first, done_second) else {
             self.crash(index, rng);
+            return;
+        };
+        shard.borrow_mut().end_pass(first, done_first);
+        if let Some(pass) = second {
+            shard.borrow_mut().end_pass(pass, done_second);
+        }
+        let refills = shard.borrow_mut().take_refills();
+        for refill in refills {
+            crate::runtime::shard::run_refill(shard.clone(), refill).await;
         }
     }
 }
@@ -472,7 +507,7 @@ async fn step(cluster: &mut Cluster, rng: &mut StdRng, at: &str) {
     let index = rng.random_range(0..NODES as usize);
     match rng.random_range(0..100) {
         0..30 => cluster.deliver_one(rng, true),
-        30..50 => cluster.pass(index, rng).await,
+        30..50 => cluster.pass(index, rng, true).await,
         50..61 => {
             if let Some(shard) = &cluster.nodes[index].shard {
                 shard.borrow_mut().tick();
@@ -542,7 +577,7 @@ async fn settle(cluster: &mut Cluster, rng: &mut StdRng, at: &str) {
             }
         }
         for index in 0..NODES as usize {
-            cluster.pass(index, rng).await;
+            cluster.pass(index, rng, false).await;
             if round % 4 == 0 {
                 if let Some(shard) = &cluster.nodes[index].shard {
                     shard.borrow_mut().tick();

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{run_pass, SimDisk};
+use super::{run_commits_in_any_order, run_pass, SimDisk};
 use crate::group::StateMachine;
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::runtime::shard::{
@@ -69,12 +69,19 @@ impl StateMachine for Ledger {
 }
 
 pub(super) fn config() -> ShardConfig {
+    config_overlapping_at(crate::wal::OVERLAP_MIN_BYTES_DEFAULT)
+}
+
+/// `config` with commits of `overlap_min_bytes` or more padded to a block, so the next may
+/// run beside them (the default never pads in segments this small).
+pub(super) fn config_overlapping_at(overlap_min_bytes: usize) -> ShardConfig {
     ShardConfig {
         shard_id: 0,
         replica_id: 1,
         wal: WalConfig {
             dir: "/sim/wal".into(),
             segment_bytes_max: SEGMENT_BYTES,
+            overlap_min_bytes,
         },
         tick_interval_ms: 10,
         entry_cache_bytes_max: 32 << 10,
@@ -103,12 +110,23 @@ pub(super) struct Model {
     /// Commands the ledger acknowledged, in order.
     pub(super) commands: Vec<Vec<u8>>,
     pub(super) commands_proposed: u64,
+    /// The shard's `WalConfig::overlap_min_bytes` in this run: small in half the seeds, so
+    /// two group commits are often in flight at once there.
+    pub(super) overlap_min_bytes: usize,
 }
 
 impl Model {
     /// The starting cluster: `PARTITIONS` partitions with random retention.
     pub(super) fn with_partitions(rng: &mut StdRng) -> Model {
-        let mut model = Model::default();
+        let overlap_min_bytes = if rng.random_bool(0.5) {
+            4096
+        } else {
+            crate::wal::OVERLAP_MIN_BYTES_DEFAULT
+        };
+        let mut model = Model {
+            overlap_min_bytes,
+            ..Model::default()
+        };
         for _ in 0..PARTITIONS {
             model.create_partition(rng);
         }
@@ -141,7 +159,8 @@ pub(super) struct Life {
 
 /// Opens the shard and brings its partitions back as leaders; `None` if the power went.
 pub(super) async fn open(disk: &SimDisk, model: &Model, at: &str) -> Option<Life> {
-    let (shard, _doorbell) = Shard::open_on(disk.clone(), config()).await.ok()?;
+    let config = config_overlapping_at(model.overlap_min_bytes);
+    let (shard, _doorbell) = Shard::open_on(disk.clone(), config).await.ok()?;
     let recovered: BTreeSet<u64> = shard.borrow().recovered_group_ids().into_iter().collect();
     let resurrected: Vec<_> = recovered.intersection(&model.removed).collect();
     assert!(
@@ -293,7 +312,9 @@ pub(super) async fn step(
 
 /// One pump pass. While its group commit is in flight the shard keeps serving, as the real
 /// pump's does while it awaits the disk: a few random actions land between `begin_pass` and
-/// the end of the commit.
+/// the end of the commit. When the shard allows it, a second pass begins beside the first,
+/// and the two commits run in either order (the disk completes them at once, so "the second
+/// landed, the first did not" is a power cut between them), unless the second must follow.
 pub(super) async fn pass(
     life: &mut Life,
     model: &mut Model,
@@ -304,38 +325,38 @@ pub(super) async fn pass(
     // so this pass's commit may roll into a segment still being prepared); the flush that
     // rolls into it waits for it. Which of the two goes first is up to the seed.
     let preparation = life.shard.borrow_mut().take_segment_preparation();
-    let mut pass = life.shard.borrow_mut().begin_pass();
+    let mut first = life.shard.borrow_mut().begin_pass();
     // This commit carries the tombstones appended so far, not those appended during it.
-    let carried: Vec<u64> = model.removing.drain(..).collect();
-    for _ in 0..rng.random_range(0..3) {
+    let carried_first: Vec<u64> = model.removing.drain(..).collect();
+    for _ in 0..rng.random_range(0..4) {
         serve(life, model, rng, clock_ms);
     }
-    let flush = pass.flush.take();
-    let run_flush = async {
-        match flush {
-            Some(job) => job.run().await.map(Some),
-            None => Ok(None),
+    let mut second = None;
+    if life.shard.borrow().may_begin_pass() && rng.random_bool(0.8) {
+        let pass = life.shard.borrow_mut().begin_pass();
+        let carried: Vec<u64> = model.removing.drain(..).collect();
+        for _ in 0..rng.random_range(0..3) {
+            serve(life, model, rng, clock_ms);
         }
-    };
-    let run_preparation = async {
-        if let Some(job) = preparation {
-            job.run().await;
-        }
-    };
-    let done = if rng.random_bool(0.5) {
-        futures::join!(run_flush, run_preparation).0
-    } else {
-        futures::join!(run_preparation, run_flush).1
-    };
-    let Ok(done) = done else {
+        second = Some((pass, carried));
+    }
+    let first_job = first.flush.take();
+    let second_job = second.as_mut().and_then(|(pass, _)| pass.flush.take());
+    let (done_first, done_second) =
+        run_commits_in_any_order(first_job, second_job, preparation, rng).await;
+    let (Ok(done_first), Ok(done_second)) = (done_first, done_second) else {
         return false;
     };
-    life.shard.borrow_mut().end_pass(pass, done);
+    life.shard.borrow_mut().end_pass(first, done_first);
+    model.removed.extend(carried_first);
+    if let Some((pass, carried)) = second {
+        life.shard.borrow_mut().end_pass(pass, done_second);
+        model.removed.extend(carried);
+    }
     // As the pump does: a roll makes retention due.
     if life.shard.borrow().retention_due_after_roll() {
         life.shard.borrow_mut().apply_retention(*clock_ms);
     }
-    model.removed.extend(carried);
     true
 }
 

@@ -81,7 +81,18 @@ pub struct WalLocation {
 pub struct WalConfig {
     pub dir: PathBuf,
     pub segment_bytes_max: u64,
+    /// A group commit at least this large ends on a block boundary (a `Padding` record), so
+    /// the next one may be written while it is still in flight; and the pump starts that next
+    /// one once this much more is waiting (see `Wal::flush_may_start`). Two writes in flight
+    /// is what a latency-bound disk (one whose cache flush dominates) needs for its bandwidth;
+    /// the padding costs under 2% of a commit this large.
+    pub overlap_min_bytes: usize,
 }
+
+/// `WalConfig::overlap_min_bytes` unless configured otherwise.
+pub const OVERLAP_MIN_BYTES_DEFAULT: usize = 256 << 10;
+/// Group commits in flight at once, at most.
+const FLUSHES_IN_FLIGHT_MAX: usize = 2;
 
 impl WalConfig {
     pub fn validate(&self) -> Result<(), String> {
@@ -133,13 +144,17 @@ pub struct Wal<D: Disk = DmaDisk> {
     /// Per segment, per group: the highest Raft index it holds. A segment can be deleted once
     /// every group has compacted past its entry there.
     segment_entry_max: BTreeMap<u64, BTreeMap<u64, u64>>,
-    flush_in_flight: bool,
+    /// Group commits taken and not completed yet (completed in the order taken).
+    flushes_in_flight: usize,
+    /// The newest commit in flight ends on a block boundary and opens no segment: the next
+    /// one writes no block of it and needs no file it creates, so it may run beside it.
+    newest_flush_overlappable: bool,
     /// A segment was opened (or the log recovered) and has no checkpoint yet: the shard must
     /// write one before older segments may be reclaimed.
     checkpoint_owed: bool,
-    /// Segment holding a complete checkpoint that is queued / being flushed / durable.
+    /// Segment holding a complete checkpoint that is queued (the flush job carries it on,
+    /// and it counts once that commit completes).
     checkpoint_pending: Option<u64>,
-    checkpoint_flushing: Option<u64>,
     /// Newest segment with a durable, complete checkpoint: only older segments can go.
     checkpointed_segment: u64,
     /// The next segment, being prepared or ready (see `take_prepare_job`).
@@ -176,6 +191,12 @@ pub struct FlushJob<D: Disk = DmaDisk> {
     segment_bytes_max: u64,
     dir: PathBuf,
     disk: D,
+    /// The segment whose checkpoint this commit makes durable.
+    checkpoint: Option<u64>,
+    /// Taken while another commit is in flight, and it rolls into another segment: it may
+    /// start only once that one completed (recovery holds a segment written only after the
+    /// one before it is durable).
+    must_follow_previous: bool,
 }
 
 struct FlushWrite<D: Disk> {
@@ -207,6 +228,7 @@ enum SegmentFile<D: Disk> {
 /// Files the flush created; handed back with `Wal::complete_flush`.
 pub struct FlushDone<D: Disk = DmaDisk> {
     created: Vec<(u64, Rc<D::File>)>,
+    checkpoint: Option<u64>,
 }
 
 /// Bounds of a new pending chunk's first capacity (half again the last chunk's size, so
@@ -539,10 +561,10 @@ impl<D: Disk> Wal<D> {
             tail_block: Vec::new(),
             next_chunk_capacity: CHUNK_CAPACITY_MIN,
             pending: Vec::new(),
-            flush_in_flight: false,
+            flushes_in_flight: 0,
+            newest_flush_overlappable: false,
             checkpoint_owed: true,
             checkpoint_pending: None,
-            checkpoint_flushing: None,
             checkpointed_segment: 0,
             spare: None,
             reusable,
@@ -732,16 +754,31 @@ impl<D: Disk> Wal<D> {
         self.pending.iter().map(|c| c.bytes.len()).sum()
     }
 
-    pub fn flush_in_flight(&self) -> bool {
-        self.flush_in_flight
+    pub fn flushes_in_flight(&self) -> usize {
+        self.flushes_in_flight
     }
 
-    /// Turns everything pending into one group commit. At most one runs at a time.
+    /// Whether a group commit may be taken now: none is in flight, or one is that the next
+    /// cannot disturb (it ends on a block boundary and opens no segment).
+    pub fn flush_may_start(&self) -> bool {
+        self.flushes_in_flight == 0
+            || (self.flushes_in_flight < FLUSHES_IN_FLIGHT_MAX && self.newest_flush_overlappable)
+    }
+
+    /// Turns everything pending into one group commit; see `flush_may_start`. Commits are
+    /// completed (`complete_flush`) in the order they were taken.
     pub fn take_flush_job(&mut self) -> Option<FlushJob<D>> {
-        assert!(!self.flush_in_flight, "one group commit at a time");
+        assert!(
+            self.flush_may_start(),
+            "a group commit overlaps one it may not"
+        );
         if self.pending.is_empty() {
             return None;
         }
+        if self.pending_bytes() >= self.config.overlap_min_bytes {
+            self.pad_to_block();
+        }
+        let previous_in_flight = self.flushes_in_flight > 0;
         let mut writes = Vec::with_capacity(self.pending.len());
         for chunk in std::mem::take(&mut self.pending) {
             let file = if chunk.segment == self.active_segment {
@@ -778,14 +815,44 @@ impl<D: Disk> Wal<D> {
                 bytes: chunk.bytes,
             });
         }
-        self.flush_in_flight = true;
-        self.checkpoint_flushing = self.checkpoint_pending.take();
+        let opens_segment = writes
+            .iter()
+            .any(|w| !matches!(w.file, SegmentFile::Open(_)));
+        self.flushes_in_flight += 1;
+        self.newest_flush_overlappable = self.tail_block.is_empty() && !opens_segment;
         Some(FlushJob {
             writes,
             segment_bytes_max: self.config.segment_bytes_max,
             dir: self.config.dir.clone(),
             disk: self.disk.clone(),
+            checkpoint: self.checkpoint_pending.take(),
+            must_follow_previous: previous_in_flight && opens_segment,
         })
+    }
+
+    /// Ends the pending records on a block boundary with a `Padding` record, when that still
+    /// leaves room for the segment's `SegmentEnd` (see `append`).
+    fn pad_to_block(&mut self) {
+        let Some(chunk) = self.pending.last_mut() else {
+            return;
+        };
+        let end = chunk.end();
+        let header_bytes = record::encoded_len(0) as u64;
+        let mut padding = align_up(end) - end;
+        if padding == 0 {
+            return;
+        }
+        if padding < header_bytes {
+            padding += BLOCK_BYTES;
+        }
+        if end + padding + header_bytes > self.config.segment_bytes_max {
+            return;
+        }
+        const ZEROS: [u8; 2 * BLOCK_BYTES as usize] = [0; 2 * BLOCK_BYTES as usize];
+        let tag = record::segment_tag(chunk.segment);
+        let zeros = &ZEROS[..(padding - header_bytes) as usize];
+        record::encode(&mut chunk.bytes, tag, 0, RecordKind::Padding, &[zeros]);
+        debug_assert!(chunk.end().is_multiple_of(BLOCK_BYTES));
     }
 
     /// Readies the segment after the last one written or queued, when none is being prepared
@@ -817,13 +884,14 @@ impl<D: Disk> Wal<D> {
         })
     }
 
+    /// The oldest commit in flight completed (the caller completes them in order).
     pub fn complete_flush(&mut self, done: FlushDone<D>) {
-        assert!(self.flush_in_flight);
-        self.flush_in_flight = false;
+        assert!(self.flushes_in_flight > 0, "a commit completes once");
+        self.flushes_in_flight -= 1;
         for (segment, file) in done.created {
             self.segments.insert(segment, file);
         }
-        if let Some(segment) = self.checkpoint_flushing.take() {
+        if let Some(segment) = done.checkpoint {
             self.checkpointed_segment = self.checkpointed_segment.max(segment);
         }
     }
@@ -905,6 +973,11 @@ impl<D: Disk> FlushJob<D> {
         self.writes.iter().map(|w| w.bytes.len()).sum()
     }
 
+    /// Whether this commit may start only once the one before it completed.
+    pub fn must_follow_previous(&self) -> bool {
+        self.must_follow_previous
+    }
+
     /// Runs the writes in order. Each segment's write is durable (O_DSYNC, or synced after
     /// it) before the next one starts, so a later segment never holds data while an earlier
     /// one has a hole.
@@ -950,7 +1023,10 @@ impl<D: Disk> FlushJob<D> {
                 file.sync().await.map_err(io_error(&path))?;
             }
         }
-        Ok(FlushDone { created })
+        Ok(FlushDone {
+            created,
+            checkpoint: self.checkpoint,
+        })
     }
 }
 

@@ -44,6 +44,9 @@ pub enum RecordKind {
     SegmentStart = 6,
     /// The last record of every segment left by a roll (group id 0, empty).
     SegmentEnd = 7,
+    /// Fills a group commit up to a block boundary (group id 0, zeros), so the next commit
+    /// shares no block with it and may be written while it is still in flight.
+    Padding = 8,
 }
 
 impl RecordKind {
@@ -56,6 +59,7 @@ impl RecordKind {
             5 => Some(Self::SnapshotInstalled),
             6 => Some(Self::SegmentStart),
             7 => Some(Self::SegmentEnd),
+            8 => Some(Self::Padding),
             _ => None,
         }
     }

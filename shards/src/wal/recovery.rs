@@ -161,51 +161,15 @@ impl Recovery {
             group_id: record.group_id,
             kind: record.kind,
         };
-        if matches!(
-            record.kind,
-            RecordKind::SegmentStart | RecordKind::SegmentEnd
-        ) {
-            return Ok(()); // the WAL's own: `Wal::open_on` checks them
-        }
-        let group = self.groups.entry(record.group_id).or_default();
-        match record.kind {
-            RecordKind::Entry => {
-                let (header, data) = EntryHeader::decode(record.payload).ok_or(malformed)?;
-                if header.index <= group.snapshot.index {
-                    return Ok(());
-                }
-                // A later record for an index replaces it and everything after it (Raft log
-                // truncation). A gap means older segments were reclaimed: the snapshot that
-                // covers the gap comes later in the log and `finish` checks it.
-                // Entries are contiguous and ascending: cut by position, not by a scan (a
-                // scan per record made recovery quadratic in the entries of a group).
-                let keep = group.entries.partition_point(|e| e.index < header.index);
-                group.entries.truncate(keep);
-                if group
-                    .entries
-                    .last()
-                    .is_some_and(|last| last.index + 1 != header.index)
-                {
-                    group.entries.clear();
-                }
-                let record_bytes = super::record::encoded_len(record.payload.len()) as u32;
-                group.entries.push(RecoveredEntry {
-                    term: header.term,
-                    index: header.index,
-                    entry_type: header.entry_type,
-                    location: WalLocation {
-                        segment,
-                        position,
-                        record_bytes,
-                    },
-                    data: Some(Bytes::copy_from_slice(data)),
-                    data_len: data.len() as u32,
-                    head: Bytes::copy_from_slice(&data[..data.len().min(ENTRY_HEAD_BYTES)]),
-                });
-                let max = self.segment_entry_max.entry(segment).or_default();
-                let slot = max.entry(record.group_id).or_default();
-                *slot = (*slot).max(header.index);
+        let group = match record.kind {
+            // The WAL's own: `Wal::open_on` checks the segment marks.
+            RecordKind::SegmentStart | RecordKind::SegmentEnd | RecordKind::Padding => {
+                return Ok(())
             }
+            RecordKind::Entry => return self.apply_entry(segment, position, record),
+            _ => self.groups.entry(record.group_id).or_default(),
+        };
+        match record.kind {
             RecordKind::HardState => {
                 group.hard_state = HardStateRecord::decode(record.payload).ok_or(malformed)?;
             }
@@ -229,8 +193,60 @@ impl Recovery {
                     ..RecoveredGroup::default()
                 };
             }
-            RecordKind::SegmentStart | RecordKind::SegmentEnd => unreachable!("returned above"),
+            RecordKind::Entry
+            | RecordKind::SegmentStart
+            | RecordKind::SegmentEnd
+            | RecordKind::Padding => unreachable!("returned above"),
         }
+        Ok(())
+    }
+
+    fn apply_entry(
+        &mut self,
+        segment: u64,
+        position: u64,
+        record: RecordRef<'_>,
+    ) -> Result<(), RecoveryError> {
+        let malformed = RecoveryError::MalformedPayload {
+            group_id: record.group_id,
+            kind: record.kind,
+        };
+        let group = self.groups.entry(record.group_id).or_default();
+        let (header, data) = EntryHeader::decode(record.payload).ok_or(malformed)?;
+        if header.index <= group.snapshot.index {
+            return Ok(());
+        }
+        // A later record for an index replaces it and everything after it (Raft log
+        // truncation). A gap means older segments were reclaimed: the snapshot that covers
+        // the gap comes later in the log and `finish` checks it. Entries are contiguous and
+        // ascending: cut by position, not by a scan (a scan per record made recovery
+        // quadratic in the entries of a group).
+        let keep = group.entries.partition_point(|e| e.index < header.index);
+        group.entries.truncate(keep);
+        if group
+            .entries
+            .last()
+            .is_some_and(|last| last.index + 1 != header.index)
+        {
+            group.entries.clear();
+        }
+        let record_bytes = super::record::encoded_len(record.payload.len()) as u32;
+        group.entries.push(RecoveredEntry {
+            term: header.term,
+            index: header.index,
+            entry_type: header.entry_type,
+            location: WalLocation {
+                segment,
+                position,
+                record_bytes,
+            },
+            data: Some(Bytes::copy_from_slice(data)),
+            data_len: data.len() as u32,
+            head: Bytes::copy_from_slice(&data[..data.len().min(ENTRY_HEAD_BYTES)]),
+        });
+        let max = self.segment_entry_max.entry(segment).or_default();
+        let slot = max.entry(record.group_id).or_default();
+        *slot = (*slot).max(header.index);
         Ok(())
     }
 

@@ -32,6 +32,7 @@ fn config(dir: &Path) -> WalConfig {
     WalConfig {
         dir: dir.join("wal"),
         segment_bytes_max: 1 << 20,
+        overlap_min_bytes: super::OVERLAP_MIN_BYTES_DEFAULT,
     }
 }
 
@@ -420,6 +421,73 @@ fn a_log_written_before_segment_tags_is_read_and_its_files_never_reused() {
         assert!(
             !kept,
             "a file with untagged records is deleted, not kept for reuse"
+        );
+    });
+}
+
+/// A commit of `overlap_min_bytes` or more ends on a block boundary (a `Padding` record that
+/// recovery skips), so the next may be taken and written beside it; both land, whichever
+/// completes first, and the log reads back whole with appends continuing after it.
+#[test]
+fn a_large_commit_is_padded_and_the_next_runs_beside_it() {
+    run(|| async {
+        let temp = tempfile::tempdir().expect("tempdir");
+        probe(temp.path()).await;
+        let config = WalConfig {
+            overlap_min_bytes: 8192,
+            ..config(temp.path())
+        };
+        let (mut wal, _) = Wal::open(config.clone()).await.expect("opens");
+        let append = |wal: &mut Wal, index: u64| {
+            let header = EntryHeader {
+                term: 1,
+                index,
+                entry_type: 0,
+            };
+            let data = vec![(index % 251) as u8 | 1; 1000 + (index as usize * 37) % 700];
+            wal.append(3, RecordKind::Entry, &[&header.encode(), &data])
+                .0
+        };
+        // Small commits end mid-block: nothing may run beside them.
+        append(&mut wal, 1);
+        let small = wal.take_flush_job().expect("a small commit");
+        assert!(
+            !wal.flush_may_start(),
+            "a commit ending mid-block runs alone"
+        );
+        wal.complete_flush(small.run().await.expect("small commit"));
+        for index in 2..=12 {
+            append(&mut wal, index);
+        }
+        let first = wal.take_flush_job().expect("a large commit");
+        assert!(
+            wal.flush_may_start(),
+            "a padded commit lets the next run beside it"
+        );
+        let next = append(&mut wal, 13);
+        assert_eq!(
+            next.position % 4096,
+            0,
+            "the next commit starts on a fresh block"
+        );
+        for index in 14..=20 {
+            append(&mut wal, index);
+        }
+        let second = wal.take_flush_job().expect("the next commit");
+        assert!(!second.must_follow_previous(), "no roll: it need not wait");
+        assert!(!wal.flush_may_start(), "two commits in flight at most");
+        let (second_done, first_done) = futures::join!(second.run(), first.run());
+        wal.complete_flush(first_done.expect("first commit"));
+        wal.complete_flush(second_done.expect("second commit"));
+        for index in 21..=25 {
+            append(&mut wal, index);
+        }
+        flush(&mut wal).await;
+        drop(wal);
+        let (_, recovered) = Wal::open(config).await.expect("recovers");
+        assert_eq!(
+            recovered_indexes(&recovered, 3),
+            (1..=25).collect::<Vec<_>>()
         );
     });
 }
