@@ -183,6 +183,10 @@ pub struct Shard<D: Disk = DmaDisk> {
     /// Bytes proposed or replicated to this shard since the last pass began: what the next
     /// pass would commit, roughly (when to start it beside one in flight).
     unflushed_bytes: usize,
+    /// A pass ended since the last one began: Raft may have committed what it made durable,
+    /// and only a pass applies it (answering acks=all), so one may begin beside the pass
+    /// still in flight rather than wait for it.
+    ended_since_begin: bool,
     pending_compactions: Vec<(u64, u64)>,
     /// The WAL's tail segment at the last retention pass: a roll since then makes one due,
     /// so segments are freed (and their files kept for reuse) as fast as they fill, not only
@@ -455,6 +459,7 @@ impl<D: Disk> Shard<D> {
             next_pass_ended: 0,
             snapshot_passes_in_flight: 0,
             unflushed_bytes: 0,
+            ended_since_begin: false,
             pending_compactions: Vec::new(),
             retention_seen_tail: 0,
             groups_installed: false,
@@ -503,16 +508,17 @@ impl<D: Disk> Shard<D> {
         self.unflushed_bytes = self.unflushed_bytes.saturating_add(bytes);
     }
 
-    /// Enough has queued behind the one pass in flight to start the next beside it.
+    /// A pass may begin beside the one in flight, and it is worth it: enough has queued to
+    /// be worth a second commit, or a pass just ended whose commits only a pass applies.
     fn overlap_due(&self) -> bool {
         self.passes_in_flight == 1
             && self.snapshot_passes_in_flight == 0
-            && self.unflushed_bytes >= self.config.wal.overlap_min_bytes
+            && (self.unflushed_bytes >= self.config.wal.overlap_min_bytes || self.ended_since_begin)
             && self.wal.flush_may_start()
     }
 
     /// Whether the pump may begin a pass now: work is waiting and no pass is in flight, or
-    /// one is and enough has queued behind it to be worth a second commit beside it.
+    /// one is and a pass beside it is due (see `overlap_due`).
     pub fn may_begin_pass(&self) -> bool {
         self.has_work() && (self.passes_in_flight == 0 || self.overlap_due())
     }
@@ -1502,6 +1508,7 @@ impl<D: Disk> Shard<D> {
         self.passes_in_flight += 1;
         self.snapshot_passes_in_flight += usize::from(installs_snapshot);
         self.unflushed_bytes = 0;
+        self.ended_since_begin = false;
         Pass {
             number,
             pending,
@@ -1521,6 +1528,7 @@ impl<D: Disk> Shard<D> {
         );
         self.next_pass_ended += 1;
         self.passes_in_flight -= 1;
+        self.ended_since_begin = true;
         self.snapshot_passes_in_flight -= usize::from(pass.installs_snapshot);
         if let Some(done) = done {
             self.wal.complete_flush(done);
@@ -1980,7 +1988,11 @@ pub async fn run_pump<D: Disk>(
     let mut in_flight: VecDeque<PassInFlight<D>> = VecDeque::with_capacity(2);
     loop {
         let now = Instant::now();
-        if stop.get() && stop_seen.get_or_insert(now).elapsed() > PUMP_DRAIN_MAX {
+        // Never with a commit in flight: dropping its task would cancel the write.
+        if stop.get()
+            && stop_seen.get_or_insert(now).elapsed() > PUMP_DRAIN_MAX
+            && in_flight.is_empty()
+        {
             tracing::warn!("pump still busy at shutdown; stopping anyway");
             return;
         }
@@ -2019,8 +2031,9 @@ pub async fn run_pump<D: Disk>(
         let done = match &mut oldest.commit {
             None => None,
             Some(CommitRun::Running(task)) => {
-                // Also wakes for a pass to start beside this one (ticks wait, as they always
-                // did for a commit: arming a timer each time costs more than it brings).
+                // Also wakes for a pass to start beside this one. No timer: the tick waits for
+                // the commit (or the next wake), as it always did; arming a timer each time
+                // costs more than it brings.
                 let ring = std::pin::pin!(doorbell.recv());
                 match futures::future::select(task, ring).await {
                     futures::future::Either::Left((result, _)) => Some(result),

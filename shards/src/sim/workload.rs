@@ -12,22 +12,23 @@
 //! - the state machine holds every acknowledged command, once, in order.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{run_commits_in_any_order, run_pass, SimDisk};
+use super::{run_pass, SimDisk};
 use crate::group::StateMachine;
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::runtime::shard::{
-    load_pieces, AckWhen, CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef,
+    load_pieces, AckWhen, CommitReceiver, GroupSpec, Pass, Shard, ShardConfig, ShardRef,
 };
 use crate::runtime::tests::{batch, install_partitions};
-use crate::wal::WalConfig;
+use crate::wal::{FlushDone, FlushJob, PrepareJob, WalConfig};
 
 pub(super) const LIVES: usize = 6;
 pub(super) const STEPS_PER_LIFE: usize = 400;
@@ -155,7 +156,28 @@ pub(super) struct Life {
     pub(super) pending: Vec<(u64, i64, Vec<u8>, CommitReceiver)>,
     pub(super) ledger: Rc<RefCell<Vec<Vec<u8>>>>,
     pub(super) pending_commands: Vec<(Vec<u8>, CommitReceiver)>,
+    /// Passes begun and not ended, oldest first, as the real pump keeps them (two at most).
+    pub(super) in_flight: VecDeque<PassInFlight>,
+    /// A segment preparation taken and not run yet: it runs beside the next commit to run
+    /// (one that rolls into its segment waits for it, as in the pump).
+    pub(super) preparation: Option<PrepareJob<SimDisk>>,
 }
+
+/// A pass of the simulated pump: its commit not run yet, or what the commit returned (the
+/// disk completes a commit at once, so running it is its landing).
+pub(super) struct PassInFlight {
+    pass: Pass<SimDisk>,
+    commit: Option<FlushJob<SimDisk>>,
+    done: Option<Option<FlushDone<SimDisk>>>,
+    /// Tombstones appended before this pass began: durable once it ends.
+    carried: Vec<u64>,
+}
+
+/// How often the simulated pump did what only two commits in flight can do (all seeds of
+/// a run together; the test asserts each happened).
+pub(super) static PASSES_BEGUN_BESIDE_ANOTHER: AtomicUsize = AtomicUsize::new(0);
+pub(super) static LATER_COMMITS_LANDED_FIRST: AtomicUsize = AtomicUsize::new(0);
+pub(super) static PASSES_ENDED_BEFORE_THE_NEXT_LANDED: AtomicUsize = AtomicUsize::new(0);
 
 /// Opens the shard and brings its partitions back as leaders; `None` if the power went.
 pub(super) async fn open(disk: &SimDisk, model: &Model, at: &str) -> Option<Life> {
@@ -203,6 +225,8 @@ pub(super) async fn open(disk: &SimDisk, model: &Model, at: &str) -> Option<Life
                 pending: Vec::new(),
                 ledger,
                 pending_commands: Vec::new(),
+                in_flight: VecDeque::new(),
+                preparation: None,
             });
         }
         run_pass(&shard).await.ok()?;
@@ -266,6 +290,12 @@ pub(super) async fn check_partition(
 pub(super) fn propose(life: &mut Life, model: &Model, rng: &mut StdRng) {
     let groups: Vec<u64> = model.partitions.keys().copied().collect();
     let group = groups[rng.random_range(0..groups.len())];
+    // acks=all (answered once applied) or acks=1 (once durable on the leader).
+    let ack = if rng.random_bool(0.5) {
+        AckWhen::Committed
+    } else {
+        AckWhen::LeaderDurable
+    };
     for _ in 0..rng.random_range(1..5) {
         let size = if rng.random_bool(0.05) {
             rng.random_range(8_000..20_000)
@@ -275,10 +305,10 @@ pub(super) fn propose(life: &mut Life, model: &Model, rng: &mut StdRng) {
         let payload: Vec<u8> = (0..size).map(|_| rng.random()).collect();
         let data = batch(&payload);
         let header = BatchHeader::parse(&data).expect("header");
-        let proposed =
-            life.shard
-                .borrow_mut()
-                .propose_batch(group, &data, &header, AckWhen::Committed);
+        let proposed = life
+            .shard
+            .borrow_mut()
+            .propose_batch(group, &data, &header, ack);
         let (offset, receiver) = proposed.expect("the leader accepts");
         life.pending
             .push((group, offset, payload, receiver.expect("waits")));
@@ -303,61 +333,104 @@ pub(super) async fn step(
     rng: &mut StdRng,
     clock_ms: &mut i64,
 ) -> bool {
-    if rng.random_range(0..100) < 32 {
+    // Pump moves are small (begin, land or end one pass): about half the steps.
+    if rng.random_range(0..100) < 50 {
         return pass(life, model, rng, clock_ms).await;
     }
     serve(life, model, rng, clock_ms);
     true
 }
 
-/// One pump pass. While its group commit is in flight the shard keeps serving, as the real
-/// pump's does while it awaits the disk: a few random actions land between `begin_pass` and
-/// the end of the commit. When the shard allows it, a second pass begins beside the first,
-/// and the two commits run in either order (the disk completes them at once, so "the second
-/// landed, the first did not" is a power cut between them), unless the second must follow.
+/// One move of the simulated pump, as the real one makes them: begin a pass (when none is in
+/// flight, or the shard allows one beside it), land a commit (the oldest, or the newer one
+/// first: a power cut then leaves it durable and the older not), or end the oldest pass
+/// whose commit landed (Raft learns what is durable; acknowledgements follow). Other steps
+/// land between these, as proposals and ticks do while the real pump awaits the disk.
 pub(super) async fn pass(
     life: &mut Life,
     model: &mut Model,
     rng: &mut StdRng,
     clock_ms: &mut i64,
 ) -> bool {
-    // The next segment is prepared beside the commit, as the real pump does it (taken first,
-    // so this pass's commit may roll into a segment still being prepared); the flush that
-    // rolls into it waits for it. Which of the two goes first is up to the seed.
-    let preparation = life.shard.borrow_mut().take_segment_preparation();
-    let mut first = life.shard.borrow_mut().begin_pass();
-    // This commit carries the tombstones appended so far, not those appended during it.
-    let carried_first: Vec<u64> = model.removing.drain(..).collect();
-    for _ in 0..rng.random_range(0..4) {
-        serve(life, model, rng, clock_ms);
-    }
-    let mut second = None;
-    if life.shard.borrow().may_begin_pass() && rng.random_bool(0.8) {
-        let pass = life.shard.borrow_mut().begin_pass();
-        let carried: Vec<u64> = model.removing.drain(..).collect();
-        for _ in 0..rng.random_range(0..3) {
-            serve(life, model, rng, clock_ms);
+    let may_begin = life.in_flight.is_empty() || life.shard.borrow().may_begin_pass();
+    let oldest_landed = life
+        .in_flight
+        .front()
+        .is_some_and(|oldest| oldest.commit.is_none());
+    match rng.random_range(0..3) {
+        0 if may_begin => begin(life, model),
+        1 if oldest_landed => end_oldest(life, model, clock_ms),
+        _ => {
+            // Land a commit: the newer one now and then, unless it must follow the older.
+            let newer_may_land = life.in_flight.len() == 2
+                && life.in_flight[1]
+                    .commit
+                    .as_ref()
+                    .is_some_and(|job| !job.must_follow_previous());
+            let pick = usize::from(newer_may_land && rng.random_bool(0.4));
+            let Some(job) = life.in_flight.get_mut(pick).and_then(|p| p.commit.take()) else {
+                if oldest_landed {
+                    end_oldest(life, model, clock_ms);
+                } else if may_begin {
+                    begin(life, model);
+                }
+                return true;
+            };
+            if pick == 1 && life.in_flight[0].commit.is_some() {
+                LATER_COMMITS_LANDED_FIRST.fetch_add(1, Ordering::Relaxed);
+            }
+            let preparation = life.preparation.take();
+            let (done, ()) = futures::join!(job.run(), async {
+                if let Some(job) = preparation {
+                    job.run().await;
+                }
+            });
+            let Ok(done) = done else {
+                return false;
+            };
+            life.in_flight[pick].done = Some(Some(done));
         }
-        second = Some((pass, carried));
     }
-    let first_job = first.flush.take();
-    let second_job = second.as_mut().and_then(|(pass, _)| pass.flush.take());
-    let (done_first, done_second) =
-        run_commits_in_any_order(first_job, second_job, preparation, rng).await;
-    let (Ok(done_first), Ok(done_second)) = (done_first, done_second) else {
-        return false;
-    };
-    life.shard.borrow_mut().end_pass(first, done_first);
-    model.removed.extend(carried_first);
-    if let Some((pass, carried)) = second {
-        life.shard.borrow_mut().end_pass(pass, done_second);
-        model.removed.extend(carried);
+    true
+}
+
+fn begin(life: &mut Life, model: &mut Model) {
+    if !life.in_flight.is_empty() {
+        PASSES_BEGUN_BESIDE_ANOTHER.fetch_add(1, Ordering::Relaxed);
     }
+    // The next segment is prepared beside the commits, as the real pump does it (taken
+    // first, so this pass's commit may roll into a segment still being prepared).
+    if life.preparation.is_none() {
+        life.preparation = life.shard.borrow_mut().take_segment_preparation();
+    }
+    let mut pass = life.shard.borrow_mut().begin_pass();
+    let commit = pass.flush.take();
+    let done = commit.is_none().then_some(None);
+    life.in_flight.push_back(PassInFlight {
+        pass,
+        commit,
+        done,
+        // This commit carries the tombstones appended so far, not those appended after.
+        carried: model.removing.drain(..).collect(),
+    });
+}
+
+fn end_oldest(life: &mut Life, model: &mut Model, clock_ms: &i64) {
+    let oldest = life.in_flight.pop_front().expect("a pass in flight");
+    let done = oldest.done.expect("its commit landed");
+    if life
+        .in_flight
+        .front()
+        .is_some_and(|next| next.commit.is_some())
+    {
+        PASSES_ENDED_BEFORE_THE_NEXT_LANDED.fetch_add(1, Ordering::Relaxed);
+    }
+    life.shard.borrow_mut().end_pass(oldest.pass, done);
+    model.removed.extend(oldest.carried);
     // As the pump does: a roll makes retention due.
     if life.shard.borrow().retention_due_after_roll() {
         life.shard.borrow_mut().apply_retention(*clock_ms);
     }
-    true
 }
 
 /// Anything but a pass: a proposal, a tick, a command, retention, a topic replaced.

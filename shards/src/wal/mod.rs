@@ -102,6 +102,9 @@ impl WalConfig {
                 "segment_bytes_max must be a multiple of 4096 and at least {min}"
             ));
         }
+        if self.overlap_min_bytes == 0 {
+            return Err("overlap_min_bytes must be positive".into());
+        }
         Ok(())
     }
 

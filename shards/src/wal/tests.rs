@@ -491,3 +491,59 @@ fn a_large_commit_is_padded_and_the_next_runs_beside_it() {
         );
     });
 }
+
+/// Two commits in flight and a power cut: the later one landed whole, the earlier one tore.
+/// Recovery keeps the prefix before the tear and zeroes everything after it, so the later
+/// commit's records (valid, of this very segment, starting on a block boundary) can never
+/// be read back, even once new appends end exactly where they begin.
+#[test]
+fn a_commit_that_landed_behind_a_torn_one_is_erased() {
+    run(|| async {
+        let temp = tempfile::tempdir().expect("tempdir");
+        probe(temp.path()).await;
+        let config = WalConfig {
+            overlap_min_bytes: 8192,
+            ..config(temp.path())
+        };
+        let (mut wal, _) = Wal::open(config.clone()).await.expect("opens");
+        let mut locations = Vec::new();
+        let mut commits = Vec::new();
+        for indexes in [1..=12, 13..=24] {
+            for index in indexes {
+                let header = EntryHeader {
+                    term: 1,
+                    index,
+                    entry_type: 0,
+                };
+                let data = vec![(index % 251) as u8 | 1; 1000];
+                let record = [&header.encode()[..], &data[..]];
+                locations.push(wal.append(5, RecordKind::Entry, &record).0);
+            }
+            commits.push(wal.take_flush_job().expect("a commit"));
+        }
+        let (first, second) = (commits.remove(0), commits.remove(0));
+        let (first_done, second_done) = futures::join!(first.run(), second.run());
+        wal.complete_flush(first_done.expect("first"));
+        wal.complete_flush(second_done.expect("second"));
+        drop(wal);
+        let later_start = locations[12].position;
+        assert_eq!(later_start % 4096, 0, "the later commit starts on a block");
+        // The earlier commit tore at its sixth record; the later one is whole.
+        let segment = temp.path().join("wal").join(format!("{:020}.wal", 1));
+        let mut content = std::fs::read(&segment).expect("segment");
+        let torn = locations[5].position as usize;
+        content[torn..torn + 512].fill(0);
+        std::fs::write(&segment, &content).expect("tear");
+        let (wal, recovered) = Wal::open(config.clone()).await.expect("recovers");
+        assert_eq!(
+            recovered_indexes(&recovered, 5),
+            (1..=5).collect::<Vec<_>>()
+        );
+        drop(wal);
+        let content = std::fs::read(&segment).expect("segment");
+        assert!(
+            content[torn..].iter().all(|&b| b == 0),
+            "nothing after the tear survives recovery"
+        );
+    });
+}
