@@ -183,10 +183,6 @@ pub struct Shard<D: Disk = DmaDisk> {
     /// Bytes proposed or replicated to this shard since the last pass began: what the next
     /// pass would commit, roughly (when to start it beside one in flight).
     unflushed_bytes: usize,
-    /// A pass ended since the last one began: Raft may have committed what it made durable,
-    /// and only a pass applies it (answering acks=all), so one may begin beside the pass
-    /// still in flight rather than wait for it.
-    ended_since_begin: bool,
     pending_compactions: Vec<(u64, u64)>,
     /// The WAL's tail segment at the last retention pass: a roll since then makes one due,
     /// so segments are freed (and their files kept for reuse) as fast as they fill, not only
@@ -459,7 +455,6 @@ impl<D: Disk> Shard<D> {
             next_pass_ended: 0,
             snapshot_passes_in_flight: 0,
             unflushed_bytes: 0,
-            ended_since_begin: false,
             pending_compactions: Vec::new(),
             retention_seen_tail: 0,
             groups_installed: false,
@@ -508,12 +503,16 @@ impl<D: Disk> Shard<D> {
         self.unflushed_bytes = self.unflushed_bytes.saturating_add(bytes);
     }
 
-    /// A pass may begin beside the one in flight, and it is worth it: enough has queued to
-    /// be worth a second commit, or a pass just ended whose commits only a pass applies.
+    /// Enough has queued behind the one pass in flight to start the next beside it.
+    ///
+    /// Not when a pass merely ended with another in flight, though only a pass applies what
+    /// it made durable (answering acks=all): such passes would commit the little that came
+    /// meanwhile, and measured 14% less throughput with higher latency than waiting for the
+    /// pass in flight or for enough to queue (BENCHMARKS.md, 2026-11-27 midday).
     fn overlap_due(&self) -> bool {
         self.passes_in_flight == 1
             && self.snapshot_passes_in_flight == 0
-            && (self.unflushed_bytes >= self.config.wal.overlap_min_bytes || self.ended_since_begin)
+            && self.unflushed_bytes >= self.config.wal.overlap_min_bytes
             && self.wal.flush_may_start()
     }
 
@@ -1508,7 +1507,6 @@ impl<D: Disk> Shard<D> {
         self.passes_in_flight += 1;
         self.snapshot_passes_in_flight += usize::from(installs_snapshot);
         self.unflushed_bytes = 0;
-        self.ended_since_begin = false;
         Pass {
             number,
             pending,
@@ -1528,7 +1526,6 @@ impl<D: Disk> Shard<D> {
         );
         self.next_pass_ended += 1;
         self.passes_in_flight -= 1;
-        self.ended_since_begin = true;
         self.snapshot_passes_in_flight -= usize::from(pass.installs_snapshot);
         if let Some(done) = done {
             self.wal.complete_flush(done);
