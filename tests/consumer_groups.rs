@@ -282,6 +282,23 @@ fn describe_group(bootstrap: &str, group: &str) -> (String, BTreeMap<String, Vec
     (info.state().to_string(), members)
 }
 
+/// What `describe` says of a group once it answers Stable (a restarted coordinator loads
+/// its groups lazily), within 30 s.
+fn stable_after_restart<T: std::fmt::Debug>(describe: impl Fn() -> (String, T)) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (state, described) = describe();
+        if state == "Stable" {
+            return described;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not stable after the restart: {state} {described:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the group is Stable with `members` members, and checks that no partition is
 /// assigned to two of them and that all `partitions` are assigned.
 fn wait_stable(bootstrap: &str, group: &str, members: usize, partitions: i32) {
@@ -289,13 +306,7 @@ fn wait_stable(bootstrap: &str, group: &str, members: usize, partitions: i32) {
     loop {
         let (state, assigned) = describe_group(bootstrap, group);
         if state == "Stable" && assigned.len() == members {
-            let all: Vec<i32> = assigned.values().flatten().copied().collect();
-            let distinct: BTreeSet<i32> = all.iter().copied().collect();
-            assert_eq!(
-                all.len(),
-                distinct.len(),
-                "a partition assigned twice: {assigned:?}"
-            );
+            let distinct = assigned_once(&assigned);
             // With cooperative-sticky the group is Stable between the round that revokes
             // partitions and the one that assigns them again: wait for them all.
             if distinct == (0..partitions).collect::<BTreeSet<i32>>() {
@@ -347,13 +358,7 @@ fn wait_stable_consumer(addr: std::net::SocketAddr, group: &str, members: usize,
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (state, assigned) = describe_consumer_group(addr, group);
-        let all: Vec<i32> = assigned.values().flatten().copied().collect();
-        let distinct: BTreeSet<i32> = all.iter().copied().collect();
-        assert_eq!(
-            all.len(),
-            distinct.len(),
-            "a partition held twice: {assigned:?}"
-        );
+        assigned_once(&assigned);
         if state == "Stable" && assigned.len() == members {
             assert_partitions_shared(&assigned, partitions);
             return;
@@ -367,7 +372,8 @@ fn wait_stable_consumer(addr: std::net::SocketAddr, group: &str, members: usize,
 }
 
 /// No partition assigned to two members, and all of them assigned.
-fn assert_partitions_shared(assigned: &BTreeMap<String, Vec<i32>>, partitions: i32) {
+/// The partitions assigned, checking that none is assigned to two members.
+fn assigned_once(assigned: &BTreeMap<String, Vec<i32>>) -> BTreeSet<i32> {
     let all: Vec<i32> = assigned.values().flatten().copied().collect();
     let distinct: BTreeSet<i32> = all.iter().copied().collect();
     assert_eq!(
@@ -375,6 +381,11 @@ fn assert_partitions_shared(assigned: &BTreeMap<String, Vec<i32>>, partitions: i
         distinct.len(),
         "a partition assigned twice: {assigned:?}"
     );
+    distinct
+}
+
+fn assert_partitions_shared(assigned: &BTreeMap<String, Vec<i32>>, partitions: i32) {
+    let distinct = assigned_once(assigned);
     assert_eq!(
         distinct,
         (0..partitions).collect(),
@@ -530,18 +541,7 @@ fn commits_and_membership_survive_kill_9() {
 
     // The restarted coordinator knows the group, its member and its assignment (it loads
     // the group lazily, so it may not answer Stable at once).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let members_after = loop {
-        let (state, members_after) = describe_group(&bootstrap, group);
-        if state == "Stable" {
-            break members_after;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not stable after the restart: {state} {members_after:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let members_after = stable_after_restart(|| describe_group(&bootstrap, group));
     assert_eq!(members_after, members_before);
     let probe = consumer(&bootstrap, &[("group.id", group)]);
     let mut wanted = TopicPartitionList::new();
@@ -616,18 +616,7 @@ fn consumer_protocol_membership_and_commits_survive_kill_9() {
 
     broker.kill9();
     broker.restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let after = loop {
-        let (state, after) = describe_consumer_group(broker.addr(), group);
-        if state == "Stable" {
-            break after;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not stable after the restart: {state}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let after = stable_after_restart(|| describe_consumer_group(broker.addr(), group));
     assert_eq!(after, before, "the same members hold the same partitions");
     produce(&bootstrap, topic, HALF..2 * HALF, PARTITIONS);
     wait_for_count(&seen, 2 * HALF, Duration::from_secs(60));

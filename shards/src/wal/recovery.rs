@@ -150,6 +150,13 @@ pub struct Recovery {
     pub segment_entry_max: BTreeMap<u64, BTreeMap<u64, u64>>,
 }
 
+fn malformed(record: &RecordRef<'_>) -> RecoveryError {
+    RecoveryError::MalformedPayload {
+        group_id: record.group_id,
+        kind: record.kind,
+    }
+}
+
 impl Recovery {
     pub fn apply(
         &mut self,
@@ -157,10 +164,7 @@ impl Recovery {
         position: u64,
         record: RecordRef<'_>,
     ) -> Result<(), RecoveryError> {
-        let malformed = RecoveryError::MalformedPayload {
-            group_id: record.group_id,
-            kind: record.kind,
-        };
+        let malformed = malformed(&record);
         let group = match record.kind {
             // The WAL's own: `Wal::open_on` checks the segment marks.
             RecordKind::SegmentStart | RecordKind::SegmentEnd | RecordKind::Padding => {
@@ -207,12 +211,8 @@ impl Recovery {
         position: u64,
         record: RecordRef<'_>,
     ) -> Result<(), RecoveryError> {
-        let malformed = RecoveryError::MalformedPayload {
-            group_id: record.group_id,
-            kind: record.kind,
-        };
         let group = self.groups.entry(record.group_id).or_default();
-        let (header, data) = EntryHeader::decode(record.payload).ok_or(malformed)?;
+        let (header, data) = EntryHeader::decode(record.payload).ok_or(malformed(&record))?;
         if header.index <= group.snapshot.index {
             return Ok(());
         }

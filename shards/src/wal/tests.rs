@@ -425,6 +425,16 @@ fn a_log_written_before_segment_tags_is_read_and_its_files_never_reused() {
     });
 }
 
+/// A fresh WAL whose commits of 8 KiB or more pad to a block, and its config.
+async fn open_overlapping_at_8k(dir: &Path) -> (Wal, WalConfig) {
+    let config = WalConfig {
+        overlap_min_bytes: 8192,
+        ..config(dir)
+    };
+    let (wal, _) = Wal::open(config.clone()).await.expect("opens");
+    (wal, config)
+}
+
 /// A commit of `overlap_min_bytes` or more ends on a block boundary (a `Padding` record that
 /// recovery skips), so the next may be taken and written beside it; both land, whichever
 /// completes first, and the log reads back whole with appends continuing after it.
@@ -433,11 +443,7 @@ fn a_large_commit_is_padded_and_the_next_runs_beside_it() {
     run(|| async {
         let temp = tempfile::tempdir().expect("tempdir");
         probe(temp.path()).await;
-        let config = WalConfig {
-            overlap_min_bytes: 8192,
-            ..config(temp.path())
-        };
-        let (mut wal, _) = Wal::open(config.clone()).await.expect("opens");
+        let (mut wal, config) = open_overlapping_at_8k(temp.path()).await;
         let append = |wal: &mut Wal, index: u64| {
             let header = EntryHeader {
                 term: 1,
@@ -501,11 +507,7 @@ fn a_commit_that_landed_behind_a_torn_one_is_erased() {
     run(|| async {
         let temp = tempfile::tempdir().expect("tempdir");
         probe(temp.path()).await;
-        let config = WalConfig {
-            overlap_min_bytes: 8192,
-            ..config(temp.path())
-        };
-        let (mut wal, _) = Wal::open(config.clone()).await.expect("opens");
+        let (mut wal, config) = open_overlapping_at_8k(temp.path()).await;
         let mut locations = Vec::new();
         let mut commits = Vec::new();
         for indexes in [1..=12, 13..=24] {
