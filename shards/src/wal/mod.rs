@@ -85,12 +85,13 @@ pub struct WalConfig {
     /// the next one may be written while it is still in flight; and the pump starts that next
     /// one once this much more is waiting (see `Wal::flush_may_start`). Two writes in flight
     /// is what a latency-bound disk (one whose cache flush dominates) needs for its bandwidth;
-    /// the padding costs under 2% of a commit this large.
+    /// the padding costs at most 3% of a commit this large.
     pub overlap_min_bytes: usize,
 }
 
-/// `WalConfig::overlap_min_bytes` unless configured otherwise.
-pub const OVERLAP_MIN_BYTES_DEFAULT: usize = 256 << 10;
+/// `WalConfig::overlap_min_bytes` unless configured otherwise: 128 KiB took 6-17% more than
+/// 256 KiB with 4 requests of 16 KiB in flight per connection (BENCHMARKS.md, midday).
+pub const OVERLAP_MIN_BYTES_DEFAULT: usize = 128 << 10;
 /// Group commits in flight at once, at most.
 const FLUSHES_IN_FLIGHT_MAX: usize = 2;
 
