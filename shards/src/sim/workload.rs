@@ -12,7 +12,7 @@
 //! - the state machine holds every acknowledged command, once, in order.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -21,14 +21,14 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{run_pass, SimDisk};
+use super::{run_pass, PumpMove, SimDisk, SimPump};
 use crate::group::StateMachine;
 use crate::partition::batch::{BatchHeader, BATCH_HEADER_BYTES};
 use crate::runtime::shard::{
-    load_pieces, AckWhen, CommitReceiver, GroupSpec, Pass, Shard, ShardConfig, ShardRef,
+    load_pieces, AckWhen, CommitReceiver, GroupSpec, Shard, ShardConfig, ShardRef,
 };
 use crate::runtime::tests::{batch, install_partitions};
-use crate::wal::{FlushDone, FlushJob, PrepareJob, WalConfig};
+use crate::wal::WalConfig;
 
 pub(super) const LIVES: usize = 6;
 pub(super) const STEPS_PER_LIFE: usize = 400;
@@ -156,21 +156,8 @@ pub(super) struct Life {
     pub(super) pending: Vec<(u64, i64, Vec<u8>, CommitReceiver)>,
     pub(super) ledger: Rc<RefCell<Vec<Vec<u8>>>>,
     pub(super) pending_commands: Vec<(Vec<u8>, CommitReceiver)>,
-    /// Passes begun and not ended, oldest first, as the real pump keeps them (two at most).
-    pub(super) in_flight: VecDeque<PassInFlight>,
-    /// A segment preparation taken and not run yet: it runs beside the next commit to run
-    /// (one that rolls into its segment waits for it, as in the pump).
-    pub(super) preparation: Option<PrepareJob<SimDisk>>,
-}
-
-/// A pass of the simulated pump: its commit not run yet, or what the commit returned (the
-/// disk completes a commit at once, so running it is its landing).
-pub(super) struct PassInFlight {
-    pass: Pass<SimDisk>,
-    commit: Option<FlushJob<SimDisk>>,
-    done: Option<Option<FlushDone<SimDisk>>>,
-    /// Tombstones appended before this pass began: durable once it ends.
-    carried: Vec<u64>,
+    /// Passes begun and not ended, as the real pump keeps them.
+    pub(super) pump: SimPump,
 }
 
 /// How often the simulated pump did what only two commits in flight can do (all seeds of
@@ -225,8 +212,7 @@ pub(super) async fn open(disk: &SimDisk, model: &Model, at: &str) -> Option<Life
                 pending: Vec::new(),
                 ledger,
                 pending_commands: Vec::new(),
-                in_flight: VecDeque::new(),
-                preparation: None,
+                pump: SimPump::default(),
             });
         }
         run_pass(&shard).await.ok()?;
@@ -341,96 +327,48 @@ pub(super) async fn step(
     true
 }
 
-/// One move of the simulated pump, as the real one makes them: begin a pass (when none is in
-/// flight, or the shard allows one beside it), land a commit (the oldest, or the newer one
-/// first: a power cut then leaves it durable and the older not), or end the oldest pass
-/// whose commit landed (Raft learns what is durable; acknowledgements follow). Other steps
-/// land between these, as proposals and ticks do while the real pump awaits the disk.
+/// One move of the simulated pump (see `SimPump::step`): begin a pass, land a commit, or end
+/// the oldest pass. A pass carries the tombstones appended before it began; they are durable
+/// once it ends.
 pub(super) async fn pass(
     life: &mut Life,
     model: &mut Model,
     rng: &mut StdRng,
     clock_ms: &mut i64,
 ) -> bool {
-    let may_begin = life.in_flight.is_empty() || life.shard.borrow().may_begin_pass();
-    let oldest_landed = life
-        .in_flight
-        .front()
-        .is_some_and(|oldest| oldest.commit.is_none());
-    match rng.random_range(0..3) {
-        0 if may_begin => begin(life, model),
-        1 if oldest_landed => end_oldest(life, model, clock_ms),
-        _ => {
-            // Land a commit: the newer one now and then, unless it must follow the older.
-            let newer_may_land = life.in_flight.len() == 2
-                && life.in_flight[1]
-                    .commit
-                    .as_ref()
-                    .is_some_and(|job| !job.must_follow_previous());
-            let pick = usize::from(newer_may_land && rng.random_bool(0.4));
-            let Some(job) = life.in_flight.get_mut(pick).and_then(|p| p.commit.take()) else {
-                if oldest_landed {
-                    end_oldest(life, model, clock_ms);
-                } else if may_begin {
-                    begin(life, model);
-                }
-                return true;
-            };
-            if pick == 1 && life.in_flight[0].commit.is_some() {
-                LATER_COMMITS_LANDED_FIRST.fetch_add(1, Ordering::Relaxed);
-            }
-            let preparation = life.preparation.take();
-            let (done, ()) = futures::join!(job.run(), async {
-                if let Some(job) = preparation {
-                    job.run().await;
-                }
-            });
-            let Ok(done) = done else {
-                return false;
-            };
-            life.in_flight[pick].done = Some(Some(done));
+    let removing = &mut model.removing;
+    let Ok(made) = life
+        .pump
+        .step(&life.shard, rng, || std::mem::take(removing))
+        .await
+    else {
+        return false;
+    };
+    match made {
+        PumpMove::Began {
+            beside_another: true,
+        } => {
+            PASSES_BEGUN_BESIDE_ANOTHER.fetch_add(1, Ordering::Relaxed);
         }
+        PumpMove::Landed { newer_first: true } => {
+            LATER_COMMITS_LANDED_FIRST.fetch_add(1, Ordering::Relaxed);
+        }
+        PumpMove::Ended {
+            next_pending,
+            carried,
+        } => {
+            if next_pending {
+                PASSES_ENDED_BEFORE_THE_NEXT_LANDED.fetch_add(1, Ordering::Relaxed);
+            }
+            model.removed.extend(carried);
+            // As the pump does: a roll makes retention due.
+            if life.shard.borrow().retention_due_after_roll() {
+                life.shard.borrow_mut().apply_retention(*clock_ms);
+            }
+        }
+        _ => {}
     }
     true
-}
-
-fn begin(life: &mut Life, model: &mut Model) {
-    if !life.in_flight.is_empty() {
-        PASSES_BEGUN_BESIDE_ANOTHER.fetch_add(1, Ordering::Relaxed);
-    }
-    // The next segment is prepared beside the commits, as the real pump does it (taken
-    // first, so this pass's commit may roll into a segment still being prepared).
-    if life.preparation.is_none() {
-        life.preparation = life.shard.borrow_mut().take_segment_preparation();
-    }
-    let mut pass = life.shard.borrow_mut().begin_pass();
-    let commit = pass.flush.take();
-    let done = commit.is_none().then_some(None);
-    life.in_flight.push_back(PassInFlight {
-        pass,
-        commit,
-        done,
-        // This commit carries the tombstones appended so far, not those appended after.
-        carried: model.removing.drain(..).collect(),
-    });
-}
-
-fn end_oldest(life: &mut Life, model: &mut Model, clock_ms: &i64) {
-    let oldest = life.in_flight.pop_front().expect("a pass in flight");
-    let done = oldest.done.expect("its commit landed");
-    if life
-        .in_flight
-        .front()
-        .is_some_and(|next| next.commit.is_some())
-    {
-        PASSES_ENDED_BEFORE_THE_NEXT_LANDED.fetch_add(1, Ordering::Relaxed);
-    }
-    life.shard.borrow_mut().end_pass(oldest.pass, done);
-    model.removed.extend(oldest.carried);
-    // As the pump does: a roll makes retention due.
-    if life.shard.borrow().retention_due_after_roll() {
-        life.shard.borrow_mut().apply_retention(*clock_ms);
-    }
 }
 
 /// Anything but a pass: a proposal, a tick, a command, retention, a topic replaced.
