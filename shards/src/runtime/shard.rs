@@ -522,10 +522,6 @@ impl<D: Disk> Shard<D> {
         self.has_work() && (self.passes_in_flight == 0 || self.overlap_due())
     }
 
-    pub fn passes_in_flight(&self) -> usize {
-        self.passes_in_flight
-    }
-
     pub fn has_group(&self, group_id: u64) -> bool {
         self.groups.contains_key(&group_id)
     }

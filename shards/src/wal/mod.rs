@@ -758,10 +758,6 @@ impl<D: Disk> Wal<D> {
         self.pending.iter().map(|c| c.bytes.len()).sum()
     }
 
-    pub fn flushes_in_flight(&self) -> usize {
-        self.flushes_in_flight
-    }
-
     /// Whether a group commit may be taken now: none is in flight, or one is that the next
     /// cannot disturb (it ends on a block boundary and opens no segment).
     pub fn flush_may_start(&self) -> bool {
