@@ -244,6 +244,16 @@ pub struct FlushDone<D: Disk = DmaDisk> {
 const CHUNK_CAPACITY_MIN: usize = 64 << 10;
 const CHUNK_CAPACITY_MAX: usize = 16 << 20;
 
+/// The first capacity of the chunk after one of `last_len` bytes: half again the largest
+/// recent chunk. It follows a rising size at once and a falling one slowly (an eighth per
+/// commit), because with two commits in flight sizes alternate, and sizing by the last one
+/// alone grew (and so copied) every other chunk.
+fn next_chunk_capacity(previous_capacity: usize, last_len: usize) -> usize {
+    (last_len + last_len / 2)
+        .max(previous_capacity - previous_capacity / 8)
+        .clamp(CHUNK_CAPACITY_MIN, CHUNK_CAPACITY_MAX)
+}
+
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.wal"))
 }
@@ -800,8 +810,8 @@ impl<D: Disk> Wal<D> {
                     .is_none_or(|s| s.segment > chunk.segment),
                 "a spare is prepared for a segment not written yet"
             );
-            self.next_chunk_capacity = (chunk.bytes.len() + chunk.bytes.len() / 2)
-                .clamp(CHUNK_CAPACITY_MIN, CHUNK_CAPACITY_MAX);
+            self.next_chunk_capacity =
+                next_chunk_capacity(self.next_chunk_capacity, chunk.bytes.len());
             self.active_segment = chunk.segment;
             self.write_position = chunk.end();
             let tail_start = (align_down(self.write_position) - chunk.base) as usize;

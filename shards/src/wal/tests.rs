@@ -8,7 +8,7 @@ use glommio::LocalExecutorBuilder;
 
 use super::record::RecordKind;
 use super::recovery::EntryHeader;
-use super::{Wal, WalConfig};
+use super::{next_chunk_capacity, Wal, WalConfig, CHUNK_CAPACITY_MAX, CHUNK_CAPACITY_MIN};
 
 fn run<F: std::future::Future<Output = ()> + 'static>(make: impl FnOnce() -> F + Send + 'static) {
     LocalExecutorBuilder::default()
@@ -548,4 +548,23 @@ fn a_commit_that_landed_behind_a_torn_one_is_erased() {
             "nothing after the tear survives recovery"
         );
     });
+}
+
+#[test]
+fn chunk_capacity_rises_at_once_and_falls_slowly() {
+    let big = 800 << 10;
+    let after_big = next_chunk_capacity(CHUNK_CAPACITY_MIN, big);
+    assert_eq!(after_big, big + big / 2);
+    // A small commit between two large ones (two in flight) leaves room for the next large one.
+    let after_small = next_chunk_capacity(after_big, 100 << 10);
+    assert!(after_small >= big, "{after_small}");
+    let mut capacity = after_small;
+    for _ in 0..100 {
+        capacity = next_chunk_capacity(capacity, 1);
+    }
+    assert_eq!(capacity, CHUNK_CAPACITY_MIN);
+    assert_eq!(
+        next_chunk_capacity(capacity, usize::MAX / 4),
+        CHUNK_CAPACITY_MAX
+    );
 }
