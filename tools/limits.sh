@@ -49,6 +49,15 @@ dsync() {
 }
 dsync4k=$(dsync 4k)
 dsync256k=$(dsync 256k)
+# The most the WAL can write durably: 1 MiB O_DSYNC writes back to back, one at a time (one
+# group commit in flight) and two at a time (`commit_overlap_bytes`: at most two in flight).
+durable() {
+  fio --name="durable$1" --filename="$scratch/f3" --size=1G --bs=1M --rw=write --direct=1 \
+    --sync=dsync --ioengine=io_uring --iodepth="$1" --runtime=5 --time_based \
+    --output-format=json | fio_value "round(d['write']['bw_bytes']/2**20)"
+}
+durable1=$(durable 1)
+durable2=$(durable 2)
 
 # Stalls of the whole machine: a thread on another core asks to sleep 1 ms, again and again,
 # and counts the sleeps that took over 4 ms, first with the disk idle, then while fio writes
@@ -97,6 +106,7 @@ echo "| disk, sequential O_DIRECT read, 1 MiB blocks | fio seqread, io_uring, io
 echo "| disk, 4 KiB write + fdatasync, one at a time | fio sync4k | $sync4k |"
 echo "| disk, 4 KiB O_DIRECT\\|O_DSYNC write (a small group commit), one at a time | fio dsync4k | $dsync4k |"
 echo "| disk, 256 KiB O_DIRECT\\|O_DSYNC write (a large group commit), one at a time | fio dsync256k | $dsync256k |"
+echo "| disk, durable sequential write: 1 MiB O_DIRECT\\|O_DSYNC writes, 1 / 2 in flight | fio durable1, durable2 | $durable1 / $durable2 MiB/s |"
 echo "| machine stalls (1 ms sleeps taking over 4 ms), disk idle | stall probe | $stalls_idle |"
 echo "| machine stalls while fio writes 4 KiB O_DSYNC blocks on core 0 | stall probe | $stalls_busy |"
 echo "| loopback TCP, one stream | iperf3 -t 5 | $loopback Gbit/s |"
