@@ -7,25 +7,50 @@ run: the generator's figures beside the broker's CPU and memory, per broker core
     tools/bench_matrix.py latency RATE     # open loop at 25/50/75% of RATE msgs/s, + plot
     tools/bench_matrix.py compare-latency RATE   # open loop at RATE on chronik and Tansu, + plot
     SECONDS_EACH=10 DISK_WRITE_MIBS=1731 tools/bench_matrix.py ...
+    DISK_PROBE_DIR=./data tools/bench_matrix.py produce   # + the disk's durable write around each run
 
 Builds the release binaries first (CHRONIK_PREBUILT=1 skips that).
 Environment: SECONDS_EACH (10), DISK_WRITE_MIBS (the limits script's sequential write, for
 the "of disk" column), BROKER and SHARDS as for bench_load.sh, OUT (where percentile files
-and plots go: target/bench).
+and plots go: target/bench), DISK_PROBE_DIR (a directory on the broker's disk: fio measures
+what the disk takes durably, 1 MiB O_DSYNC writes two at a time as the WAL's commits, for 3 s
+before and after every run, and the row gives the run's MiB/s beside their mean: on the
+project's VMs that figure moves by half within minutes, so a limit measured once an hour
+says little about one run).
 """
 import json
 import os
 import subprocess
 import sys
 
+PROBE_DIR = os.environ.get("DISK_PROBE_DIR")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECONDS_EACH = os.environ.get("SECONDS_EACH", "10")
 DISK = float(os.environ.get("DISK_WRITE_MIBS", "0"))
 OUT = os.environ.get("OUT", os.path.join(ROOT, "target", "bench"))
 
 
+def durable_write_mibs():
+    """What the disk takes durably right now (None without DISK_PROBE_DIR)."""
+    if not PROBE_DIR:
+        return None
+    os.makedirs(PROBE_DIR, exist_ok=True)
+    target = os.path.join(PROBE_DIR, f"probe-{os.getpid()}")
+    try:
+        out = subprocess.run(
+            ["fio", "--name=probe", f"--filename={target}", "--size=512M", "--bs=1M", "--rw=write",
+             "--direct=1", "--sync=dsync", "--ioengine=io_uring", "--iodepth=2", "--runtime=3",
+             "--time_based", "--output-format=json"],
+            capture_output=True, text=True, check=True).stdout
+    finally:
+        if os.path.exists(target):
+            os.remove(target)
+    return json.loads(out)["jobs"][0]["write"]["bw_bytes"] / 2**20
+
+
 def run(flags, env=None, histograms=None):
-    """One bench_load.sh run: (produce JSON, the side figures)."""
+    """One bench_load.sh run: (produce JSON, the side figures), with the disk probed around it."""
+    before = durable_write_mibs()
     args = [os.path.join(ROOT, "tools", "bench_load.sh"), "--seconds", SECONDS_EACH] + flags
     if histograms:
         args += ["--histogram-dir", histograms]
@@ -33,6 +58,10 @@ def run(flags, env=None, histograms=None):
     out = subprocess.run(args, env=merged, capture_output=True, text=True, check=True).stdout
     sides = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     figures = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("{"))
+    after = durable_write_mibs()
+    if before is not None:
+        figures["durable_mibs"] = (before + after) / 2
+        figures["durable_range"] = f"{before:.0f}–{after:.0f}"
     return sides, figures
 
 
@@ -47,17 +76,19 @@ def row(name, side, figures):
     generator = cores(figures["generator_cpu_s"])
     of_disk = f"{100 * mib / DISK:.0f}%" if DISK else ""
     latency = [f"{side[k]:.2f} ms" if side[k] >= 0 else "" for k in ("p50_ms", "p99_ms", "p999_ms")]
-    print(f"| {name} | {side['msgs_per_s'] / 1000:.0f} k | {mib:.0f} | {of_disk} | "
+    durable = figures.get("durable_mibs")
+    of_durable = f"{100 * mib / durable:.0f}% of {figures['durable_range']}" if durable else ""
+    print(f"| {name} | {side['msgs_per_s'] / 1000:.0f} k | {mib:.0f} | {of_disk} | {of_durable} | "
           + " | ".join(latency)
           + f" | {broker:.2f} | {mib / max(broker, 0.01):.0f} | {generator:.2f} | "
           f"{figures.get('broker_peak_rss_mib', '')} | {figures.get('machine_stolen_s', '')} |",
           flush=True)
 
 
-HEADER = ("| scenario | msgs/s | MiB/s | of disk write | p50 | p99 | p99.9 | broker CPU (cores) "
+HEADER = ("| scenario | msgs/s | MiB/s | of disk write | of durable write (MiB/s around the run) | p50 | p99 | p99.9 | broker CPU (cores) "
           "| MiB/s per broker core | generator CPU (cores) | broker peak RSS (MiB) "
           "| stolen by the host (CPU s) |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def shape(size, partitions):
