@@ -91,6 +91,39 @@ fn every_acknowledged_message_is_in_the_log() {
     let acknowledged = field(&json, "messages") as i64;
     assert!(acknowledged > 0, "{json}");
     assert_eq!(messages_in_log(&broker, "open-loop"), acknowledged);
+
+    // A warm-up second is written but left out of the figures, percentiles included.
+    let histograms = tempfile::tempdir().expect("histogram dir");
+    let json = run_load(
+        &broker,
+        "warmed-up",
+        &[
+            "--rate",
+            "20000",
+            "--warmup",
+            "1",
+            "--seconds",
+            "1",
+            "--acks",
+            "1",
+            "--histogram-dir",
+            histograms.path().to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(field(&json, "failed_requests"), 0.0, "{json}");
+    let counted = field(&json, "messages") as u64;
+    let written = messages_in_log(&broker, "warmed-up") as u64;
+    assert!(
+        counted > 0 && counted < written,
+        "counted {counted} of {written}: {json}"
+    );
+    let hgrm =
+        std::fs::read_to_string(histograms.path().join("produce.hgrm")).expect("produce.hgrm");
+    assert_eq!(
+        total_count(&hgrm),
+        counted,
+        "the percentiles leave the warm-up out"
+    );
 }
 
 /// `Total count` from the footer of a percentile file.

@@ -8,6 +8,7 @@
 #   CHRONIK_BIN=/tmp/chronik-old tools/bench_load.sh ...   # another chronik build
 #   BROKER=tansu tools/bench_load.sh ...                   # the comparison broker (tools/tansu.sh)
 #   SHARDS=4 tools/bench_load.sh ...                       # chronik on cores 0-3
+#   WARMUP_SECONDS=3 tools/bench_load.sh ...               # leave a fresh broker's start out
 #   BROKER_ARGS="--config ret.toml" tools/bench_load.sh ... # more chronik flags
 #   BROKER_LOG=/tmp/b.log RUST_LOG=chronik_shards::runtime=trace tools/bench_load.sh ...
 #                                                          # keep the broker's log (commits)
@@ -44,12 +45,20 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # comes in stalls of 5-20 ms of both cores while the disk is busy (tools/limits.sh), and
 # every request due during one waits it out: a latency tail with stolen time is the host's.
 stolen() { awk '/^cpu / {print $9}' /proc/stat; }
-before=$(ticks "$broker")
-stolen_before=$(stolen)
 generator_cores="$shards-$(( $(nproc) - 1 ))"
 [ "$shards" -lt "$(nproc)" ] || generator_cores=0-$(( $(nproc) - 1 ))
+# WARMUP_SECONDS: the generator's --warmup; the broker's CPU and the stolen time are then
+# counted from its end too (the generator's CPU, from /usr/bin/time, covers the whole run).
+warmup=${WARMUP_SECONDS:-0}
 /usr/bin/time -f "generator_cpu_s=%U+%S" taskset -c "$generator_cores" \
-  target/release/chronik-load --bootstrap "127.0.0.1:$port" --quiet "$@" 2>"$work/time.txt"
+  target/release/chronik-load --bootstrap "127.0.0.1:$port" --quiet --warmup "$warmup" "$@" \
+  2>"$work/time.txt" &
+generator=$!
+pids+=("$generator")
+sleep "$warmup"
+before=$(ticks "$broker")
+stolen_before=$(stolen)
+wait "$generator"
 after=$(ticks "$broker")
 stolen_after=$(stolen)
 awk -v a="$after" -v b="$before" -v hz="$(getconf CLK_TCK)" \

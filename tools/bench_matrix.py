@@ -10,7 +10,8 @@ run: the generator's figures beside the broker's CPU and memory, per broker core
     DISK_PROBE_DIR=./data tools/bench_matrix.py produce   # + the disk's durable write around each run
 
 Builds the release binaries first (CHRONIK_PREBUILT=1 skips that).
-Environment: SECONDS_EACH (10), DISK_WRITE_MIBS (the limits script's sequential write, for
+Environment: SECONDS_EACH (10), WARMUP_SECONDS (0: seconds of every run left out of its
+figures, chronik-load --warmup), DISK_WRITE_MIBS (the limits script's sequential write, for
 the "of disk" column), BROKER and SHARDS as for bench_load.sh, OUT (where percentile files
 and plots go: target/bench), DISK_PROBE_DIR (a directory on the broker's disk: fio measures
 what the disk takes durably, 1 MiB O_DSYNC writes two at a time as the WAL's commits, for 3 s
@@ -26,6 +27,7 @@ import sys
 PROBE_DIR = os.environ.get("DISK_PROBE_DIR")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECONDS_EACH = os.environ.get("SECONDS_EACH", "10")
+WARMUP = os.environ.get("WARMUP_SECONDS", "0")
 DISK = float(os.environ.get("DISK_WRITE_MIBS", "0"))
 OUT = os.environ.get("OUT", os.path.join(ROOT, "target", "bench"))
 
@@ -54,7 +56,7 @@ def run(flags, env=None, histograms=None):
     args = [os.path.join(ROOT, "tools", "bench_load.sh"), "--seconds", SECONDS_EACH] + flags
     if histograms:
         args += ["--histogram-dir", histograms]
-    merged = dict(os.environ, CHRONIK_PREBUILT="1", **(env or {}))
+    merged = dict(os.environ, CHRONIK_PREBUILT="1", WARMUP_SECONDS=WARMUP, **(env or {}))
     out = subprocess.run(args, env=merged, capture_output=True, text=True, check=True).stdout
     sides = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     figures = dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("{"))
@@ -65,15 +67,17 @@ def run(flags, env=None, histograms=None):
     return sides, figures
 
 
-def cores(figure):
-    """CPU seconds (as "a+b" or "a") over the run's seconds."""
-    return sum(float(x) for x in figure.split("+")) / float(SECONDS_EACH)
+def cores(figure, warmup_included=False):
+    """CPU seconds (as "a+b" or "a") over the run's measured seconds (with the warm-up: the
+    generator's figure covers it)."""
+    seconds = float(SECONDS_EACH) + (float(WARMUP) if warmup_included else 0.0)
+    return sum(float(x) for x in figure.split("+")) / seconds
 
 
 def row(name, side, figures):
     mib = side["mib_per_s"]
     broker = cores(figures["broker_cpu_s"])
-    generator = cores(figures["generator_cpu_s"])
+    generator = cores(figures["generator_cpu_s"], warmup_included=True)
     of_disk = f"{100 * mib / DISK:.0f}%" if DISK else ""
     latency = [f"{side[k]:.2f} ms" if side[k] >= 0 else "" for k in ("p50_ms", "p99_ms", "p999_ms")]
     durable = figures.get("durable_mibs")

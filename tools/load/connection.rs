@@ -276,9 +276,11 @@ fn read_answers(
             totals.fail(why);
             continue;
         }
+        // Counted under the histogram's lock, so that the end of a warm-up (which takes it)
+        // sees counts and percentiles agree.
+        let mut histogram = totals.latency_us.lock().expect("histogram lock");
         totals.acked_records.fetch_add(records, Ordering::Relaxed);
         totals.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let mut histogram = totals.latency_us.lock().expect("histogram lock");
         let _ = histogram.record_n(latency_us, records);
     }
 }

@@ -85,6 +85,11 @@ struct Args {
     messages: Option<u64>,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Run this many seconds first and leave them out of the figures (rates, percentiles):
+    /// a fresh broker's first seconds (new log segments, caches filling) measure the start,
+    /// not the steady state. Not with `--messages`.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -147,6 +152,10 @@ fn main() -> anyhow::Result<()> {
         compression: compression(&args.compression)?,
     };
     let acks = acks(&args.acks)?;
+    anyhow::ensure!(
+        args.warmup == 0 || args.messages.is_none(),
+        "--warmup bounds the run in seconds: not with --messages"
+    );
     if mode == Mode::EndToEnd {
         anyhow::ensure!(
             args.compression == "none" && args.size >= 8,
@@ -173,13 +182,13 @@ fn main() -> anyhow::Result<()> {
     } else {
         &producers
     };
-    watch(&args, &totals, started, bounding);
+    let measured = watch(&args, &totals, started, bounding);
     // Producers first, with their answers; then consumers get to read what was acknowledged.
     totals.stop_producing.store(true, Ordering::Relaxed);
     for handle in producers {
         let _ = handle.join();
     }
-    let elapsed = started.elapsed();
+    let elapsed = measured.started.elapsed();
     if mode == Mode::EndToEnd {
         drain(&totals);
     }
@@ -187,7 +196,7 @@ fn main() -> anyhow::Result<()> {
     for handle in consumers {
         let _ = handle.join();
     }
-    report(&args, mode, &totals, elapsed)
+    report(&args, mode, &totals, &measured, elapsed)
 }
 
 /// One producing connection per group of partitions.
@@ -267,15 +276,21 @@ fn drain(totals: &Totals) {
 }
 
 /// The table and JSON line of each side of the run, and its percentile files.
-fn report(args: &Args, mode: Mode, totals: &Totals, elapsed: Duration) -> anyhow::Result<()> {
+fn report(
+    args: &Args,
+    mode: Mode,
+    totals: &Totals,
+    measured: &Measured,
+    elapsed: Duration,
+) -> anyhow::Result<()> {
     let failed_requests = totals.failed_requests.load(Ordering::Relaxed);
     let mut sides = Vec::new();
     if mode != Mode::Consume {
         let run = report::Run {
             mode: "produce",
             elapsed,
-            messages: totals.acked_records.load(Ordering::Relaxed),
-            bytes: totals.acked_bytes.load(Ordering::Relaxed),
+            messages: totals.acked_records.load(Ordering::Relaxed) - measured.acked_records,
+            bytes: totals.acked_bytes.load(Ordering::Relaxed) - measured.acked_bytes,
             failed_requests,
             acks: &args.acks,
             size: args.size,
@@ -290,8 +305,8 @@ fn report(args: &Args, mode: Mode, totals: &Totals, elapsed: Duration) -> anyhow
                 "end-to-end"
             },
             elapsed,
-            messages: totals.consumed_records.load(Ordering::Relaxed),
-            bytes: totals.consumed_bytes.load(Ordering::Relaxed),
+            messages: totals.consumed_records.load(Ordering::Relaxed) - measured.consumed_records,
+            bytes: totals.consumed_bytes.load(Ordering::Relaxed) - measured.consumed_bytes,
             failed_requests,
             acks: "-",
             size: args.size,
@@ -314,16 +329,59 @@ fn report(args: &Args, mode: Mode, totals: &Totals, elapsed: Duration) -> anyhow
     Ok(())
 }
 
+/// Where the measured part of a run starts: its instant and the counts before it.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    started: Instant,
+    acked_records: u64,
+    acked_bytes: u64,
+    consumed_records: u64,
+    consumed_bytes: u64,
+}
+
+impl Measured {
+    /// From now on: the counts so far are left out and the histograms start empty. Produce
+    /// answers are counted under their histogram's lock, held here, so those agree exactly;
+    /// consumers' may differ by one fetch at the boundary.
+    fn start_now(totals: &Totals) -> Self {
+        let mut produced = totals.latency_us.lock().expect("histogram");
+        let mut consumed = totals.consumed_latency_us.lock().expect("histogram");
+        produced.reset();
+        consumed.reset();
+        Self {
+            started: Instant::now(),
+            acked_records: totals.acked_records.load(Ordering::Relaxed),
+            acked_bytes: totals.acked_bytes.load(Ordering::Relaxed),
+            consumed_records: totals.consumed_records.load(Ordering::Relaxed),
+            consumed_bytes: totals.consumed_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Prints progress once a second until the run's bound: `--messages` sent (the bounding
-/// threads end on their own) or `--seconds` passed.
-fn watch(args: &Args, totals: &Totals, started: Instant, bounding: &[JoinHandle<()>]) {
+/// threads end on their own) or `--warmup` and then `--seconds` passed. Returns where the
+/// measured part began.
+fn watch(args: &Args, totals: &Totals, started: Instant, bounding: &[JoinHandle<()>]) -> Measured {
     let mut last = (started, 0u64, 0u64);
+    let warmup = Duration::from_secs(args.warmup);
+    let mut measured = (warmup.is_zero()).then(|| Measured {
+        started,
+        acked_records: 0,
+        acked_bytes: 0,
+        consumed_records: 0,
+        consumed_bytes: 0,
+    });
     loop {
         std::thread::sleep(Duration::from_millis(200));
+        if measured.is_none() && started.elapsed() >= warmup {
+            measured = Some(Measured::start_now(totals));
+        }
         let done = bounding.iter().all(JoinHandle::is_finished);
-        let out_of_time = args.messages.is_none() && started.elapsed().as_secs() >= args.seconds;
+        let out_of_time = measured.is_some_and(|m| {
+            args.messages.is_none() && m.started.elapsed().as_secs() >= args.seconds
+        });
         if done || out_of_time {
-            return;
+            return measured.unwrap_or_else(|| Measured::start_now(totals));
         }
         if !args.quiet && last.0.elapsed() >= Duration::from_secs(1) {
             let acked = totals.acked_records.load(Ordering::Relaxed);
