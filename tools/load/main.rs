@@ -13,6 +13,7 @@
 //! batch's send time (stamped in its first value) to its arrival at a consumer.
 //! Prints progress each second on stderr, then a table and one JSON line per side (produce,
 //! consume or end-to-end) on stdout; `--histogram-dir` also writes percentile files.
+//! `--warmup S` runs S seconds first and leaves them out of every figure.
 //!
 //! - `batch`: the record batches.
 //! - `connection`: one producing connection (writer and reader threads).
