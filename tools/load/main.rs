@@ -365,7 +365,7 @@ impl Measured {
 fn watch(args: &Args, totals: &Totals, started: Instant, bounding: &[JoinHandle<()>]) -> Measured {
     let mut last = (started, 0u64, 0u64);
     let warmup = Duration::from_secs(args.warmup);
-    let mut measured = (warmup.is_zero()).then(|| Measured {
+    let mut measured = warmup.is_zero().then_some(Measured {
         started,
         acked_records: 0,
         acked_bytes: 0,
