@@ -994,7 +994,9 @@ impl<D: Disk> FlushJob<D> {
     pub async fn run(self) -> Result<FlushDone<D>, WalError> {
         let mut created = Vec::new();
         for write in self.writes {
-            let path = segment_path(&self.dir, write.segment);
+            // Named only when needed (creating the file, or an error): formatting the path
+            // for every commit showed in the profile.
+            let path = || segment_path(&self.dir, write.segment);
             let file = match write.file {
                 SegmentFile::Open(file) => file,
                 SegmentFile::Prepared(ready) => {
@@ -1002,15 +1004,16 @@ impl<D: Disk> FlushJob<D> {
                         Ok(Ok(file)) => file,
                         // The preparation said why it failed; try once more, as without one.
                         Ok(Err(_)) | Err(oneshot::Canceled) => Rc::new(
-                            open_segment(&self.disk, &path, true, self.segment_bytes_max).await?,
+                            open_segment(&self.disk, &path(), true, self.segment_bytes_max).await?,
                         ),
                     };
                     created.push((write.segment, file.clone()));
                     file
                 }
                 SegmentFile::Create => {
-                    let file = open_segment(&self.disk, &path, true, self.segment_bytes_max);
-                    let file = Rc::new(file.await?);
+                    let file =
+                        open_segment(&self.disk, &path(), true, self.segment_bytes_max).await?;
+                    let file = Rc::new(file);
                     created.push((write.segment, file.clone()));
                     file
                 }
@@ -1020,17 +1023,23 @@ impl<D: Disk> FlushJob<D> {
             let written = file
                 .write_at(write.position, blocks)
                 .await
-                .map_err(io_error(&path))?;
+                .map_err(|source| WalError::Io {
+                    path: path(),
+                    source,
+                })?;
             if written != length {
                 return Err(WalError::Io {
-                    path,
+                    path: path(),
                     source: std::io::Error::other(format!(
                         "short write: {written} of {length} bytes"
                     )),
                 });
             }
             if !self.disk.writes_are_durable() {
-                file.sync().await.map_err(io_error(&path))?;
+                file.sync().await.map_err(|source| WalError::Io {
+                    path: path(),
+                    source,
+                })?;
             }
         }
         Ok(FlushDone {
